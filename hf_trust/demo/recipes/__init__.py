@@ -1,0 +1,1 @@
+"""One module per method; each registers its recipe with ``hf_trust.demo.register_recipe``."""

@@ -1,0 +1,157 @@
+"""Recipe registration and the objects a recipe receives and returns."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from tqdm.auto import tqdm
+
+logger = logging.getLogger("hf_trust.demo")
+
+
+@dataclass
+class ResultRow:
+    """One line of the results table: a measured value under one setting."""
+
+    setting: str
+    metric: str
+    value: float
+    std: Optional[float] = None
+    n: Optional[int] = None
+    note: str = ""
+
+    def formatted_value(self) -> str:
+        text = f"{self.value:.4g}"
+        if self.std is not None:
+            text += f" ± {self.std:.2g}"
+        return text
+
+
+@dataclass
+class RecipeResult:
+    """What a recipe returns: table rows, plot files and free-text notes."""
+
+    rows: list[ResultRow] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        setting: str,
+        metric: str,
+        value: float,
+        std: Optional[float] = None,
+        n: Optional[int] = None,
+        note: str = "",
+    ) -> ResultRow:
+        row = ResultRow(setting, metric, float(value), None if std is None else float(std), n, note)
+        self.rows.append(row)
+        return row
+
+    def add_plot(self, path: "str | Path") -> None:
+        self.plots.append(Path(path))
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+@dataclass
+class RecipeContext:
+    """Handed to every recipe.
+
+    Attributes:
+        out_dir: the recipe's own folder inside the report folder (plots and artefacts go here).
+        full: ``True`` for ``--full`` (the size whose figures go into ``benchmarks/RESULTS.md``).
+        seeds: seeds to run; the default demo uses fewer than ``--full``.
+        device: ``"cuda"`` when a GPU is visible, else ``"cpu"``.
+    """
+
+    out_dir: Path
+    full: bool = False
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "cpu"
+    position: int = 1
+
+    def progress(self, iterable: Optional[Iterable] = None, total: Optional[int] = None, desc: str = "", **kw: Any):
+        """A tqdm bar nested under the runner's bar."""
+        return tqdm(iterable, total=total, desc=desc, position=self.position, leave=False, **kw)
+
+    def savefig(self, fig: Any, name: str) -> Path:
+        """Save a matplotlib figure into the recipe's folder and close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.out_dir / name
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return path
+
+    def log(self, message: str) -> None:
+        tqdm.write(message)
+
+
+@dataclass
+class Recipe:
+    name: str
+    title: str
+    run: Callable[[RecipeContext], RecipeResult]
+    minutes: float = 1.0
+    full_seeds: tuple[int, ...] = (0, 1, 2)
+    quick_seeds: tuple[int, ...] = (0,)
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(
+    name: str,
+    title: str,
+    minutes: float = 1.0,
+    full_seeds: tuple[int, ...] = (0, 1, 2),
+    quick_seeds: tuple[int, ...] = (0,),
+) -> Callable[[Callable[[RecipeContext], RecipeResult]], Callable[[RecipeContext], RecipeResult]]:
+    """Decorator: register ``fn(ctx) -> RecipeResult`` as the demo recipe of method ``name``.
+
+    Args:
+        name: the method's short name, used by ``hf-trust demo --methods``.
+        title: one line shown in the progress bar and the report.
+        minutes: rough run time of the default (quick) setting on a 2-core CPU.
+        full_seeds / quick_seeds: seeds used with and without ``--full``.
+    """
+
+    def decorator(fn: Callable[[RecipeContext], RecipeResult]) -> Callable[[RecipeContext], RecipeResult]:
+        if name in _RECIPES and _RECIPES[name].run.__qualname__ != fn.__qualname__:
+            raise ValueError(f"Two demo recipes are registered as {name!r}.")
+        _RECIPES[name] = Recipe(name, title, fn, minutes, tuple(full_seeds), tuple(quick_seeds))
+        return fn
+
+    return decorator
+
+
+def _discover() -> None:
+    from . import recipes
+
+    for info in sorted(pkgutil.iter_modules(recipes.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        try:
+            importlib.import_module(f"{recipes.__name__}.{info.name}")
+        except ImportError as exc:  # an optional dependency of one recipe must not hide the others
+            logger.warning("demo recipe %r is unavailable: %s", info.name, exc)
+
+
+def available_recipes() -> dict[str, Recipe]:
+    """All registered recipes, by name (discovers the recipe modules on first call)."""
+    _discover()
+    return dict(sorted(_RECIPES.items()))
+
+
+def get_recipe(name: str) -> Recipe:
+    recipes = available_recipes()
+    if name not in recipes:
+        raise KeyError(name)
+    return recipes[name]

@@ -1,0 +1,99 @@
+"""The single place where hf-trust extends PEFT with new tuner types.
+
+PEFT keeps its tuner types in the closed ``PeftType`` enum and refuses to register a method whose
+name is not a member.  :func:`register_tuner` adds the member (idempotently) and then calls
+``peft.utils.register_peft_method``.  Every tuner of this project registers through it.
+
+The enum *value* written into ``adapter_config.json`` is the upper-case name followed by a hint
+(``"THANORA (import hf_trust to load)"``).  PEFT raises ``KeyError(<value>)`` when it meets an
+unregistered type, so a user who forgot ``import hf_trust`` reads the missing import in the error
+itself, without any code of ours having been imported.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Optional
+
+from peft.utils import PeftType, register_peft_method
+
+IMPORT_HINT = "(import hf_trust first)"
+
+
+def peft_type_value(name: str) -> str:
+    """The string stored as ``peft_type`` in saved adapter configs for tuner ``name``."""
+    return f"{name} {IMPORT_HINT}".upper()
+
+
+def _add_enum_member(enum_cls: type[enum.Enum], alias: str, value: str) -> enum.Enum:
+    """Add ``value`` as a member of a str-mixin enum, reachable as ``enum_cls.<alias>`` too.
+
+    The member's name equals its value: enum members hash by name and PEFT looks its mappings up
+    with the raw string read from JSON, so both must hash alike.
+    """
+    existing = enum_cls._member_map_.get(value)
+    if existing is not None:
+        return existing
+    member = str.__new__(enum_cls, value)
+    member._name_ = value
+    member._value_ = value
+    member.__objclass__ = enum_cls
+    member._sort_order_ = len(enum_cls._member_names_)
+    enum_cls._member_map_[value] = member
+    enum_cls._value2member_map_[value] = member
+    enum_cls._member_names_.append(value)
+    type.__setattr__(enum_cls, value, member)
+    if alias not in enum_cls._member_map_:
+        type.__setattr__(enum_cls, alias, member)
+    return member
+
+
+def register_tuner(
+    name: str,
+    config_cls: type,
+    model_cls: type,
+    prefix: Optional[str] = None,
+    is_mixed_compatible: bool = False,
+) -> PeftType:
+    """Add ``name`` to ``PeftType`` and register its config and model classes with PEFT.
+
+    Calling it again does nothing, so importing ``hf_trust`` twice (or reloading a tuner module)
+    is safe.  After the call ``PeftType.<NAME>`` is the tuner's member.
+
+    Args:
+        name: lower-case tuner name, e.g. ``"thanora"``.
+        config_cls: the tuner's ``PeftConfig`` subclass; its ``__post_init__`` sets
+            ``self.peft_type = PeftType.<NAME>``.
+        model_cls: the tuner's ``BaseTuner`` subclass.
+        prefix: parameter-name prefix of the tuner's adapter weights (default ``name + "_"``).
+        is_mixed_compatible: forwarded to ``register_peft_method``.
+
+    Returns:
+        The ``PeftType`` member of the tuner.
+    """
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+
+    if not name or not name.isidentifier() or not name.islower() or name.endswith("_"):
+        raise ValueError(
+            f"Tuner name must be a lower-case identifier without a trailing '_', got {name!r}."
+        )
+    prefix = prefix or name + "_"
+    value = peft_type_value(name)
+    member = _add_enum_member(PeftType, name.upper(), value)
+    if member in PEFT_TYPE_TO_CONFIG_MAPPING:
+        known_cfg = PEFT_TYPE_TO_CONFIG_MAPPING[member]
+        if known_cfg is not config_cls and known_cfg.__qualname__ != config_cls.__qualname__:
+            raise KeyError(f"PEFT already has a different tuner registered as {name!r}.")
+        # Same tuner (possibly a reloaded module): keep the newest class objects.
+        PEFT_TYPE_TO_CONFIG_MAPPING[member] = config_cls
+        PEFT_TYPE_TO_TUNER_MAPPING[member] = model_cls
+        return member
+    # register_peft_method derives the member from name.upper(), hence the lower-cased value.
+    register_peft_method(
+        name=value.lower(),
+        config_cls=config_cls,
+        model_cls=model_cls,
+        prefix=prefix,
+        is_mixed_compatible=is_mixed_compatible,
+    )
+    return member
