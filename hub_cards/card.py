@@ -1,0 +1,142 @@
+"""Model cards for adapters trained with hf-trust, with a "trust report" section."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import jinja2
+from huggingface_hub import ModelCard, ModelCardData
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+#: The life-cycle risks a trust report covers, with the hf-trust method that checks each.
+LIFECYCLE_RISKS: dict[str, str] = {
+    "backdoor scan": "BYE (attention-entropy collapse filter)",
+    "forgetting": "LoRASculpt (forgetting against general tasks)",
+    "privacy leakage": "EPEAgent (canary leakage, data-flow ledger)",
+    "reasoning confidence": "CoT-Kinetics (energy of the reasoning trace)",
+}
+
+_STATUSES = ("passed", "flagged", "not checked")
+
+#: Descriptions of the methods whose adapters are pushed, keyed by PEFT type name (lower case).
+METHODS: dict[str, tuple[str, str]] = {
+    "thanora": ("ThanoRA", "multi-task LoRA with task-specific subspaces and a subspace-preserving regularizer"),
+    "lorasculpt": ("LoRASculpt", "sparse LoRA updates with a conflict-mitigation regularizer against forgetting"),
+    "lora": ("LoRA", "low-rank adaptation"),
+}
+
+
+@dataclass
+class TrustCheck:
+    """The outcome of one risk check.
+
+    Attributes:
+        risk: one of :data:`LIFECYCLE_RISKS` (or a custom risk name).
+        status: ``"passed"``, ``"flagged"`` or ``"not checked"``.
+        method: how it was checked (defaults to the hf-trust method for that risk).
+        summary: one sentence on what was found.
+        metrics: numbers behind the finding (e.g. ``{"removed_fraction": 0.1}``).
+    """
+
+    risk: str
+    status: str = "not checked"
+    method: Optional[str] = None
+    summary: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in _STATUSES:
+            raise ValueError(f"TrustCheck.status must be one of {_STATUSES}, got {self.status!r}.")
+        if self.method is None:
+            self.method = LIFECYCLE_RISKS.get(self.risk)
+
+
+@dataclass
+class TrustReport:
+    """Which life-cycle risks were checked.  Risks not given are listed as "not checked"."""
+
+    checks: list[TrustCheck] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.checks = [TrustCheck(**c) if isinstance(c, Mapping) else c for c in self.checks]
+        named = {c.risk for c in self.checks}
+        self.checks += [TrustCheck(risk) for risk in LIFECYCLE_RISKS if risk not in named]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {c.risk: {k: v for k, v in asdict(c).items() if k != "risk"} for c in self.checks}
+
+
+def _adapter_info(path: Path) -> dict[str, Any]:
+    cfg_file = path / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(
+            f"{path} has no adapter_config.json; pass a PEFT model or a folder written by save_pretrained."
+        )
+    return json.loads(cfg_file.read_text())
+
+
+def method_key(peft_type: str) -> str:
+    """``"THANORA (IMPORT HF_TRUST FIRST)"`` -> ``"thanora"``."""
+    return str(peft_type).split(" ")[0].lower()
+
+
+def render_card(
+    repo_id: str,
+    *,
+    method: str,
+    base_model: Optional[str] = None,
+    training_data: Optional[Mapping[str, Any]] = None,
+    metrics: Optional[Mapping[str, Any]] = None,
+    trust_report: "TrustReport | Mapping | None" = None,
+    paper: Optional[str] = None,
+    datasets: Optional[list[str]] = None,
+    license: Optional[str] = None,
+    template: "str | os.PathLike | None" = None,
+) -> ModelCard:
+    """Render the adapter card (YAML metadata + markdown) as a ``huggingface_hub.ModelCard``.
+
+    Args:
+        repo_id: the repository the card is for.
+        method: the tuner's name (``"thanora"``, ``"lorasculpt"``, ``"lora"`` or any other).
+        base_model: Hub id or path of the base model.
+        training_data: free-form summary (name, size, tasks, ...), one bullet per key.
+        metrics: name -> value, shown as a table and recorded in the card's ``tags``-free metadata.
+        trust_report: a :class:`TrustReport` (or its dict form); missing risks show "not checked".
+        template: a Jinja template to use instead of ``templates/adapter_card.md.j2``.
+    """
+    report = trust_report if isinstance(trust_report, TrustReport) else TrustReport(**(trust_report or {}))
+    name, description = METHODS.get(method, (method, ""))
+    data = ModelCardData(
+        library_name="peft",
+        base_model=base_model,
+        license=license,
+        datasets=datasets,
+        tags=["hf-trust", method, "peft"],
+    )
+    # Metadata the Hub doesn't know but that tools reading the card can use.
+    data.hf_trust = {"method": method, "metrics": dict(metrics or {}), "trust_report": report.as_dict()}
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(template).parent if template else TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    tmpl = env.get_template(Path(template).name if template else "adapter_card.md.j2")
+    text = tmpl.render(
+        card_data=data.to_yaml(),
+        title=f"{name} adapter: {repo_id}",
+        summary=f"A PEFT adapter trained with hf-trust's {name} on top of {base_model or 'its base model'}.",
+        method_name=name,
+        method_description=description,
+        paper=paper,
+        base_model=base_model,
+        training_data=dict(training_data or {}),
+        metrics=dict(metrics or {}),
+        trust_checks=report.checks,
+        repo_id=repo_id,
+    )
+    return ModelCard(text)
