@@ -1,0 +1,60 @@
+"""The federated-learning core of hf-trust, on Accelerate.
+
+Partitioners split a labelled dataset into clients; a :class:`ClientTrainer` trains the trainable
+parameters of one model on one client's data; a :class:`Strategy` turns client updates into the next
+global parameters; :class:`FederatedTrainer` runs the rounds, in one process or spread over the
+processes of ``accelerate launch``.
+"""
+
+from .client import (
+    ClientContext,
+    ClientResult,
+    ClientTimeout,
+    ClientTrainer,
+    SupervisedClientTrainer,
+    load_params,
+    trainable_params,
+)
+from .deepspeed_utils import gathered, zero_dim_params_to_buffers
+from .partition import (
+    DirichletLabelPartitioner,
+    DomainPartitioner,
+    FixedClassesPartitioner,
+    IIDPartitioner,
+    PartitionError,
+    Partitions,
+)
+from .stats import ClassMoments, reduce_moments
+from .strategy import FedAdam, FedAvg, FedOpt, FedProx, Strategy, get_strategy
+from .trainer import FederatedConfig, FederatedTrainer, derived_seed, plot_history, sample_clients
+
+__all__ = [
+    "ClassMoments",
+    "ClientContext",
+    "ClientResult",
+    "ClientTimeout",
+    "ClientTrainer",
+    "DirichletLabelPartitioner",
+    "DomainPartitioner",
+    "FedAdam",
+    "FedAvg",
+    "FedOpt",
+    "FedProx",
+    "FederatedConfig",
+    "FederatedTrainer",
+    "FixedClassesPartitioner",
+    "IIDPartitioner",
+    "PartitionError",
+    "Partitions",
+    "Strategy",
+    "SupervisedClientTrainer",
+    "derived_seed",
+    "gathered",
+    "get_strategy",
+    "load_params",
+    "plot_history",
+    "reduce_moments",
+    "sample_clients",
+    "trainable_params",
+    "zero_dim_params_to_buffers",
+]

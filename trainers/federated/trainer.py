@@ -1,0 +1,321 @@
+"""The federated training loop: simulation in one process, or clients spread over the processes of
+``accelerate launch`` (rank r hosts sampled clients r, r+P, ...).
+
+The per-client model is never wrapped by ``accelerator.prepare``: DDP would all-reduce gradients across
+ranks and mix clients hosted on different processes.  Ranks exchange only the round's weighted sums,
+with ``accelerator.reduce``, in float64 so that 1 and P processes agree to round-off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .client import ClientContext, ClientResult, ClientTrainer, load_params, trainable_params
+from .partition import Partitions
+from .strategy import Params, Strategy
+
+logger = logging.getLogger("trainers.federated")
+
+
+@dataclass
+class FederatedConfig:
+    """Run-level options of a federation.
+
+    Args:
+        rounds: communication rounds.
+        local_epochs: passes over each client's data per round.
+        client_fraction: fraction of clients sampled each round (at least one).
+        sampling: ``"random"`` (seeded per round) or ``"first"`` (the first m clients every round, as some
+            reference scripts do).
+        seed: seeds client sampling and every client's shuffling.
+        client_timeout: seconds a client may train in one round before it is dropped from the round.
+        output_dir: where ``history.json``, the partition report, checkpoints and plots go (``None``: nothing saved).
+        save_every: checkpoint every n rounds (0: never).
+        eval_every: evaluate the global model every n rounds (0: never).
+        log_with: accelerate tracker name(s) for per-round metrics (e.g. ``"tensorboard"``).
+    """
+
+    rounds: int = 10
+    local_epochs: int = 1
+    client_fraction: float = 1.0
+    sampling: str = "random"
+    seed: int = 0
+    client_timeout: Optional[float] = None
+    output_dir: Optional[str] = None
+    save_every: int = 1
+    eval_every: int = 1
+    log_with: Optional[str] = None
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise ValueError(f"FederatedConfig.rounds must be ≥ 1, got {self.rounds}.")
+        if self.local_epochs < 1:
+            raise ValueError(f"FederatedConfig.local_epochs must be ≥ 1, got {self.local_epochs}.")
+        if not 0 < self.client_fraction <= 1:
+            raise ValueError(f"FederatedConfig.client_fraction must be in (0, 1], got {self.client_fraction}.")
+        if self.sampling not in ("random", "first"):
+            raise ValueError(f"FederatedConfig.sampling must be 'random' or 'first', got {self.sampling!r}.")
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, stable across processes and Python runs."""
+    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def sample_clients(num_clients: int, config: FederatedConfig, round_idx: int) -> list[int]:
+    m = max(1, int(round(config.client_fraction * num_clients)))
+    if config.sampling == "first" or m == num_clients:
+        return list(range(m))
+    rng = np.random.default_rng(derived_seed(config.seed, round_idx, 7))
+    return sorted(rng.choice(num_clients, size=m, replace=False).tolist())
+
+
+def _param_bytes(params: Params) -> int:
+    return sum(v.numel() * v.element_size() for v in params.values())
+
+
+class FederatedTrainer:
+    """Runs rounds of: sample clients → local training → weighted reduce → server update → evaluate.
+
+    Args:
+        client_trainer: holds the global model and trains it on one client's data (:class:`ClientTrainer`).
+        strategy: the server strategy (FedAvg, FedProx, FedOpt...).
+        config: :class:`FederatedConfig`.
+        eval_datasets: name → dataset evaluated each ``eval_every`` rounds with ``client_trainer.evaluate``
+            (e.g. ``{"global": test, "digits_font": test_font}`` for per-domain accuracy).
+        accelerator: an ``accelerate.Accelerator``; created when ``None``.  Under ``accelerate launch`` with
+            P processes the clients are spread over the ranks.
+        before_round: optional ``fn(trainer, round)`` hook (e.g. a method's statistics round).
+    """
+
+    def __init__(
+        self,
+        client_trainer: ClientTrainer,
+        strategy: Strategy,
+        config: FederatedConfig,
+        eval_datasets: Optional[dict[str, Any]] = None,
+        accelerator: Any = None,
+        before_round: Optional[Callable[["FederatedTrainer", int], None]] = None,
+    ):
+        if not isinstance(strategy, Strategy):
+            raise TypeError(f"strategy must be a Strategy (FedAvg(), FedProx(...), ...), got {type(strategy).__name__}.")
+        if accelerator is None:
+            from accelerate import Accelerator
+
+            accelerator = Accelerator(cpu=not torch.cuda.is_available(), log_with=config.log_with)
+        self.accelerator = accelerator
+        self.client_trainer = client_trainer
+        self.strategy = strategy
+        self.config = config
+        self.eval_datasets = eval_datasets or {}
+        self.before_round = before_round
+        self.global_params: Params = trainable_params(client_trainer.model)
+        if not self.global_params:
+            raise ValueError("the model has no trainable parameters; nothing would be federated.")
+        self.client_states: dict[int, dict] = {}
+        self.history: list[dict[str, Any]] = []
+        self.start_round = 0
+        self._trackers_ready = False
+
+    # ------------------------------------------------------------------ multi-process helpers
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    def hosted(self, clients: list[int]) -> list[int]:
+        """The clients of this round that this process trains (rank r: positions r, r+P, ...)."""
+        return clients[self.rank :: self.world]
+
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return tensor
+        out = self.accelerator.reduce(tensor.to(self.accelerator.device), reduction="sum")
+        return out.cpu()
+
+    def gather_objects(self, items: list) -> list:
+        if self.world == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Send rank 0's ``obj`` to every rank (e.g. a server-side eigendecomposition)."""
+        if self.world == 1:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        box = [obj if self.rank == 0 else None]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
+
+    # ------------------------------------------------------------------ one round
+    def _train_client(self, k: int, round_idx: int, partitions: Partitions) -> ClientResult:
+        load_params(self.client_trainer.model, self.global_params)
+        seed = derived_seed(self.config.seed, round_idx, k)
+        torch.manual_seed(seed)  # dropout and any other torch randomness of this client
+        gen = torch.Generator().manual_seed(seed)
+        deadline = time.monotonic() + self.config.client_timeout if self.config.client_timeout else None
+        ctx = ClientContext(
+            client_id=k,
+            round=round_idx,
+            dataset=partitions.client_dataset(k),
+            state=self.client_states.setdefault(k, {}),
+            global_params=self.global_params,
+            strategy=self.strategy,
+            local_epochs=self.config.local_epochs,
+            generator=gen,
+            deadline=deadline,
+        )
+        return self.client_trainer.fit(ctx)
+
+    def run_round(self, round_idx: int, partitions: Partitions) -> dict[str, Any]:
+        t0 = time.time()
+        if self.before_round is not None:
+            self.before_round(self, round_idx)
+        clients = sample_clients(partitions.num_clients, self.config, round_idx)
+        keys = list(self.global_params)
+        sums = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in self.global_params.items()}
+        weight = torch.zeros((), dtype=torch.float64)
+        local_records = []
+        for k in self.hosted(clients):
+            try:
+                result = self._train_client(k, round_idx, partitions)
+            except Exception as exc:  # a failing client is dropped from the round, the others aggregate
+                logger.warning("client %d failed in round %d: %s", k, round_idx, exc)
+                local_records.append({"client": k, "failed": f"{type(exc).__name__}: {exc}",
+                                      "trace": traceback.format_exc(limit=3)})
+                continue
+            w = self.strategy.client_weight(result.num_examples)
+            params = trainable_params(self.client_trainer.model)
+            for name in keys:
+                sums[name] += w * params[name].double()
+            weight += w
+            local_records.append({"client": k, "num_examples": result.num_examples, **result.metrics})
+        # One flat buffer: a single reduce per round.
+        flat = torch.cat([sums[name].flatten() for name in keys] + [weight.reshape(1)])
+        flat = self.reduce_sum(flat)
+        total = float(flat[-1])
+        records = sorted(self.gather_objects(local_records), key=lambda r: r["client"])
+        ok = [r for r in records if "failed" not in r]
+        if total > 0:
+            mean, offset = {}, 0
+            for name in keys:
+                n = sums[name].numel()
+                mean[name] = (flat[offset : offset + n] / total).reshape(sums[name].shape).to(self.global_params[name].dtype)
+                offset += n
+            self.global_params = self.strategy.server_update(self.global_params, mean)
+        load_params(self.client_trainer.model, self.global_params)
+        upload = _param_bytes(self.global_params) * len(ok)
+        row: dict[str, Any] = {
+            "round": round_idx + 1,
+            "clients": clients,
+            "failed_clients": [r["client"] for r in records if "failed" in r],
+            "payload_bytes_up": upload,
+            "payload_bytes_down": _param_bytes(self.global_params) * len(clients),
+            "train_loss": float(np.average([r["train_loss"] for r in ok], weights=[r["num_examples"] for r in ok]))
+            if ok and all("train_loss" in r for r in ok) else None,
+        }
+        if self.config.eval_every and (round_idx + 1) % self.config.eval_every == 0:
+            for name, ds in self.eval_datasets.items():
+                for metric, value in self.client_trainer.evaluate(ds).items():
+                    row[f"eval_{name}_{metric}"] = value
+        row["seconds"] = time.time() - t0
+        row["client_records"] = [{k: v for k, v in r.items() if k != "trace"} for r in records]
+        return row
+
+    # ------------------------------------------------------------------ fit / checkpoints
+    def fit(self, partitions: Partitions, resume_from: Optional[str] = None) -> list[dict[str, Any]]:
+        """Run the remaining rounds; returns the per-round history (also saved as JSON)."""
+        if partitions.num_clients < 1:
+            raise ValueError("no clients in the partition.")
+        out = Path(self.config.output_dir) if self.config.output_dir else None
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        if out is not None and self.accelerator.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            partitions.save(out / "partition.json")
+        if self.config.log_with and not self._trackers_ready:
+            self.accelerator.init_trackers("federated", config=asdict(self.config))
+            self._trackers_ready = True
+        bar = tqdm(range(self.start_round, self.config.rounds), desc="rounds",
+                   disable=not self.accelerator.is_main_process, leave=False)
+        for r in bar:
+            row = self.run_round(r, partitions)
+            self.history.append(row)
+            self.start_round = r + 1
+            scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}
+            if self.config.log_with:
+                self.accelerator.log(scalars, step=r + 1)
+            bar.set_postfix({k: round(v, 4) for k, v in scalars.items() if k.startswith("eval_") and k.endswith("accuracy")})
+            if out is not None and self.config.save_every and (r + 1) % self.config.save_every == 0:
+                self.save_checkpoint(out / f"checkpoint-{r + 1}")
+        if out is not None and self.accelerator.is_main_process:
+            (out / "history.json").write_text(json.dumps(self.history, indent=1, default=float))
+        return self.history
+
+    def save_checkpoint(self, path: "str | Path") -> None:
+        """Global parameters, strategy state, history (rank 0) and each rank's client states."""
+        path = Path(path)
+        if self.accelerator.is_main_process:
+            path.mkdir(parents=True, exist_ok=True)
+            torch.save({"round": self.start_round, "global_params": self.global_params,
+                        "strategy": self.strategy.state_dict(), "history": self.history,
+                        "world": self.world}, path / "server.pt")
+        self.accelerator.wait_for_everyone()
+        torch.save(self.client_states, path / f"clients_rank{self.rank}.pt")
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self, path: "str | Path") -> None:
+        path = Path(path)
+        if not (path / "server.pt").is_file():
+            raise FileNotFoundError(f"{path} is not a federated checkpoint (no server.pt).")
+        state = torch.load(path / "server.pt", weights_only=False)
+        if state["world"] != self.world:
+            raise ValueError(
+                f"checkpoint was written by {state['world']} process(es); resume with the same number "
+                f"(client states live with the rank that hosted them)."
+            )
+        self.start_round = state["round"]
+        self.global_params = state["global_params"]
+        self.strategy.load_state_dict(state["strategy"])
+        self.history = state["history"]
+        self.client_states = torch.load(path / f"clients_rank{self.rank}.pt", weights_only=False)
+        load_params(self.client_trainer.model, self.global_params)
+
+
+def plot_history(history: list[dict], path: "str | Path", metric: str = "accuracy") -> Path:
+    """Plot every ``eval_*_<metric>`` column against the round number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    keys = sorted({k for row in history for k in row if k.startswith("eval_") and k.endswith(f"_{metric}")})
+    for key in keys:
+        ax.plot([r["round"] for r in history], [r.get(key) for r in history], label=key[5 : -len(metric) - 1])
+    ax.set_xlabel("round")
+    ax.set_ylabel(metric)
+    if keys:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
