@@ -31,6 +31,13 @@ def load_params(model: nn.Module, params: Params) -> None:
             named[k].copy_(v.to(named[k].device, named[k].dtype))
 
 
+def num_rows(dataset: Any) -> int:
+    """Rows of a ``datasets.Dataset``, a sequence, or a dict of equally long columns."""
+    if isinstance(dataset, dict):
+        return len(next(iter(dataset.values()))) if dataset else 0
+    return len(dataset)
+
+
 @dataclass
 class ClientContext:
     """Everything a client's round needs.
@@ -142,7 +149,7 @@ class SupervisedClientTrainer(ClientTrainer):
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def _batches(self, dataset: Any, generator: Optional[torch.Generator]):
-        n = len(dataset)
+        n = num_rows(dataset)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         for start in range(0, n, self.batch_size):
             rows = order[start : start + self.batch_size].tolist()
@@ -173,7 +180,7 @@ class SupervisedClientTrainer(ClientTrainer):
                 correct += int((logits.argmax(-1) == y).sum())
         if self.keep_optimizer_state:
             ctx.state["optimizer"] = opt.state_dict()
-        return ClientResult(len(ctx.dataset), {"train_loss": total / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
+        return ClientResult(num_rows(ctx.dataset), {"train_loss": total / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
 
     @torch.no_grad()
     def evaluate(self, dataset: Any) -> dict[str, float]:

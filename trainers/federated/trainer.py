@@ -263,7 +263,7 @@ class FederatedTrainer:
             scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}
             if self.config.log_with:
                 self.accelerator.log(scalars, step=r + 1)
-            bar.set_postfix({k: round(v, 4) for k, v in scalars.items() if k.startswith("eval_") and k.endswith("accuracy")})
+            bar.set_postfix({k: round(v, 4) for k, v in scalars.items() if k.startswith("eval_") and k.endswith("accuracy")}, refresh=False)
             if out is not None and self.config.save_every and (r + 1) % self.config.save_every == 0:
                 self.save_checkpoint(out / f"checkpoint-{r + 1}")
         if out is not None and self.accelerator.is_main_process:

@@ -1,0 +1,275 @@
+"""GGEURTrainer: statistics round → global shapes → local augmentation → federated training of a head.
+
+GGEUR is a pre-processing stage in front of any strategy of the federated core: clients send per-class
+statistics once, the server pools them exactly and ships back eigen-decompositions (the "global
+geometric shapes"), each client augments its own embeddings along them, and the linear classifier is
+then trained by ordinary federated rounds (:class:`trainers.federated.FederatedTrainer`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainers.federated import (
+    ClassMoments,
+    ClientContext,
+    ClientResult,
+    FederatedConfig,
+    FederatedTrainer,
+    Partitions,
+    Strategy,
+    SupervisedClientTrainer,
+    derived_seed,
+    reduce_moments,
+)
+
+from .augment import AugmentedSet, augment_multi_domain, augment_single_domain
+from .config import GGEURConfig
+from .geometry import GeometricShape, isotropic_shape
+from .statistics import ClientStatistics, check_statistics_only, client_statistics, guide_set
+
+logger = logging.getLogger("trainers.ggeur")
+
+
+def _l2(z: np.ndarray) -> np.ndarray:
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+class _HeadClientTrainer(SupervisedClientTrainer):
+    """Linear head training; ``official`` adds the released script's double softmax and per-client heads
+    that never receive the global model (only the server copy is averaged)."""
+
+    def __init__(self, model: nn.Module, official: bool, **kw):
+        super().__init__(model, **kw)
+        self.official = official
+        if official:
+            self.loss_fn = self._double_softmax
+
+    @staticmethod
+    def _double_softmax(model, x, y):
+        logits = model(x)
+        return nn.functional.cross_entropy(torch.softmax(logits, -1), y), logits
+
+    def fit(self, ctx: ClientContext) -> ClientResult:
+        if self.official and "head" in ctx.state:
+            self.model.load_state_dict(ctx.state["head"])
+        result = super().fit(ctx)
+        if self.official:
+            ctx.state["head"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return result
+
+
+class _AugmentedPartitions(Partitions):
+    """Client ``k``'s data = its real embeddings plus its augmentation, generated on first use with a seed
+    derived from (run seed, client) so that it does not depend on the process hosting the client."""
+
+    def __init__(self, base: Partitions, make):
+        super().__init__(base.indices, base.labels, base.domains, base.client_domains, base.method, base.params, base.dataset)
+        self._make = make
+        self.cache: dict[int, AugmentedSet] = {}
+
+    def augmented(self, k: int) -> AugmentedSet:
+        if k not in self.cache:
+            self.cache[k] = self._make(k)
+        return self.cache[k]
+
+    def client_dataset(self, k: int) -> dict:
+        aug = self.augmented(k)
+        return {"x": torch.as_tensor(aug.embeddings, dtype=torch.float32), "label": torch.as_tensor(aug.labels)}
+
+
+class GGEURTrainer:
+    """Federated training of a linear head on frozen embeddings, with GGEUR's augmentation in front.
+
+    Args:
+        config: :class:`GGEURConfig` (GGEUR's options and the head's optimiser).
+        strategy: any strategy of the federated core (``FedAvg()``, ``FedProx(mu=...)``, ...).
+        fed_config: rounds, local epochs, client sampling, output folder (:class:`FederatedConfig`).
+        eval_datasets: name → embedding dataset evaluated every round (e.g. the global test set and one
+            per domain).
+        embedding_column / label_column / domain_column: columns of the embedding datasets.
+    """
+
+    def __init__(
+        self,
+        config: GGEURConfig,
+        strategy: Strategy,
+        fed_config: FederatedConfig,
+        eval_datasets: Optional[dict[str, Any]] = None,
+        accelerator: Any = None,
+        embedding_column: str = "embedding",
+        label_column: str = "label",
+        domain_column: str = "domain",
+    ):
+        self.config = config
+        self.strategy = strategy
+        self.fed_config = fed_config
+        self.eval_datasets = eval_datasets or {}
+        self.accelerator = accelerator
+        self.emb_col, self.label_col, self.domain_col = embedding_column, label_column, domain_column
+        self.shapes: dict[int, GeometricShape] = {}
+        self.class_counts: dict[int, int] = {}
+        self.prototypes: dict[str, dict[int, np.ndarray]] = {}
+        self.payload_bytes: list[int] = []
+        self.federation: Optional[FederatedTrainer] = None
+        self.partitions: Optional[_AugmentedPartitions] = None
+
+    # ------------------------------------------------------------------ data access
+    def _client_arrays(self, parts: Partitions, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sub = parts.client_dataset(k)
+        z = np.asarray(sub[self.emb_col], dtype=np.float64)
+        y = np.asarray(sub[self.label_col], dtype=np.int64)
+        if z.ndim != 2:
+            raise ValueError(f"column {self.emb_col!r} must hold one embedding vector per row; got shape {z.shape}.")
+        return (_l2(z) if self.config.normalize else z), y
+
+    def _eval_dict(self, ds: Any) -> dict:
+        z = np.asarray(ds[self.emb_col], dtype=np.float64)
+        z = _l2(z) if self.config.normalize else z
+        return {"x": torch.as_tensor(z, dtype=torch.float32), "label": torch.as_tensor(np.asarray(ds[self.label_col]))}
+
+    # ------------------------------------------------------------------ statistics round
+    def statistics_round(self, fed: FederatedTrainer, parts: Partitions) -> None:
+        """Clients → per-class statistics → exact pooling (float64, class chunks) → shapes on rank 0 →
+        broadcast to every rank.  Also pools per-domain class means (the multi-domain prototypes)."""
+        cfg = self.config
+        all_clients = list(range(parts.num_clients))
+        num_classes = self.num_classes
+        payloads: dict[int, ClientStatistics] = {}
+        for k in fed.hosted(all_clients):
+            z, y = self._client_arrays(parts, k)
+            domain = parts.client_domains[k] if parts.client_domains else None
+            payload = client_statistics(z, y, client_id=k, form=cfg.stats_form, domain=domain)
+            self.payload_bytes.append(check_statistics_only(payload))
+            payloads[k] = payload
+        # 1) counts of every (client, class): small, gathered so that all ranks pick the same guide sets
+        counts = fed.gather_objects([(k, p.counts()) for k, p in payloads.items()])
+        per_class: dict[int, dict[int, int]] = {}
+        for k, cnt in counts:
+            for c, n in cnt.items():
+                per_class.setdefault(c, {})[k] = n
+        threshold = cfg.guide_threshold if cfg.mode == "single_domain" else None
+        guides = {c: set(guide_set(cnt, threshold)) for c, cnt in per_class.items()}
+        self.class_counts = {c: int(sum(cnt.values())) for c, cnt in per_class.items()}
+        # 2) each rank sums its guide clients' moments, then one chunked reduce
+        dim = next(iter(payloads.values())).dim if payloads else self._dim(parts)
+        local = ClassMoments.zeros(num_classes, dim)
+        domains = sorted(set(parts.client_domains)) if parts.client_domains else []
+        dom_s0 = torch.zeros(len(domains), num_classes, dtype=torch.float64)
+        dom_s1 = torch.zeros(len(domains), num_classes, dim, dtype=torch.float64)
+        for k, p in payloads.items():
+            for c, msg in p.classes.items():
+                s0, s1, s2 = msg.moments()
+                if k in guides[c]:
+                    local.s0[c] += s0
+                    local.s1[c] += torch.from_numpy(s1)
+                    local.s2[c] += torch.from_numpy(s2)
+                if domains:
+                    d = domains.index(p.domain)
+                    dom_s0[d, c] += s0
+                    dom_s1[d, c] += torch.from_numpy(s1)
+        pooled = reduce_moments(local, fed.reduce_sum, chunk_size=cfg.class_chunk_size)
+        self.pooled_mean, self.pooled_cov = pooled.pooled()
+        if domains:
+            dom_s0, dom_s1 = fed.reduce_sum(dom_s0), fed.reduce_sum(dom_s1)
+            self.prototypes = {
+                d: {c: (dom_s1[i, c] / dom_s0[i, c]).numpy() for c in range(num_classes) if dom_s0[i, c] > 0}
+                for i, d in enumerate(domains)
+            }
+        # 3) eigendecomposition on rank 0, identical eigenvectors everywhere
+        shapes = None
+        if fed.rank == 0:
+            boost = cfg.boost_which if cfg.mode == "multi_domain" else "none"
+            shapes = {
+                c: GeometricShape.from_covariance(self.pooled_cov[c].numpy(), boost, cfg.boost_k, cfg.boost_max)
+                for c in sorted(per_class)
+            }
+        self.shapes = fed.broadcast_object(shapes)
+
+    def _dim(self, parts: Partitions) -> int:
+        return len(parts.dataset[0][self.emb_col])
+
+    # ------------------------------------------------------------------ augmentation of one client
+    def _augment_client(self, parts: Partitions, k: int) -> AugmentedSet:
+        cfg = self.config
+        z, y = self._client_arrays(parts, k)
+        rng = np.random.default_rng(derived_seed(cfg.seed, k, 11))
+        shapes = self.shapes
+        if cfg.augment == "none":
+            return AugmentedSet(z, y, np.zeros(len(y), bool))
+        if cfg.augment == "isotropic":
+            # Same trace as the global covariance, no direction: removes the geometry, keeps the energy.
+            shapes = {c: isotropic_shape(s.dim, float(s.eigenvalues.sum())) for c, s in self.shapes.items()}
+        elif cfg.augment == "local_cov":
+            shapes = {}
+            for c in np.unique(y):
+                zc = z[y == c]
+                shapes[int(c)] = GeometricShape.from_covariance(np.cov(zc, rowvar=False, bias=True) if len(zc) > 1
+                                                                else np.zeros((z.shape[1], z.shape[1])))
+        if cfg.mode == "single_domain":
+            target = cfg.target_per_class if cfg.target_per_class is not None else self.class_counts
+            if cfg.augment == "oversample":
+                out = augment_single_domain(z, y, {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes},
+                                            target, rng, num_classes=self.num_classes, per_sample=cfg.per_sample)
+            else:
+                out = augment_single_domain(z, y, shapes, target, rng, scale=cfg.scale,
+                                            num_classes=self.num_classes, per_sample=cfg.per_sample)
+        else:
+            mine = parts.client_domains[k] if parts.client_domains else None
+            protos: dict[int, list[np.ndarray]] = {}
+            for d, by_class in sorted(self.prototypes.items()):
+                if d == mine:
+                    continue
+                for c, mu in by_class.items():
+                    protos.setdefault(c, []).append(mu)
+            if cfg.augment == "oversample":
+                shapes = {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes}
+            out = augment_multi_domain(
+                z, y, shapes, protos, rng, scale=cfg.scale, num_per_sample=cfg.num_per_sample,
+                step1_keep=cfg.step1_keep, prototype_draws=cfg.prototype_draws,
+                target_per_class=cfg.target_per_class or 2000, classes=sorted(self.shapes),
+                official=cfg.compat == "official",
+            )
+        if cfg.normalize and out.synthetic.any():
+            out.embeddings[out.synthetic] = _l2(out.embeddings[out.synthetic])
+        return out
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, partitions: Partitions, resume_from: Optional[str] = None) -> list[dict]:
+        """Run the statistics round, then the federated rounds of the head; returns the round history."""
+        if partitions.dataset is None:
+            raise ValueError("the partitions hold no dataset; split the embedding dataset with a partitioner.")
+        cols = partitions.dataset.column_names
+        for col in (self.emb_col, self.label_col):
+            if col not in cols:
+                raise ValueError(f"column {col!r} not found in the embedding dataset (columns: {cols}).")
+        if self.config.mode == "multi_domain" and not partitions.client_domains:
+            raise ValueError("multi_domain mode needs domain partitions (DomainPartitioner) so clients know their domain.")
+        labels = np.asarray(partitions.dataset[self.label_col])
+        self.num_classes = self.config.num_classes or int(labels.max()) + 1
+        dim = self._dim(partitions)
+        torch.manual_seed(self.config.seed)
+        head = nn.Linear(dim, self.num_classes)
+        official = self.config.compat == "official"
+        client = _HeadClientTrainer(head, official, lr=self.config.lr, batch_size=self.config.batch_size,
+                                    optimizer="adam", input_column="x", label_column="label")
+        fed_cfg = self.fed_config
+        if fed_cfg.local_epochs != self.config.local_epochs:
+            fed_cfg = FederatedConfig(**{**fed_cfg.__dict__, "local_epochs": self.config.local_epochs})
+        evals = {name: self._eval_dict(ds) for name, ds in self.eval_datasets.items()}
+        fed = FederatedTrainer(client, self.strategy, fed_cfg, eval_datasets=evals, accelerator=self.accelerator)
+        self.federation = fed
+        self.statistics_round(fed, partitions)
+        self.partitions = _AugmentedPartitions(partitions, lambda k: self._augment_client(partitions, k))
+        return fed.fit(self.partitions, resume_from=resume_from)
+
+    @property
+    def head(self) -> nn.Module:
+        if self.federation is None:
+            raise RuntimeError("call fit() first.")
+        return self.federation.client_trainer.model
