@@ -327,3 +327,25 @@ def test_two_processes_equal_one_process(tmp_path):
         assert (p - outs[2]["params"][name]).abs().max() <= 1e-5
     assert (outs[1]["cov"] - outs[2]["cov"]).abs().max() < 1e-10
     assert outs[2]["broadcast"] == {"rank0": 0}
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_one_process_path_equals_simulation(tmp_path, stage):
+    pytest.importorskip("deepspeed")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = tmp_path / "ds.pt"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--use_deepspeed",
+           "--zero_stage", str(stage), "--main_process_port", str(_free_port()), "-m", "tests.federated.ds_script", str(out)]
+    proc = subprocess.run(cmd, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.load(out, weights_only=False)
+    assert "DEEPSPEED" in got["type"]
+    # the same federation simulated without DeepSpeed
+    ds = make_dataset()
+    parts = DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=5, seed=1).split(ds)
+    ref = FederatedTrainer(make_client_trainer(batch_size=16), FedAvg(), FederatedConfig(rounds=2, local_epochs=1, seed=0))
+    ref.fit(parts)
+    for name, p in ref.global_params.items():
+        assert (p - got["params"][name]).abs().max() <= 1e-5, name

@@ -15,7 +15,7 @@ from .client import (
     load_params,
     trainable_params,
 )
-from .deepspeed_utils import gathered, zero_dim_params_to_buffers
+from .deepspeed_utils import DeepSpeedClientTrainer, gathered, zero_dim_params_to_buffers
 from .partition import (
     DirichletLabelPartitioner,
     DomainPartitioner,
@@ -34,6 +34,7 @@ __all__ = [
     "ClientResult",
     "ClientTimeout",
     "ClientTrainer",
+    "DeepSpeedClientTrainer",
     "DirichletLabelPartitioner",
     "DomainPartitioner",
     "FedAdam",

@@ -156,7 +156,9 @@ class SupervisedClientTrainer(ClientTrainer):
             yield dataset[rows] if not isinstance(dataset, dict) else {k: v[rows] for k, v in dataset.items()}
 
     def fit(self, ctx: ClientContext) -> ClientResult:
-        model = self.model.to(self.device).train()
+        model = self.model.train()
+        if next(model.parameters()).device != self.device:
+            model.to(self.device)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = self._make_optimizer(params)
         if self.keep_optimizer_state and "optimizer" in ctx.state:

@@ -44,6 +44,9 @@ class FederatedConfig:
         save_every: checkpoint every n rounds (0: never).
         eval_every: evaluate the global model every n rounds (0: never).
         log_with: accelerate tracker name(s) for per-round metrics (e.g. ``"tensorboard"``).
+        execution: ``"clients_per_rank"`` (rank r trains clients r, r+P, ...; sums are reduced) or
+            ``"deepspeed"`` (every client is one DeepSpeed job over all ranks, with
+            :class:`~trainers.federated.deepspeed_utils.DeepSpeedClientTrainer`).
     """
 
     rounds: int = 10
@@ -56,8 +59,13 @@ class FederatedConfig:
     save_every: int = 1
     eval_every: int = 1
     log_with: Optional[str] = None
+    execution: str = "clients_per_rank"
 
     def __post_init__(self):
+        if self.execution not in ("clients_per_rank", "deepspeed"):
+            raise ValueError(
+                f"FederatedConfig.execution must be 'clients_per_rank' or 'deepspeed', got {self.execution!r}."
+            )
         if self.rounds < 1:
             raise ValueError(f"FederatedConfig.rounds must be ≥ 1, got {self.rounds}.")
         if self.local_epochs < 1:
@@ -121,7 +129,8 @@ class FederatedTrainer:
         self.config = config
         self.eval_datasets = eval_datasets or {}
         self.before_round = before_round
-        self.global_params: Params = trainable_params(client_trainer.model)
+        reader = getattr(client_trainer, "read_params", None)  # DeepSpeed: gathered from the engine
+        self.global_params: Params = reader() if reader else trainable_params(client_trainer.model)
         if not self.global_params:
             raise ValueError("the model has no trainable parameters; nothing would be federated.")
         self.client_states: dict[int, dict] = {}
@@ -132,15 +141,16 @@ class FederatedTrainer:
     # ------------------------------------------------------------------ multi-process helpers
     @property
     def rank(self) -> int:
-        return self.accelerator.process_index
+        return self.accelerator.process_index if self.world > 1 else 0
 
     @property
     def world(self) -> int:
-        return self.accelerator.num_processes
+        # In DeepSpeed execution all ranks train the same client together: no cross-rank client sums.
+        return 1 if self.config.execution == "deepspeed" else self.accelerator.num_processes
 
     def hosted(self, clients: list[int]) -> list[int]:
         """The clients of this round that this process trains (rank r: positions r, r+P, ...)."""
-        return clients[self.rank :: self.world]
+        return clients[self.rank :: self.world] if self.world > 1 else list(clients)
 
     def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
@@ -167,9 +177,14 @@ class FederatedTrainer:
 
     # ------------------------------------------------------------------ one round
     def _train_client(self, k: int, round_idx: int, partitions: Partitions) -> ClientResult:
-        load_params(self.client_trainer.model, self.global_params)
+        if self.config.execution != "deepspeed":  # the DeepSpeed client loads the global state itself
+            load_params(self.client_trainer.model, self.global_params)
         seed = derived_seed(self.config.seed, round_idx, k)
-        torch.manual_seed(seed)  # dropout and any other torch randomness of this client
+        # dropout and any other torch randomness of this client; torch.manual_seed would also seed every
+        # lazy accelerator backend, which costs more than a small client's whole step.
+        torch.random.default_generator.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         deadline = time.monotonic() + self.config.client_timeout if self.config.client_timeout else None
         ctx = ClientContext(
@@ -203,9 +218,9 @@ class FederatedTrainer:
                                       "trace": traceback.format_exc(limit=3)})
                 continue
             w = self.strategy.client_weight(result.num_examples)
-            params = trainable_params(self.client_trainer.model)
-            for name in keys:
-                sums[name] += w * params[name].double()
+            params = dict(self.client_trainer.model.named_parameters())
+            for name in keys:  # accumulates in float64
+                sums[name].add_(params[name].detach().to(sums[name].device), alpha=w)
             weight += w
             local_records.append({"client": k, "num_examples": result.num_examples, **result.metrics})
         # One flat buffer: a single reduce per round.
@@ -221,7 +236,10 @@ class FederatedTrainer:
                 mean[name] = (flat[offset : offset + n] / total).reshape(sums[name].shape).to(self.global_params[name].dtype)
                 offset += n
             self.global_params = self.strategy.server_update(self.global_params, mean)
-        load_params(self.client_trainer.model, self.global_params)
+        if self.config.execution == "deepspeed":
+            self.client_trainer.load_global(self.global_params)
+        else:
+            load_params(self.client_trainer.model, self.global_params)
         upload = _param_bytes(self.global_params) * len(ok)
         row: dict[str, Any] = {
             "round": round_idx + 1,
@@ -297,7 +315,10 @@ class FederatedTrainer:
         self.strategy.load_state_dict(state["strategy"])
         self.history = state["history"]
         self.client_states = torch.load(path / f"clients_rank{self.rank}.pt", weights_only=False)
-        load_params(self.client_trainer.model, self.global_params)
+        if self.config.execution == "deepspeed":
+            self.client_trainer.load_global(self.global_params)
+        else:
+            load_params(self.client_trainer.model, self.global_params)
 
 
 def plot_history(history: list[dict], path: "str | Path", metric: str = "accuracy") -> Path:
