@@ -8,7 +8,7 @@ paper (``scale="linear"``; the covariance of the draws is then Σₘ λₘ² ξ�
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import numpy as np
@@ -23,6 +23,7 @@ class GeometricShape:
 
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray
+    _transforms: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_covariance(
@@ -79,18 +80,23 @@ class GeometricShape:
         centers = np.atleast_2d(np.asarray(centers, dtype=np.float64))
         if centers.shape[1] != self.dim:
             raise ValueError(f"centres have dim {centers.shape[1]}, the shape has dim {self.dim}.")
-        if scale == "sqrt":
-            spread = np.sqrt(self.eigenvalues)
-        elif scale == "linear":
-            spread = self.eigenvalues
-        else:
-            raise ValueError(f"scale must be 'sqrt' or 'linear', got {scale!r}.")
         # Σₘ εₘ s(λₘ) ξₘ with ε ~ N(0, I) has the same law as ε' V diag(s(λ)) Vᵀ (ε' = ε Vᵀ is again
         # N(0, I)).  The symmetric form is unique, unlike the eigenvectors of (near-)repeated eigenvalues,
         # so the same seed gives the same draws on every process whatever round-off the pooling had.
-        transform = (self.eigenvectors * spread) @ self.eigenvectors.T
         eps = rng.standard_normal((len(centers) * per_center, self.dim))
-        return np.repeat(centers, per_center, axis=0) + eps @ transform
+        return np.repeat(centers, per_center, axis=0) + eps @ self.transform(scale)
+
+    def transform(self, scale: Scale = "sqrt") -> np.ndarray:
+        """``V diag(s(λ)) Vᵀ`` (computed once per scale)."""
+        if scale not in self._transforms:
+            if scale == "sqrt":
+                spread = np.sqrt(self.eigenvalues)
+            elif scale == "linear":
+                spread = self.eigenvalues
+            else:
+                raise ValueError(f"scale must be 'sqrt' or 'linear', got {scale!r}.")
+            self._transforms[scale] = (self.eigenvectors * spread) @ self.eigenvectors.T
+        return self._transforms[scale]
 
 
 def shapes_from_pooled(

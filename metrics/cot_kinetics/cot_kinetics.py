@@ -1,0 +1,156 @@
+"""CoT-Kinetics: an energy score of a reasoning trace from how the model's layers move each token's state.
+
+Load with ``evaluate.load("metrics/cot_kinetics")`` (repository root) or
+``evaluate.load(hf_trust.metric_path("cot_kinetics"))`` (anywhere); ``"detection"`` adds AUROC / AUPR /
+FPR@95 against correctness labels, for the energy and for five baselines on the same generations.
+The energy is a RECONSTRUCTION of the paper's equation (see the metric card).
+"""
+
+import datasets
+import evaluate
+import numpy as np
+import torch
+
+from metrics.cot_kinetics.kinetics import (
+    BASELINE_DIRECTION,
+    EnergyWeights,
+    KineticsError,
+    detection_metrics,
+    locate_parts,
+    score_batch,
+)
+
+_CITATION = """\
+@article{bi2025cotkinetics,
+  title={CoT-Kinetics: A Theoretical Modeling Assessing LRM Reasoning Process},
+  author={Bi, Jinhe and Yan, Danqi and Wang, Yifan and Huang, Wenke and Chen, Haokun and Wan, Guancheng and Ye, Mang and Xiao, Xun and Sch{\\"u}tze, Hinrich and Tresp, Volker and Ma, Yunpu},
+  journal={arXiv preprint arXiv:2505.13408},
+  year={2025}
+}
+"""
+
+_DESCRIPTION = """\
+CoT-Kinetics treats each generated token's hidden state as a particle moved by the transformer layers
+(layer index = time) and scores the reasoning segment by an energy: kinetic (scale-free movement between
+layers), curvature (turning between consecutive moves) and potential (logit-lens surprisal of the emitted
+next token). Lower energy is read as sounder reasoning; `confidence` maps it to (0, 1) against the batch
+(or a calibration set). The energy formula is reconstructed: the paper's equation was not available.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list[str]`): generated outputs (reasoning, then answer), without the prompt.
+    references (`list[int]`, "detection" only): 1 if the sample's final answer is correct, else 0.
+    prompts (`list[str]`, optional): the prompt of each prediction (prepended, never scored).
+    model / tokenizer: a loaded causal LM and its tokenizer; or `model_id`: a local model folder.
+    token_ids (`list[list[int]]`, optional): exact generated ids (prompt excluded); overrides `predictions`.
+    prompt_ids (`list[list[int]]`, optional): exact prompt ids to go with `token_ids`.
+    think_start / think_end (`str`): reasoning delimiters (default "<think>" / "</think>").
+    alpha, beta, gamma (`float`): weights of kinetic, potential and curvature terms (1, 1, 0).
+    normalize (`bool`): divide the kinetic term by the token's total displacement squared (default True).
+    mass (`str`): "unit" or "surprisal".
+    lens_layers (`list[int]`, optional): layers used by the potential term (default: all).
+    include_answer (`bool`): also score the answer tokens (default False).
+    batch_size (`int`): samples per forward pass (left padding), default 4.
+    calibration (`list[float]`, optional): reference energies for `confidence` (default: this batch).
+    device (`str`, optional): where to run the model.
+Returns:
+    energy, confidence, kinetic, curvature, potential, per_layer, segment_status, n_reasoning_tokens
+    (one value per sample), mean_energy; baselines (maxprob, perplexity, entropy, coe_r, coe_c per sample);
+    "detection" adds auroc, aupr, fpr_at_95 and a `detection_table` for the energy and every baseline.
+Examples:
+    >>> ck = evaluate.load("metrics/cot_kinetics")  # doctest: +SKIP
+    >>> ck.compute(predictions=["<think>2+2=4</think> 4"], prompts=["2+2?"], model=model, tokenizer=tok)  # doctest: +SKIP
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class CotKinetics(evaluate.Metric):
+    def _info(self):
+        features = {"predictions": datasets.Value("string")}
+        if self.config_name == "detection":
+            features["references"] = datasets.Value("int32")
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(features),
+            reference_urls=["https://arxiv.org/abs/2505.13408"],
+        )
+
+    def _compute(self, predictions, references=None, prompts=None, model=None, tokenizer=None, model_id=None,
+                 token_ids=None, prompt_ids=None, think_start="<think>", think_end="</think>", alpha=1.0,
+                 beta=1.0, gamma=0.0, normalize=True, mass="unit", lens_layers=None, include_answer=False,
+                 batch_size=4, calibration=None, device=None):
+        if model is None:
+            if model_id is None:
+                raise KineticsError("pass model= and tokenizer= (loaded objects) or model_id= (a local model folder).")
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            model = AutoModelForCausalLM.from_pretrained(model_id, local_files_only=True)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_id, local_files_only=True)
+        if tokenizer is None:
+            raise KineticsError("a tokenizer is needed with model=; pass tokenizer=.")
+        n = len(token_ids) if token_ids is not None else len(predictions)
+        if n == 0:
+            raise KineticsError("predictions is empty; pass at least one generated output.")
+        if token_ids is None and any(not p for p in predictions):
+            raise KineticsError("some predictions are empty strings; remove them or pass token_ids=.")
+        if prompts is not None and len(prompts) != n:
+            raise KineticsError(f"{len(prompts)} prompts for {n} predictions; pass one prompt per prediction.")
+        if references is not None and len(references) != n:
+            raise KineticsError(f"{len(references)} references for {n} predictions.")
+        start_ids = tokenizer(think_start, add_special_tokens=False)["input_ids"] if think_start else []
+        end_ids = tokenizer(think_end, add_special_tokens=False)["input_ids"] if think_end else []
+        if (think_start and not start_ids) or (think_end and not end_ids):
+            raise KineticsError("a think delimiter tokenizes to nothing; pass delimiters the tokenizer knows.")
+        locate_parts(model)  # fails clearly for a model without decoder layers / LM head
+        if device is not None:
+            model = model.to(device)
+        model.eval()
+        seqs, plens = [], []
+        for i in range(n):
+            if prompt_ids is not None:
+                p = list(prompt_ids[i])
+            elif prompts is not None:
+                p = tokenizer(prompts[i])["input_ids"]
+            else:
+                p = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+            o = list(token_ids[i]) if token_ids is not None else tokenizer(predictions[i], add_special_tokens=False)["input_ids"]
+            if not o:
+                raise KineticsError(f"prediction {i} tokenizes to nothing.")
+            seqs.append(p + o)
+            plens.append(len(p))
+        weights = EnergyWeights(alpha=alpha, beta=beta, gamma=gamma, normalize=normalize, mass=mass)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        scores = []
+        for s in range(0, n, batch_size):
+            scores += score_batch(model, seqs[s : s + batch_size], plens[s : s + batch_size], start_ids, end_ids,
+                                  weights, lens_layers=lens_layers, include_answer=include_answer, pad_id=pad)
+        energy = np.array([r.energy for r in scores])
+        ref = np.asarray(calibration if calibration is not None else energy, dtype=np.float64)
+        q1, med, q3 = np.percentile(ref, [25, 50, 75])
+        tau = max(q3 - q1, 1e-12)
+        confidence = 1.0 / (1.0 + np.exp(-(med - energy) / tau))
+        out = {
+            "energy": energy.tolist(),
+            "confidence": confidence.tolist(),
+            "kinetic": [r.kinetic for r in scores],
+            "curvature": [r.curvature for r in scores],
+            "potential": [r.potential for r in scores],
+            "per_layer": [r.per_layer for r in scores],
+            "segment_status": [r.segment_status for r in scores],
+            "n_reasoning_tokens": [r.n_reasoning_tokens for r in scores],
+            "mean_energy": float(energy.mean()),
+            "baselines": {k: [r.baselines[k] for r in scores] for k in BASELINE_DIRECTION},
+        }
+        if self.config_name == "detection":
+            if references is None:
+                raise KineticsError("the detection config needs references (1 = answer correct, 0 = wrong).")
+            table = {"cot_kinetics": detection_metrics(-energy, references)}
+            for k, sign in BASELINE_DIRECTION.items():
+                table[k] = detection_metrics(sign * np.asarray(out["baselines"][k]), references)
+            out.update(table["cot_kinetics"])
+            out["detection_table"] = table
+            out["n"] = n
+        return out
