@@ -254,24 +254,28 @@ def score_batch(model: nn.Module, sequences: Sequence[Sequence[int]], prompt_len
     finally:
         for hnd in handles:
             hnd.remove()
-    logits = out.logits.float()
-    logp = torch.log_softmax(logits, -1)
+    logits = out.logits  # log-softmax is taken per sample on the needed rows only: V×T copies are large
     owner = torch.tensor(owners)
-    token_nll = -logp[acc.rows, acc.cols].gather(1, acc.next_ids[:, None].cpu())[:, 0].double()
-    mass = token_nll if weights.mass == "surprisal" else torch.ones_like(token_nll)
+    if weights.mass == "surprisal":
+        lp_rows = torch.log_softmax(logits[acc.rows, acc.cols].float(), -1)
+        mass = -lp_rows.gather(1, acc.next_ids[:, None].to(lp_rows.device))[:, 0].double().cpu()
+        del lp_rows
+    else:
+        mass = torch.ones(len(acc.rows), dtype=torch.float64)
     terms = acc.finish(mass)
     energy_tok = reconstructed_energy(terms["kinetic"], terms["curvature"], terms["potential"], weights)
     coe_r, coe_c = _coe_scores(acc.coe_means)
-    probs = logp.exp()
     results = []
     for b, (first, last, status, n) in enumerate(spans):
         sel = owner == b
         off = width - len(sequences[b])
         out_pos = torch.arange(off + prompt_lens[b], width - 1)
         out_next = ids[b, out_pos + 1]
-        lp = logp[b, out_pos]
+        lp = torch.log_softmax(logits[b, out_pos].float(), -1)
         nll = -lp.gather(1, out_next[:, None].to(lp.device))[:, 0].double()
-        ent = -(probs[b, out_pos] * lp).sum(-1).double()
+        ent = -(lp.exp() * lp).sum(-1).double()
+        maxprob = lp.max(-1).values.exp().double()
+        del lp
         results.append(TraceScores(
             energy=float(energy_tok[sel].mean()),
             kinetic=float(terms["kinetic"][sel].mean()),
@@ -281,7 +285,7 @@ def score_batch(model: nn.Module, sequences: Sequence[Sequence[int]], prompt_len
             segment_status=status,
             n_reasoning_tokens=n,
             baselines={
-                "maxprob": float(probs[b, out_pos].max(-1).values.double().mean()) if len(out_pos) else float("nan"),
+                "maxprob": float(maxprob.mean()) if len(out_pos) else float("nan"),
                 "perplexity": float(nll.mean().exp()) if len(out_pos) else float("nan"),
                 "entropy": float(ent.mean()) if len(out_pos) else float("nan"),
                 "coe_r": float(coe_r[b]),
