@@ -1,0 +1,61 @@
+"""Configuration of LoRASculpt (defaults from the official code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from peft import LoraConfig
+from peft.utils import PeftType
+
+
+@dataclass
+class LoRASculptConfig(LoraConfig):
+    """LoRA with one-shot magnitude-pruned factors and the Conflict Mitigation Regularizer (CMR).
+
+    Every ``LoraConfig`` field applies (the official setup: ``r=32, lora_alpha=64, lora_dropout=0.05``, every
+    linear layer of the language model).  Added fields:
+
+    Args:
+        preserve_ratio (`float`, defaults to `0.1`):
+            ρ: the fraction of each lora_A and lora_B tensor kept at ``mask_step`` (top-|value|, per tensor).
+        mask_step (`int`, defaults to `100`):
+            Optimizer steps of dense warm-up before the one-shot pruning.
+        cmr_lambda (`float`, defaults to `1e-3`):
+            λ of ``L = L_task + λ·L_CMR``, applied from step 0.
+        cmr_omega (`float`, defaults to `1.0`): ω in ``M = tanh(ω·|1/log(|W/‖W‖_F| + ε)|)``.
+        cmr_eps (`float`, defaults to `1e-15`): ε of the same formula.
+        cmr_target_modules (`list[str]`, defaults to `["q_proj", "k_proj", "v_proj"]`):
+            Module-name suffixes whose frozen weight defines the CMR (the official choice).
+        cmr_apply_scaling (`bool`, defaults to `False`):
+            Multiply ``BA`` by ``α/r`` inside the CMR.  The official code does not (faithful default).
+        cmr_cache (`bool`, defaults to `True`):
+            Compute M once per layer (W is frozen) instead of every step as the official code does.
+        remask_after_step (`bool`, defaults to `True`):
+            Zero the pruned entries after every optimizer step (the official code re-zeroes before each
+            forward, which leaves one step of drift in the saved adapter).
+    """
+
+    preserve_ratio: float = field(default=0.1, metadata={"help": "fraction of each LoRA factor kept"})
+    mask_step: int = field(default=100, metadata={"help": "optimizer steps before pruning"})
+    cmr_lambda: float = field(default=1e-3, metadata={"help": "weight of the CMR"})
+    cmr_omega: float = field(default=1.0, metadata={"help": "omega of the CMR weights"})
+    cmr_eps: float = field(default=1e-15, metadata={"help": "epsilon of the CMR weights"})
+    cmr_target_modules: Optional[list[str]] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj"], metadata={"help": "CMR module-name suffixes"}
+    )
+    cmr_apply_scaling: bool = field(default=False, metadata={"help": "scale BA by alpha/r in the CMR"})
+    cmr_cache: bool = field(default=True, metadata={"help": "cache the CMR weights M"})
+    remask_after_step: bool = field(default=True, metadata={"help": "re-zero pruned entries after each step"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.peft_type = PeftType.LORASCULPT
+        if not 0.0 < self.preserve_ratio <= 1.0:
+            raise ValueError(f"LoRASculptConfig.preserve_ratio must be in (0, 1], got {self.preserve_ratio}.")
+        if int(self.mask_step) != self.mask_step or self.mask_step < 1:
+            raise ValueError(f"LoRASculptConfig.mask_step must be an integer ≥ 1, got {self.mask_step}.")
+        if self.cmr_lambda < 0:
+            raise ValueError(f"LoRASculptConfig.cmr_lambda must be ≥ 0, got {self.cmr_lambda}.")
+        if self.cmr_target_modules is not None:
+            self.cmr_target_modules = list(self.cmr_target_modules)
