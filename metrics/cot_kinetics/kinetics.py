@@ -91,7 +91,7 @@ def reasoning_span(ids: Sequence[int], prompt_len: int, start_ids: Sequence[int]
     status = "ok"
     s = find_subsequence(ids, start_ids, prompt_len) if start_ids else -1
     first = s + len(start_ids) if s >= 0 else prompt_len
-    if s < 0:
+    if s < 0 and start_ids:
         status = "no_think_start"
     e = find_subsequence(ids, end_ids, first) if end_ids else -1
     if e < 0:

@@ -101,7 +101,7 @@ def run(ctx: RecipeContext) -> RecipeResult:
             result.add(name, "FPR@95", row["fpr_at_95"], n=n)
         statuses = out["segment_status"]
         result.note(f"segments: {statuses.count('ok')} ended with '{THINK_END}', "
-                    f"{statuses.count('no_delimiters')} were scored whole (no end marker).")
+                    f"{statuses.count('no_think_end')} were scored whole (no end marker).")
     else:
         result.note(f"all {n} answers were {'correct' if sum(labels) else 'wrong'}: no detection table.")
     result.note("The energy is the project's reconstruction of the paper's equation (its method section was "
