@@ -10,10 +10,7 @@ of the same shape. Run: ``python benchmarks/cot_kinetics_bench.py``.
 
 from __future__ import annotations
 
-import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
@@ -50,24 +47,37 @@ def timing(model, tok, length: int, repeats: int = 3):
     return statistics.median(base), runs
 
 
-def peak_rss(mode: str, length: int) -> float:
-    code = f"""
-import resource, torch
-torch.set_num_threads(1)
-from hf_trust import assets
-from metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
-m, t = assets.load_smollm2()
-ids = torch.randint(100, 20000, (1, {length}))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-with torch.no_grad():
-    if "{mode}" == "hidden_states":
-        out = m(input_ids=ids, output_hidden_states=True)
-    else:
-        score_batch(m, [ids[0].tolist()], [8], [], [], EnergyWeights(), lens_layers=[10, 20, 30])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+def peak_rss(model, mode: str, length: int) -> float:
+    """Peak RSS growth (MiB) during one call, sampled every 2 ms by a thread (ru_maxrss would only show the
+    model-loading peak)."""
+    import threading
+
+    import psutil
+
+    from metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
+
+    proc = psutil.Process()
+    ids = torch.randint(100, 20000, (1, length))
+    before = proc.memory_info().rss
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.002)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    with torch.no_grad():
+        if mode == "hidden_states":
+            out = model(input_ids=ids, output_hidden_states=True)
+            del out
+        else:
+            score_batch(model, [ids[0].tolist()], [8], [], [], EnergyWeights(), lens_layers=[10, 20, 30])
+    done.set()
+    t.join()
+    return (peak[0] - before) / 2**20
 
 
 def main():
@@ -79,7 +89,7 @@ def main():
             print(f"  scoring, {name:18s} {t:.3f} s  ratio {t / base:.2f}x")
     print("peak RSS growth (MiB) during one call: forward(output_hidden_states) vs hooked scorer (3 lens layers)")
     for length in (256, 1024, 2048):
-        print(f"  T={length}: {peak_rss('hidden_states', length):.0f} vs {peak_rss('scorer', length):.0f}")
+        print(f"  T={length}: {peak_rss(model, 'hidden_states', length):.0f} vs {peak_rss(model, 'scorer', length):.0f}")
 
 
 if __name__ == "__main__":

@@ -271,11 +271,13 @@ def score_batch(model: nn.Module, sequences: Sequence[Sequence[int]], prompt_len
         off = width - len(sequences[b])
         out_pos = torch.arange(off + prompt_lens[b], width - 1)
         out_next = ids[b, out_pos + 1]
-        lp = torch.log_softmax(logits[b, out_pos].float(), -1)
-        nll = -lp.gather(1, out_next[:, None].to(lp.device))[:, 0].double()
-        ent = -(lp.exp() * lp).sum(-1).double()
-        maxprob = lp.max(-1).values.exp().double()
-        del lp
+        nll, ent, maxprob = [], [], []
+        for s in range(0, len(out_pos), 256):  # chunks bound the V-wide temporaries
+            lp = torch.log_softmax(logits[b, out_pos[s : s + 256]].float(), -1)
+            nll.append(-lp.gather(1, out_next[s : s + 256, None].to(lp.device))[:, 0].double())
+            ent.append(-(lp.exp() * lp).sum(-1).double())
+            maxprob.append(lp.max(-1).values.exp().double())
+        nll, ent, maxprob = (torch.cat(x) if x else torch.zeros(0, dtype=torch.float64) for x in (nll, ent, maxprob))
         results.append(TraceScores(
             energy=float(energy_tok[sel].mean()),
             kinetic=float(terms["kinetic"][sel].mean()),
