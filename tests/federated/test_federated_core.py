@@ -349,3 +349,10 @@ def test_deepspeed_one_process_path_equals_simulation(tmp_path, stage):
     ref.fit(parts)
     for name, p in ref.global_params.items():
         assert (p - got["params"][name]).abs().max() <= 1e-5, name
+
+
+def test_pinned_partition_for_a_fixed_seed():
+    # Pinned output of this implementation: a change of the sampling loop shows up here.
+    parts = DirichletLabelPartitioner(num_clients=4, alpha=0.5, min_size=10, seed=7).split(make_dataset(n=200))
+    assert parts.sizes() == [77, 74, 39, 10]
+    assert parts.histogram().tolist() == [[15, 0, 62], [30, 44, 0], [2, 21, 16], [8, 1, 1]]

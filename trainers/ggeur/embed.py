@@ -89,6 +89,6 @@ def embed_dataset(
         n_params = sum(p.numel() for p in encoder.parameters()) if isinstance(encoder, torch.nn.Module) else 0
         key = f"{dataset._fingerprint}|{type(encoder).__name__}|{n_params}|{normalize}|{image_column}"
         fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-    out = Dataset.from_dict(data)
+    out = Dataset.from_dict(data).with_format("numpy", columns=["embedding"], output_all_columns=True)
     out._fingerprint = fingerprint
-    return out.with_format("numpy", columns=["embedding"], output_all_columns=True)
+    return out
