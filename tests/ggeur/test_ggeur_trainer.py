@@ -36,7 +36,7 @@ def test_statistics_round_pools_exactly_and_sends_statistics_only():
 def test_single_domain_counts_cap_and_absent_classes():
     train, _ = digit_embeddings()
     parts = _parts(train, alpha=0.05)
-    t = GGEURTrainer(GGEURConfig(target_per_class=120), FedAvg(), FederatedConfig(rounds=1))
+    t = GGEURTrainer(GGEURConfig(target_per_class=120, keep_augmented=True), FedAvg(), FederatedConfig(rounds=1))
     t.fit(parts)
     hist = parts.histogram()
     for k in range(parts.num_clients):
@@ -67,7 +67,8 @@ def test_ggeur_helps_a_label_skewed_federation_and_plugs_into_fedprox():
 def test_multi_domain_prototypes_bring_missing_classes():
     train, test = digit_embeddings(domains=True)
     parts = DomainPartitioner(num_clients=3, alpha=0.05, seed=0).split(train, domain_column="domain")
-    cfg = GGEURConfig(mode="multi_domain", num_per_sample=2, step1_keep=20, prototype_draws=20, target_per_class=40)
+    cfg = GGEURConfig(mode="multi_domain", num_per_sample=2, step1_keep=20, prototype_draws=20, target_per_class=40,
+                      keep_augmented=True)
     t = GGEURTrainer(cfg, FedAvg(), FederatedConfig(rounds=1))
     t.fit(parts)
     hist = parts.histogram()

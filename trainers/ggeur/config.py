@@ -47,6 +47,9 @@ class GGEURConfig:
             ``"official"`` reproduces the released script's quirks: clients never receive the global head
             (only the server copy is averaged), unweighted averaging, the double softmax in the loss,
             surplus real rows dropped and "first prototype draws" in multi-domain mode.
+        keep_augmented (`bool`, defaults to `False`):
+            Keep every client's augmented rows after ``fit`` (``trainer.partitions.augmented(k)``); they can
+            take gigabytes (clients × classes × target × d), so they are dropped by default.
         lr, batch_size, local_epochs, num_classes, seed: training of the linear head (Adam, a new optimiser
             each round as in the code) and the seed of every random draw.
     """
@@ -67,6 +70,7 @@ class GGEURConfig:
     normalize: bool = False
     compat: Literal["correct", "official"] = "correct"
     augment: Literal["ggeur", "none", "oversample", "isotropic", "local_cov"] = "ggeur"
+    keep_augmented: bool = False
     lr: float = 1e-3
     batch_size: int = 64
     local_epochs: int = 1

@@ -75,8 +75,16 @@ class _AugmentedPartitions(Partitions):
 
     def augmented(self, k: int) -> AugmentedSet:
         if k not in self.cache:
-            self.cache[k] = self._make(k)
+            aug = self._make(k)
+            # float32 is what the head trains on; the float64 draws would double the memory of every client
+            aug.embeddings = aug.embeddings.astype(np.float32)
+            self.cache[k] = aug
         return self.cache[k]
+
+    def release(self) -> None:
+        """Drop the augmented data (and the reference back to the trainer that made it)."""
+        self.cache.clear()
+        self._make = None
 
     def client_dataset(self, k: int) -> dict:
         aug = self.augmented(k)
@@ -266,7 +274,12 @@ class GGEURTrainer:
         self.federation = fed
         self.statistics_round(fed, partitions)
         self.partitions = _AugmentedPartitions(partitions, lambda k: self._augment_client(partitions, k))
-        return fed.fit(self.partitions, resume_from=resume_from)
+        history = fed.fit(self.partitions, resume_from=resume_from)
+        if not self.config.keep_augmented:
+            # The augmented rows of every client can be large (clients × classes × target × d); the partitions
+            # also hold a reference back to this trainer, so without this they would live until a gc cycle.
+            self.partitions.release()
+        return history
 
     @property
     def head(self) -> nn.Module:

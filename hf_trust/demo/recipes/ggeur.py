@@ -94,7 +94,7 @@ def run(ctx: RecipeContext, dataset: Optional[str] = None) -> RecipeResult:
     name = dataset or ("fashion" if assets.FASHION_MNIST_DIR.is_dir() else "digits")
     n_train, n_test, size = (5000, 2000, 64) if ctx.full else (1500, 500, 32)
     alphas = (0.05, 0.1, 0.5) if ctx.full else (0.1,)
-    rounds = 30 if ctx.full else 10
+    rounds = 20 if ctx.full else 10
     train, test = efficientnet_embeddings(name, n_train, n_test, size)
     result.note(f"{name}: {len(train)} train / {len(test)} test EfficientNet-Lite0 features ({size}px), "
                 f"10 clients, Dir(α) with ≥1 sample per class, {rounds} rounds × 2 local epochs, Adam 1e-3.")
