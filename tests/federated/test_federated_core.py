@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from tests.federated.fed_fixtures import make_client_trainer, make_dataset
+from tests.launch import accelerate_launch
 from trainers.federated import (
     ClassMoments,
     ClientTrainer,
@@ -302,26 +298,9 @@ def test_statistics_aggregation_equals_pooled_covariance():
         assert np.abs(mu[c].numpy() - x[y == c].mean(0)).max() < 1e-10
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 def test_two_processes_equal_one_process(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    outs = {}
-    for procs in (1, 2):
-        out = tmp_path / f"p{procs}.pt"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(procs),
-               "--main_process_port", str(_free_port())]
-        cmd += ["--multi_gpu"] if procs > 1 else ["--cpu"]
-        cmd += ["-m", "tests.federated.mp_script", str(out)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outs[procs] = torch.load(out, weights_only=False)
+    outs = {p: accelerate_launch("tests.federated.mp_script", tmp_path / f"p{p}.pt", processes=p) for p in (1, 2)}
     assert outs[2]["world"] == 2 and outs[1]["world"] == 1
     for name, p in outs[1]["params"].items():
         assert (p - outs[2]["params"][name]).abs().max() <= 1e-5
@@ -333,14 +312,8 @@ def test_two_processes_equal_one_process(tmp_path):
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_one_process_path_equals_simulation(tmp_path, stage):
     pytest.importorskip("deepspeed")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = tmp_path / "ds.pt"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--use_deepspeed",
-           "--zero_stage", str(stage), "--main_process_port", str(_free_port()), "-m", "tests.federated.ds_script", str(out)]
-    proc = subprocess.run(cmd, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = torch.load(out, weights_only=False)
+    got = accelerate_launch("tests.federated.ds_script", tmp_path / "ds.pt",
+                            extra=("--use_deepspeed", "--zero_stage", str(stage)))
     assert "DEEPSPEED" in got["type"]
     # the same federation simulated without DeepSpeed
     ds = make_dataset()

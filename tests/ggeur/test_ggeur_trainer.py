@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
-from tests.federated.test_federated_core import _free_port
+from tests.launch import accelerate_launch
 from tests.ggeur.ggeur_fixtures import digit_embeddings
 from trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg, FederatedConfig, FedProx
 from trainers.ggeur import GGEURConfig, GGEURTrainer
@@ -107,18 +103,7 @@ def test_clear_errors():
 
 @pytest.mark.multiprocess
 def test_two_processes_pool_the_same_covariance(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    outs = {}
-    for procs in (1, 2):
-        out = tmp_path / f"g{procs}.pt"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(procs),
-               "--main_process_port", str(_free_port())]
-        cmd += ["--multi_gpu"] if procs > 1 else ["--cpu"]
-        cmd += ["-m", "tests.ggeur.mp_ggeur", str(out)]
-        proc = subprocess.run(cmd, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outs[procs] = torch.load(out, weights_only=False)
+    outs = {p: accelerate_launch("tests.ggeur.mp_ggeur", tmp_path / f"g{p}.pt", processes=p) for p in (1, 2)}
     assert outs[2]["world"] == 2
     assert (outs[1]["cov"] - outs[2]["cov"]).abs().max() < 1e-10
     for c in outs[1]["eig"]:
