@@ -92,9 +92,9 @@ def run(ctx: RecipeContext, dataset: Optional[str] = None) -> RecipeResult:
 
     result = RecipeResult()
     name = dataset or ("fashion" if assets.FASHION_MNIST_DIR.is_dir() else "digits")
-    n_train, n_test, size = (5000, 2000, 64) if ctx.full else (1500, 500, 32)
+    n_train, n_test, size = (2000, 1000, 32) if ctx.full else (1500, 500, 32)
     alphas = (0.05, 0.1, 0.5) if ctx.full else (0.1,)
-    rounds = 20 if ctx.full else 10
+    rounds = 10
     train, test = efficientnet_embeddings(name, n_train, n_test, size)
     result.note(f"{name}: {len(train)} train / {len(test)} test EfficientNet-Lite0 features ({size}px), "
                 f"10 clients, Dir(α) with ≥1 sample per class, {rounds} rounds × 2 local epochs, Adam 1e-3.")
@@ -107,7 +107,7 @@ def run(ctx: RecipeContext, dataset: Optional[str] = None) -> RecipeResult:
             result.add(f"{name} α={alpha}", f"acc {'FedAvg' if v == 'none' else '+' + v}",
                        float(np.mean(table[v])), std=float(np.std(table[v])) if len(table[v]) > 1 else None,
                        n=len(table[v]))
-    dtrain, dtest = efficientnet_embeddings("digits", 900 if not ctx.full else 2400, 300 if not ctx.full else 600, size)
+    dtrain, dtest = efficientnet_embeddings("digits", 900, 300, size)
     md = {"none": {}, "ggeur": {}}
     for seed in ctx.seeds:
         for variant, accs in run_multi_domain(dtrain, dtest, seed, rounds).items():
