@@ -1,0 +1,17 @@
+"""ThanoRA (Liang et al., arXiv 2505.18640): task heterogeneity-aware multi-task LoRA, as a PEFT tuner.
+
+One ordinary LoRA whose rank budget is split, per layer, into task-specific blocks sized by each task's
+normalised singular-value entropy and initialised on each task's top singular directions, trained on the
+mixed data with a subspace-preserving regulariser between the task blocks.  It merges like plain LoRA.
+"""
+
+from .._registry import register_tuner
+from .config import ThanoRAConfig
+from .model import ThanoRAModel
+
+register_tuner("thanora", ThanoRAConfig, ThanoRAModel, prefix="lora_")
+
+from .preprocess import preprocess_thanora  # noqa: E402
+from .trainer import ThanoRATrainer  # noqa: E402
+
+__all__ = ["ThanoRAConfig", "ThanoRAModel", "ThanoRATrainer", "preprocess_thanora"]

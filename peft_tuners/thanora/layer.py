@@ -1,0 +1,139 @@
+"""Per-layer math of ThanoRA: spectral entropy, rank split, task-block initialisation and the regulariser.
+
+The adapted layer itself is PEFT's ``lora.Linear`` unchanged (the task blocks are metadata on it), so
+forward, merge and export are exactly those of LoRA.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+Slices = list[tuple[int, int]]
+
+
+def normalized_sv_entropy(sigma: torch.Tensor, k: Optional[int] = None) -> float:
+    """H = −Σ p_i log p_i / log k with p = σ/Σσ (Roy & Vetterli's effective rank, normalised to [0, 1]).
+
+    ``k`` is the number of singular values the matrix can have (min of its dims); it defaults to ``len(σ)``.
+    """
+    s = sigma.detach().double().clamp_min(0)
+    k = int(k or s.numel())
+    total = s.sum()
+    if k < 2 or total <= 0:
+        return 0.0
+    p = s[s > 0] / total
+    return float(-(p * p.log()).sum() / math.log(k))
+
+
+def allocate_ranks(entropies: Sequence[float], r: int, temperature: float = 1.0, r_min: int = 1) -> list[int]:
+    """Split ``r`` over tasks ∝ H_t^τ with largest-remainder rounding, every task ≥ ``r_min``, Σ = r.
+
+    Example: H = (0.40, 0.60), r = 32 → [13, 19].
+    """
+    t = len(entropies)
+    if r < t * r_min:
+        raise ValueError(f"rank {r} cannot give {t} tasks ≥ {r_min} rank(s) each.")
+    w = torch.tensor([max(float(h), 0.0) for h in entropies], dtype=torch.float64) ** temperature
+    w = torch.full_like(w, 1.0 / t) if w.sum() <= 0 else w / w.sum()
+    # Reserve the minimum first, then share the rest proportionally: keeps Σ = r exactly.
+    free = r - t * r_min
+    quota = w * free
+    ranks = quota.floor().long()
+    left = free - int(ranks.sum())
+    order = torch.argsort(quota - ranks, descending=True, stable=True)
+    ranks[order[:left]] += 1
+    return [int(x) + r_min for x in ranks]
+
+
+def uniform_ranks(r: int, n_tasks: int) -> list[int]:
+    """r/T per task, the first ``r mod T`` tasks one more."""
+    base, extra = divmod(r, n_tasks)
+    return [base + (1 if i < extra else 0) for i in range(n_tasks)]
+
+
+def ranks_to_slices(ranks: Sequence[int]) -> Slices:
+    """Contiguous blocks in task order: [1, 7] → [(0, 1), (1, 8)]."""
+    out, start = [], 0
+    for r in ranks:
+        out.append((start, start + int(r)))
+        start += int(r)
+    return out
+
+
+def task_block_init(
+    bases: Sequence[torch.Tensor],
+    ranks: Sequence[int],
+    orthogonal: bool = True,
+    row_norm: float = 3 ** -0.5,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Stack the first ``r_t`` rows of each task basis (rows = right singular vectors) into A (r × d_in).
+
+    With ``orthogonal`` the rows are Gram-Schmidt'ed in task order, so each block keeps the part of its task's
+    subspace not already claimed by earlier tasks and the initial task subspaces are mutually orthogonal.
+    A row that runs out (task basis shorter than its rank, or fully inside earlier blocks) is replaced by a
+    random direction orthogonal to the rows before it.
+    """
+    d_in = bases[0].shape[1]
+    rows: list[torch.Tensor] = []
+    for basis, r in zip(bases, ranks):
+        basis = basis.detach().double()
+        for i in range(int(r)):
+            v = basis[i].clone() if i < basis.shape[0] else torch.zeros(d_in, dtype=torch.float64)
+            for attempt in range(4):
+                if orthogonal and rows:
+                    prev = torch.stack(rows)
+                    for _ in range(2):  # twice: classical Gram-Schmidt loses orthogonality once
+                        v = v - prev.T @ (prev @ v)
+                if v.norm() > 1e-6:
+                    break
+                v = torch.randn(d_in, dtype=torch.float64, generator=generator)
+            rows.append(v / v.norm())
+    return torch.stack(rows) * row_norm
+
+
+def _unit_rows(m: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return m / (m.norm(dim=1, keepdim=True) + eps)
+
+
+def _block_ids(slices: Slices, device) -> torch.Tensor:
+    return torch.cat([torch.full((e - s,), i, device=device) for i, (s, e) in enumerate(slices)])
+
+
+def subspace_terms(
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    slices: Slices,
+    regularize_B: bool = True,
+    eps: float = 1e-8,
+    with_intra: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-block term Σ_{t<s} ‖Â_t Â_sᵀ‖² + ‖B̂_tᵀ B̂_s‖², within-block term Σ_t ‖Â_t Â_tᵀ − I‖²) of one layer.
+
+    Computed on the full r×r Gram matrices with a block mask (one matmul per factor instead of T² small ones);
+    each unordered pair appears twice in the symmetric Gram matrix, hence the halving.
+    """
+    ids = _block_ids(slices, lora_A.device)
+    off = ids[:, None] != ids[None, :]
+    a_hat = _unit_rows(lora_A.float(), eps)
+    gram_a = a_hat @ a_hat.T
+    cross = gram_a.pow(2)[off].sum() / 2
+    if regularize_B:
+        b_hat = _unit_rows(lora_B.float().T, eps)
+        cross = cross + (b_hat @ b_hat.T).pow(2)[off].sum() / 2
+    if not with_intra:
+        return cross, cross.new_zeros(())
+    eye = torch.eye(len(ids), device=gram_a.device)
+    intra = (gram_a - eye).pow(2)[~off].sum()
+    return cross, intra
+
+
+def cross_block_cosine(m: torch.Tensor, slices: Slices, eps: float = 1e-8) -> float:
+    """Mean |cos| between rows of different task blocks (a diagnostic of task interference)."""
+    u = _unit_rows(m.detach().float(), eps)
+    g = (u @ u.T).abs()
+    vals = [g[a0:a1, b0:b1].flatten() for i, (a0, a1) in enumerate(slices) for b0, b1 in slices[i + 1 :]]
+    return float(torch.cat(vals).mean()) if vals else 0.0
