@@ -31,6 +31,11 @@ _LAZY: dict[str, str] = {
     "acgkd_distill": "trainers.acgkd",
     # trust pieces
     "BYEFilter": "hf_trust.filters",
+    "AgentSpec": "hf_trust.agents",
+    "PrivacyPolicy": "hf_trust.agents",
+    "PrivacyEnhancingAgent": "hf_trust.agents",
+    "EPEOrchestrator": "hf_trust.agents",
+    "hf_chat_backend": "hf_trust.agents",
     # hub
     "push_adapter": "hub_cards",
     "render_card": "hub_cards",

@@ -1,0 +1,136 @@
+"""Chat backends: ``backend(messages, tools=None) -> str``.
+
+:func:`hf_chat_backend` drives any transformers chat model through its chat template, passing tools the
+standard way (``apply_chat_template(tools=...)``) and parsing tool calls with ``tokenizer.parse_response``
+when the tokenizer has a response schema.  The scripted backends make tests deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional, Sequence
+
+from hf_trust.errors import HFTrustError
+
+
+def render(messages: Sequence[dict]) -> str:
+    """The text a backend receives, flattened (what leakage is measured on)."""
+    return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in messages)
+
+
+def _validate(messages: Any) -> None:
+    if not isinstance(messages, (list, tuple)) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise HFTrustError("A chat backend takes a list of {'role': ..., 'content': ...} messages.")
+
+
+def hf_chat_backend(model: Any, tokenizer: Any, max_new_tokens: int = 64, temperature: float = 0.0,
+                    seed: int = 0, max_tool_rounds: int = 2) -> Callable[..., str]:
+    """Wrap a transformers causal LM and its tokenizer as a chat backend.
+
+    Args:
+        model: any ``AutoModelForCausalLM`` with a chat-template tokenizer.
+        tokenizer: its tokenizer (must have ``chat_template``).
+        max_new_tokens: generation length per call.
+        temperature: 0 = greedy; the paper's code samples at 0.7.
+        seed: torch seed set before each sampled call, for reproducibility.
+        max_tool_rounds: how many tool-call/-result rounds one call may take.
+    """
+    import torch
+
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise HFTrustError("hf_chat_backend needs a tokenizer with a chat_template (an instruct/chat model); "
+                           "set tokenizer.chat_template or use another backend.")
+
+    def _generate(prompt: str) -> str:
+        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+        kw = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        if temperature > 0:
+            torch.manual_seed(seed)
+            kw.update(do_sample=True, temperature=temperature)
+        else:
+            kw.update(do_sample=False)
+        with torch.no_grad():
+            out = model.generate(**enc, **kw)
+        return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=False)
+
+    def backend(messages: Sequence[dict], tools: Optional[Sequence[Callable]] = None) -> str:
+        _validate(messages)
+        msgs = list(messages)
+        by_name = {t.__name__: t for t in (tools or [])}
+        for _ in range(max_tool_rounds + 1):
+            prompt = tokenizer.apply_chat_template(msgs, tools=list(tools) if tools else None,
+                                                   add_generation_prompt=True, tokenize=False)
+            text = _generate(prompt)
+            calls = _tool_calls(tokenizer, text) if by_name else []
+            if not calls:
+                return _strip_special(tokenizer, text)
+            msgs.append({"role": "assistant", "tool_calls": calls})
+            for call in calls:
+                fn = call["function"]
+                if fn["name"] not in by_name:
+                    raise HFTrustError(f"The model called an unknown tool {fn['name']!r}; offered: {sorted(by_name)}.")
+                args = fn.get("arguments") or {}
+                if isinstance(args, str):
+                    args = json.loads(args)
+                msgs.append({"role": "tool", "name": fn["name"], "content": by_name[fn["name"]](**args)})
+        return _strip_special(tokenizer, text)
+
+    return backend
+
+
+def _strip_special(tokenizer: Any, text: str) -> str:
+    # Tool-call markers are special tokens, so decoding keeps them for parsing; the answer drops them.
+    for tok in getattr(tokenizer, "all_special_tokens", []):
+        text = text.replace(tok, "")
+    return text.strip()
+
+
+def _tool_calls(tokenizer: Any, text: str) -> list[dict]:
+    """Tool calls parsed by the tokenizer's response schema; none when it has no schema."""
+    if getattr(tokenizer, "response_schema", None) is None and getattr(tokenizer, "response_template", None) is None:
+        return []
+    try:
+        parsed = tokenizer.parse_response(text, prefix="")
+    except Exception:  # an unparsable reply is plain text, not an error
+        return []
+    return list(parsed.get("tool_calls") or []) if isinstance(parsed, dict) else []
+
+
+class ScriptedBackend:
+    """A backend that answers with ``fn(messages, tools)`` and records every prompt it was handed."""
+
+    def __init__(self, fn: Callable[[Sequence[dict], Optional[Sequence[Callable]]], str]) -> None:
+        self.fn = fn
+        self.prompts: list[str] = []
+
+    def __call__(self, messages: Sequence[dict], tools: Optional[Sequence[Callable]] = None) -> str:
+        _validate(messages)
+        self.prompts.append(render(messages))
+        return self.fn(messages, tools)
+
+
+class EchoBackend(ScriptedBackend):
+    """Worst-case leaky summariser: repeats its whole context (and calls every tool offered with ``tool_args``)."""
+
+    def __init__(self, tool_args: Optional[dict] = None) -> None:
+        def echo(messages, tools):
+            parts = [str(m.get("content", "")) for m in messages]
+            for t in tools or []:
+                parts.append(t(**(tool_args or {})))
+            return "\n".join(parts)
+
+        super().__init__(echo)
+
+
+class ConstantBackend(ScriptedBackend):
+    """Always answers ``text`` (e.g. always refuse, or always "(a)")."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(lambda messages, tools: text)
+
+
+class RecordingBackend(ScriptedBackend):
+    """Wraps another backend and records the prompts handed to it."""
+
+    def __init__(self, inner: Callable[..., str]) -> None:
+        super().__init__(lambda messages, tools: inner(messages, tools=tools) if tools else inner(messages))
