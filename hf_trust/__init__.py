@@ -29,6 +29,10 @@ _LAZY: dict[str, str] = {
     "ACGKDConfig": "trainers.acgkd",
     "ACGKDTrainer": "trainers.acgkd",
     "acgkd_distill": "trainers.acgkd",
+    "PromptConfig": "trainers.fpl",
+    "FederatedPromptTrainer": "trainers.fpl",
+    "FPLConfig": "trainers.fpl",
+    "load_prompts": "trainers.fpl",
     # trust pieces
     "BYEFilter": "hf_trust.filters",
     "AgentSpec": "hf_trust.agents",

@@ -1,0 +1,25 @@
+"""ACGKD: Adversarial Curriculum Graph-Free Knowledge Distillation (Jia et al., arXiv:2504.00540).
+
+Plain core: :class:`PseudoGraphBank`, :class:`BNStatHooks`, :func:`feature_entropy`, :func:`kd_loss`,
+:class:`AdvTemperature`, :class:`CurriculumSampler`, :class:`ACGKDCore`; models: :class:`GNNClassifier`
+(weighted GIN / GCN), :class:`LiftedStudent`; HF layer: :class:`ACGKDConfig`, :class:`ACGKDTrainer`;
+plain loop: :func:`acgkd_distill`. Baselines: ``gen_mode="gfkd_arm" | "deepinv_features" | "randg"``.
+"""
+
+from .bank import GraphBatch, PseudoGraphBank
+from .config import GEN_MODES, ACGKDConfig
+from .curriculum import CurriculumSampler
+from .distiller import ACGKDCore, DistillModel, graph_accuracy
+from .loop import acgkd_distill
+from .losses import AdvTemperature, BNStatHooks, adversarial_strength, feature_entropy, grad_reverse, kd_loss
+from .models import GNNClassifier, LiftedStudent, WeightedGINConv, check_weighted_teacher
+from .motifs import make_motif_graphs, train_teacher
+from .trainer import ACGKDTrainer, StepDataset, graph_collator
+
+__all__ = [
+    "ACGKDConfig", "ACGKDTrainer", "acgkd_distill", "ACGKDCore", "DistillModel", "GEN_MODES", "GraphBatch",
+    "PseudoGraphBank", "CurriculumSampler", "AdvTemperature", "BNStatHooks", "adversarial_strength",
+    "feature_entropy", "grad_reverse", "kd_loss", "GNNClassifier", "LiftedStudent", "WeightedGINConv",
+    "check_weighted_teacher", "graph_accuracy", "make_motif_graphs", "train_teacher", "StepDataset",
+    "graph_collator",
+]

@@ -1,0 +1,55 @@
+"""``acgkd_distill``: the plain-loop form of ACGKD (no Trainer); same updates as :class:`ACGKDTrainer`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .distiller import ACGKDCore, DistillModel
+
+
+def build_student_optimizer(model: nn.Module, args) -> tuple:
+    """AdamW + the scheduler named in ``args`` — the optimizer ``Trainer`` builds for ``optim="adamw_torch"``."""
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                            eps=args.adam_epsilon, weight_decay=args.weight_decay,
+                            fused=True if "fused" in str(args.optim) else None)
+    sched = get_scheduler(args.lr_scheduler_type, opt, num_warmup_steps=args.get_warmup_steps(args.max_steps),
+                          num_training_steps=args.max_steps)
+    return opt, sched
+
+
+def acgkd_distill(teacher: nn.Module, student: nn.Module, args, eval_graphs: Optional[list] = None,
+                  progress: bool = True, return_core: bool = False, bank=None):
+    """Distil ``teacher`` into ``student`` without data; returns the trained :class:`DistillModel`.
+
+    ``args`` is an :class:`ACGKDConfig`. ``eval_graphs`` is only used to log accuracy at the end, never for
+    training. With ``return_core=True`` also returns the :class:`ACGKDCore` (bank, history).
+    ``bank`` starts from an existing :class:`PseudoGraphBank`; with ``gen_warmup_steps=0`` and
+    ``gen_steps_per_student_step=0`` it stays frozen.
+    """
+    from tqdm.auto import tqdm
+
+    from .distiller import graph_accuracy
+
+    core = ACGKDCore(teacher, student, args, bank=bank)
+    model: DistillModel = core.model.train()
+    core.warmup(progress=progress)
+    opt, sched = build_student_optimizer(model, args)
+    for step in tqdm(range(args.max_steps), desc="ACGKD distillation", disable=not progress):
+        core.phase2_generator(step)
+        loss = core.student_loss(model, step)
+        loss.backward()
+        if args.max_grad_norm and args.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    if eval_graphs is not None:
+        core.history["eval_accuracy"] = [graph_accuracy(model, eval_graphs)]
+    core.close()
+    return (model, core) if return_core else model
