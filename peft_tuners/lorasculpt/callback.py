@@ -7,13 +7,10 @@ from transformers import TrainerCallback
 
 def sculpt_model(model):
     """The :class:`LoRASculptModel` inside a (possibly accelerate-wrapped) PeftModel."""
+    from .._trainer import unwrap_tuner
     from .model import LoRASculptModel
 
-    inner = getattr(model, "module", model)
-    base = getattr(inner, "base_model", None)
-    if not isinstance(base, LoRASculptModel):
-        raise TypeError("LoRASculpt needs a PeftModel built with LoRASculptConfig (get_peft_model(model, LoRASculptConfig(...))).")
-    return base
+    return unwrap_tuner(model, LoRASculptModel, "LoRASculptConfig")
 
 
 class LoRASculptCallback(TrainerCallback):

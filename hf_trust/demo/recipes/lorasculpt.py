@@ -11,22 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
+from hf_trust.demo.recipes._chat_data import encode
 
 TARGET_TASK = "spell_backward"
 GENERAL_TASKS = ("basic_arithmetic", "leg_counting", "chain_sum")
-
-
-def encode(tok, rows, max_len: int = 96):
-    """Chat-formatted (question, answer) → input ids with labels on the answer tokens only."""
-    out = []
-    for q, a in rows:
-        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(a + tok.eos_token, add_special_tokens=False)["input_ids"]
-        ids = (p_ids + a_ids)[-max_len:]
-        labels = ([-100] * len(p_ids) + a_ids)[-max_len:]
-        out.append((ids, labels))
-    return out
 
 
 def batches(examples, batch_size, pad_id):
@@ -34,11 +22,11 @@ def batches(examples, batch_size, pad_id):
 
     for s in range(0, len(examples), batch_size):
         chunk = examples[s : s + batch_size]
-        width = max(len(i) for i, _ in chunk)
+        width = max(len(e[0]) for e in chunk)
         ids = torch.full((len(chunk), width), pad_id)
         labels = torch.full((len(chunk), width), -100)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, (i, l) in enumerate(chunk):
+        for r, (i, l, *_) in enumerate(chunk):
             ids[r, : len(i)] = torch.tensor(i)
             labels[r, : len(l)] = torch.tensor(l)
             mask[r, : len(i)] = 1

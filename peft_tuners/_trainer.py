@@ -1,0 +1,42 @@
+"""The one thing ThanoRA's and LoRASculpt's trainers add to ``transformers.Trainer``: a tuner regulariser
+counted once per optimizer step."""
+
+from __future__ import annotations
+
+from transformers import Trainer
+
+
+def unwrap_tuner(model, tuner_cls: type, config_name: str):
+    """The tuner model (``PeftModel.base_model``) inside a possibly DDP/accelerate-wrapped ``PeftModel``."""
+    inner = getattr(model, "module", model)
+    base = getattr(inner, "base_model", None)
+    if not isinstance(base, tuner_cls):
+        raise TypeError(
+            f"this trainer needs a PeftModel built from a {config_name} (get_peft_model(model, {config_name}(...))), "
+            f"got {type(inner).__name__} with base_model {type(base).__name__}."
+        )
+    return base
+
+
+class RegularizedTrainer(Trainer):
+    """``Trainer`` whose loss is the task loss plus ``tuner.regularization_loss()``.
+
+    Subclasses set ``tuner_cls`` and ``config_name``.  When the Trainer treats the task loss as already
+    normalised over the accumulation window (``num_items_in_batch`` given and the model accepts loss kwargs)
+    it does not divide by the accumulation steps, so the per-micro-batch regulariser is divided here to be
+    counted once per optimizer step.
+    """
+
+    tuner_cls: type = object
+    config_name: str = ""
+
+    def tuner(self, model=None):
+        return unwrap_tuner(model if model is not None else self.model, self.tuner_cls, self.config_name)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        reg = self.tuner(model).regularization_loss()
+        if num_items_in_batch is not None and self.model_accepts_loss_kwargs and self.args.gradient_accumulation_steps > 1:
+            reg = reg / self.args.gradient_accumulation_steps
+        loss = loss + reg.to(loss.device)
+        return (loss, outputs) if return_outputs else loss
