@@ -27,7 +27,7 @@ class ResultRow:
 
     def formatted_value(self) -> str:
         text = f"{self.value:.4g}"
-        if self.std is not None:
+        if self.std is not None and (self.n is None or self.n > 1):  # no spread from a single run
             text += f" ± {self.std:.2g}"
         return text
 
