@@ -3,11 +3,6 @@ and an `accelerate launch` run on two CPU processes."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -81,21 +76,10 @@ def test_trainer_refuses_real_training_data_and_wrong_args(task, tmp_path):
         ACGKDConfig(output_dir=str(tmp_path))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_accelerate_launch_two_cpu_processes(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    out = tmp_path / "mp.pt"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-           "--main_process_port", str(_free_port()), "-m", "tests.acgkd.mp_acgkd", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = torch.load(out, weights_only=False)
+    from tests.launch import accelerate_launch
+
+    res = accelerate_launch("tests.acgkd.mp_acgkd", tmp_path / "mp.pt", processes=2, env={"ACCELERATE_USE_CPU": "true"})
     assert res["world"] == 2
     (s0, th0), (s1, th1) = res["gathered"]
     # DDP keeps the student's parameters (and φ) identical on both ranks; each rank refines its own copy of

@@ -265,32 +265,11 @@ def test_clear_errors_on_bad_input():
         tr.fit(IIDPartitioner(num_clients=2).split(list(range(8))))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 def test_two_process_accelerate_launch_equals_one_process(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from tests.launch import accelerate_launch
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    outs = {}
-    for procs in (1, 2):
-        out = tmp_path / f"p{procs}.pt"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(procs),
-               "--main_process_port", str(_free_port())]
-        cmd += ["--multi_gpu"] if procs > 1 else ["--cpu"]
-        cmd += ["-m", "tests.fpl.mp_script", str(out)]
-        proc = subprocess.run(cmd, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outs[procs] = torch.load(out, weights_only=False)
+    outs = {p: accelerate_launch("tests.fpl.mp_script", tmp_path / f"p{p}.pt", processes=p) for p in (1, 2)}
     assert outs[1]["world"] == 1 and outs[2]["world"] == 2
     for name, p in outs[1]["params"].items():
         assert (p - outs[2]["params"][name]).abs().max() <= 1e-5, name
@@ -304,19 +283,10 @@ def test_two_process_accelerate_launch_equals_one_process(tmp_path):
 @pytest.mark.multiprocess
 @pytest.mark.slow
 def test_deepspeed_client_jobs_equal_simulation(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from tests.launch import accelerate_launch
 
     pytest.importorskip("deepspeed")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = tmp_path / "ds.pt"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--use_deepspeed",
-           "--zero_stage", "2", "--main_process_port", str(_free_port()), "-m", "tests.fpl.ds_script", str(out)]
-    proc = subprocess.run(cmd, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = torch.load(out, weights_only=False)
+    runs = accelerate_launch("tests.fpl.ds_script", tmp_path / "ds.pt", extra=("--use_deepspeed", "--zero_stage", "2"))
     assert set(runs["deepspeed"]) == set(runs["clients_per_rank"])
     for name, p in runs["clients_per_rank"].items():
         assert (runs["deepspeed"][name] - p).abs().max() <= 1e-5, name

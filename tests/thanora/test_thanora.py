@@ -350,27 +350,12 @@ def test_cache_file_round_trip(tmp_path):
 
 
 # ---------------------------------------------------------------------- accelerate
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.multiprocess
 def test_trainer_under_accelerate_launch_two_processes(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from tests.launch import launch_module
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = str(tmp_path / "mp")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
-           "--main_process_port", str(_free_port()), "-m", "tests.thanora.mp_thanora", out]
-    proc = subprocess.run(cmd, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    launch_module("tests.thanora.mp_thanora", out, processes=2)
     r0, r1 = torch.load(out + ".0", weights_only=False), torch.load(out + ".1", weights_only=False)
     assert r0["world"] == 2 and r0["step"] == 3 and r0["map"] == r1["map"]
     for k, v in r0["state"].items():
