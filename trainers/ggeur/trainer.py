@@ -75,6 +75,10 @@ class _AugmentedPartitions(Partitions):
 
     def augmented(self, k: int) -> AugmentedSet:
         if k not in self.cache:
+            if self._make is None:
+                raise RuntimeError(
+                    "the augmented rows were released after fit(); set GGEURConfig(keep_augmented=True) to keep them."
+                )
             aug = self._make(k)
             # float32 is what the head trains on; the float64 draws would double the memory of every client
             aug.embeddings = aug.embeddings.astype(np.float32)
