@@ -32,9 +32,14 @@ def lora_finetune(model: Any, ds: Any, collate_fn: Callable[[list[dict]], dict],
                   batch_size: int = 16, lr: float = 1e-3, r: int = 8, alpha: int = 16,
                   target_modules: Sequence[str] = ("q_proj", "v_proj"),
                   modules_to_save: Optional[Sequence[str]] = ("multi_modal_projector",), seed: int = 0,
-                  progress: bool = True) -> Any:
+                  progress: bool = True, answer_logits_only: bool = True) -> Any:
     """LoRA (PEFT) on the decoder attention + a trainable projector; ``collate_fn(rows)`` returns inputs
-    with ``labels``.  Returns the PEFT-wrapped model in eval mode."""
+    with ``labels``.  Returns the PEFT-wrapped model in eval mode.
+
+    ``answer_logits_only`` computes the vocabulary projection only from the first labelled position on
+    (``logits_to_keep``); the loss is the same token-mean cross-entropy as the model's own, but a short answer
+    after a long image+prompt prefix no longer pays for logits over the whole sequence.
+    """
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0,
@@ -45,11 +50,32 @@ def lora_finetune(model: Any, ds: Any, collate_fn: Callable[[list[dict]], dict],
     model.train()
     for _ in tqdm(range(steps), desc="LoRA fine-tune", disable=not progress):
         idx = torch.randint(len(ds), (batch_size,), generator=g).tolist()
-        loss = model(**collate_fn([ds[i] for i in idx])).loss
+        batch = collate_fn([ds[i] for i in idx])
+        loss = answer_loss(model, batch) if answer_logits_only else model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
     return model.eval()
+
+
+def answer_loss(model: Any, batch: dict) -> torch.Tensor:
+    """Causal-LM loss over the labelled tokens, with logits computed only where a label follows.
+
+    Equal to ``model(**batch).loss`` (mean over tokens whose label is not -100) for models that accept
+    ``logits_to_keep``.
+    """
+    labels = batch["labels"]
+    valid = labels[:, 1:] != -100
+    if not bool(valid.any()):
+        raise ValueError("The batch has no labelled tokens (every label is -100); the collate function must "
+                         "label the answer tokens.")
+    first = int(valid.any(0).nonzero()[0]) + 1  # first label position that is predicted
+    keep = labels.shape[1] - first + 1  # logits at first-1 .. end
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits[:, :-1].float()
+    target = labels[:, first:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                             ignore_index=-100)
 
 
 def bye_defence(make_base: Callable[[], Any], finetune: Callable[[Any, Any], Any], ds: Any,

@@ -11,13 +11,25 @@ from .distiller import ACGKDCore, DistillModel
 
 
 def build_student_optimizer(model: nn.Module, args) -> tuple:
-    """AdamW + the scheduler named in ``args`` — the optimizer ``Trainer`` builds for ``optim="adamw_torch"``."""
-    from transformers import get_scheduler
+    """The optimizer and scheduler ``Trainer`` would build for ``args`` (same class, kwargs and decay groups).
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                            eps=args.adam_epsilon, weight_decay=args.weight_decay,
-                            fused=True if "fused" in str(args.optim) else None)
+    Mirroring the grouping matters beyond weight decay: biases in front of a BatchNorm have an exact gradient
+    of zero, so Adam turns any rounding difference in them into a full ±lr step; a differently grouped
+    (fused) update made the plain loop drift from the Trainer after the first step.
+    """
+    from transformers import Trainer, get_scheduler
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    decay = set(get_parameter_names(model, [nn.LayerNorm], [r"bias", r"layernorm", r"rmsnorm",
+                                                            r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]))
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n in decay and p.requires_grad],
+         "weight_decay": args.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n not in decay and p.requires_grad],
+         "weight_decay": 0.0},
+    ]
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    opt = cls(groups, **kwargs)
     sched = get_scheduler(args.lr_scheduler_type, opt, num_warmup_steps=args.get_warmup_steps(args.max_steps),
                           num_training_steps=args.max_steps)
     return opt, sched

@@ -52,7 +52,9 @@ class Codec:
 
     def __init__(self, tok, image_token_id: int, n_image_tokens: int):
         self.tok, self.img, self.n = tok, image_token_id, n_image_tokens
-        text = tok.apply_chat_template([{"role": "user", "content": "<image>\n" + QUESTION}],
+        # An empty system turn: SmolLM2's default system sentence would add ~15 tokens to every training row.
+        text = tok.apply_chat_template([{"role": "system", "content": ""},
+                                        {"role": "user", "content": "<image>\n" + QUESTION}],
                                        add_generation_prompt=True, tokenize=False)
         ids = tok(text, add_special_tokens=False)["input_ids"]
         at = ids.index(image_token_id)
@@ -153,7 +155,11 @@ def run_seed(seed: int, n_train: int, n_test: int, steps: int, progress: bool = 
 def run(ctx: RecipeContext) -> RecipeResult:
     size = dict(n_train=300, n_test=100, steps=120) if ctx.full else dict(n_train=40, n_test=20, steps=4)
     result = RecipeResult()
-    runs = [run_seed(s, **size) for s in ctx.progress(ctx.seeds, desc="bye seeds")]
+    runs = []
+    for s in ctx.progress(ctx.seeds, desc="bye seeds"):
+        runs.append(run_seed(s, **size))
+        ctx.log(f"bye seed {s}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in runs[-1].items()))
     for key, name in [("asr_before", "ASR before BYE"), ("cp_before", "clean acc. before BYE"),
                       ("asr_after", "ASR after BYE + re-fine-tune"), ("cp_after", "clean acc. after"),
                       ("precision", "detection precision"), ("recall", "detection recall"),
