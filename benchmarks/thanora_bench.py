@@ -5,7 +5,7 @@
 * preprocessing time per target layer (activation and gradient statistics).
 
 Model: a Llama of SmolLM2-135M's width (576 hidden, 1536 MLP) with 4 layers, random weights (timings do not
-depend on values), all linear layers targeted, r = 16.  Arms are interleaved over repeats; the median is reported.
+depend on values), all linear layers targeted, r = 16.  Steps alternate between the arms; the median is reported.
 Run: ``python benchmarks/thanora_bench.py [--repeats 5 --steps 10]``.
 """
 
@@ -46,22 +46,32 @@ def calib():
     return {t: [batch(10 + i, 0, 64 * (i + 1) ** 2)] for i, t in enumerate(TASKS)}
 
 
-def step_time(model, thanora: bool, steps: int) -> float:
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+def _step(model, opt, b, thanora: bool) -> float:
+    t0 = time.perf_counter()
+    loss = model(**b).loss
+    if thanora:
+        loss = loss + model.base_model.regularization_loss()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t0
+
+
+def paired_step_times(lora, thanora, steps: int) -> tuple[float, float]:
+    """Median step time of each arm, steps alternating LoRA / ThanoRA so that a change of machine load
+    during the measurement hits both arms alike."""
     b = batch(1)
-    model.train()
-    times = []
+    arms = [(lora, False), (thanora, True)]
+    opts = [torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4) for m, _ in arms]
+    for m, _ in arms:
+        m.train()
+    times: list[list[float]] = [[], []]
     for i in range(steps + 2):
-        t0 = time.perf_counter()
-        loss = model(**b).loss
-        if thanora:
-            loss = loss + model.base_model.regularization_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i >= 2:  # warm-up
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, (m, th) in enumerate(arms):
+            t = _step(m, opts[k], b, th)
+            if i >= 2:  # warm-up
+                times[k].append(t)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def infer_time(model, reps: int = 10) -> float:
@@ -88,7 +98,6 @@ def main() -> None:
     ratios, merged_ratios, pre = [], [], {"activation": [], "gradient": []}
     for rep in range(args.repeats):
         lora = get_peft_model(copy.deepcopy(m0), LoraConfig(**common))
-        t_lora = step_time(lora, False, args.steps)
         for stat in ("activation", "gradient"):
             m = copy.deepcopy(m0)
             cfg = ThanoRAConfig(task_names=TASKS, allocation_statistic=stat, calib_tokens_per_task=256, **common)
@@ -96,7 +105,7 @@ def main() -> None:
             preprocess_thanora(m, cfg, calib())
             pre[stat].append((time.perf_counter() - t0) / len(cfg.task_rank_map))
         thanora = get_peft_model(m, cfg)
-        t_th = step_time(thanora, True, args.steps)
+        t_lora, t_th = paired_step_times(lora, thanora, args.steps)
         ratios.append(t_th / t_lora)
         sizes = (sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n),
                  sum(p.numel() for n, p in thanora.named_parameters() if "lora_" in n))
