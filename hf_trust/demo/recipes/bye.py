@@ -103,7 +103,10 @@ class Codec:
         return asr, cp
 
 
-def run_seed(seed: int, n_train: int, n_test: int, steps: int, progress: bool = False) -> dict:
+def run_seed(seed: int, n_train: int, n_test: int, steps: int, progress: bool = False, refit: bool = True) -> dict:
+    """One seed of Algorithm 1.  Besides the reference selection rule it reports, on the same entropies, the
+    spec's opt-in ``layer_select="top_kl:1"`` safeguard (detection only; the re-fine-tune uses the reference
+    rule).  ``refit=False`` stops after detection."""
     import torch
     from datasets import Dataset
     from PIL import Image
@@ -139,15 +142,22 @@ def run_seed(seed: int, n_train: int, n_test: int, steps: int, progress: bool = 
     scored = bye.score(ds)
     rep = bye.report_
     det = rep.detection(poison)
+    from hf_trust.filters import bye_select
+
+    alt, _ = bye_select(np.asarray(scored["bye_layer_entropy"]), layer_select="top_kl:1")
+    alt_det = alt.detection(poison) if alt.status == "ok" else {"precision": float("nan"), "recall": float("nan")}
     keep = [i for i, s in enumerate(scored["bye_suspicious"]) if not s]
-    if len(keep) < n_train:
+    if refit and len(keep) < n_train:
         clean_model = finetune(make_base(), scored.select(keep))
         asr1, cp1 = codec.asr_cp(clean_model, x_te, y_te)
     else:
         asr1, cp1 = asr0, cp0
     return {"asr_before": asr0, "cp_before": cp0, "asr_after": asr1, "cp_after": cp1,
             "precision": det["precision"], "recall": det["recall"], "removed": rep.removed_fraction,
-            "max_auroc": float(np.nanmax(rep.layer_auroc)), "sensitive": rep.sensitive_layers, "status": rep.status}
+            "max_auroc": float(np.nanmax(rep.layer_auroc)),
+            "best_layer": int(np.nanargmax(rep.layer_auroc)), "precision_top_kl1": float(alt_det["precision"]),
+            "recall_top_kl1": float(alt_det["recall"]), "removed_top_kl1": float(alt.removed_fraction),
+            "top_kl1_layer": alt.sensitive_layers, "sensitive": rep.sensitive_layers, "status": rep.status}
 
 
 @register_recipe("bye", title="BYE backdoor cleaning on a SmolLM2-decoder LLaVA (digits, 10% patch poison)",
@@ -163,7 +173,9 @@ def run(ctx: RecipeContext) -> RecipeResult:
     for key, name in [("asr_before", "ASR before BYE"), ("cp_before", "clean acc. before BYE"),
                       ("asr_after", "ASR after BYE + re-fine-tune"), ("cp_after", "clean acc. after"),
                       ("precision", "detection precision"), ("recall", "detection recall"),
-                      ("removed", "removed fraction"), ("max_auroc", "best per-layer AUROC")]:
+                      ("removed", "removed fraction"), ("max_auroc", "best per-layer AUROC"),
+                      ("precision_top_kl1", "detection precision, layer_select='top_kl:1'"),
+                      ("recall_top_kl1", "detection recall, layer_select='top_kl:1'")]:
         v = np.array([r[key] for r in runs], dtype=float)
         result.add(f"digits, 10% poison, {size['steps']} LoRA steps", name, float(v.mean()),
                    std=float(v.std()) if len(v) > 1 else None, n=len(v))
