@@ -18,10 +18,9 @@ def build_student_optimizer(model: nn.Module, args) -> tuple:
     (fused) update made the plain loop drift from the Trainer after the first step.
     """
     from transformers import Trainer, get_scheduler
-    from transformers.trainer_pt_utils import get_parameter_names
 
-    decay = set(get_parameter_names(model, [nn.LayerNorm], [r"bias", r"layernorm", r"rmsnorm",
-                                                            r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]))
+    # The Trainer's own rule (it does not read ``self``), so the two paths cannot drift apart.
+    decay = set(Trainer.get_decay_parameter_names(None, model))
     groups = [
         {"params": [p for n, p in model.named_parameters() if n in decay and p.requires_grad],
          "weight_decay": args.weight_decay},

@@ -112,7 +112,7 @@ def run_seed(seed: int, n_train: int, n_test: int, steps: int, progress: bool = 
     from PIL import Image
 
     from hf_trust.assets import llava_num_image_tokens, load_llava_smollm2
-    from hf_trust.filters import bye_defence
+    from hf_trust.filters import BYEFilter, bye_select
     from hf_trust.filters.defence import lora_finetune
 
     torch.manual_seed(seed)
@@ -136,14 +136,10 @@ def run_seed(seed: int, n_train: int, n_test: int, steps: int, progress: bool = 
 
     poisoned = finetune(make_base(), ds)
     asr0, cp0 = codec.asr_cp(poisoned, x_te, y_te)
-    from hf_trust.filters import BYEFilter
-
     bye = BYEFilter(poisoned, collate_fn=codec.prompt_batch, poison_column="is_poison", batch_size=32)
     scored = bye.score(ds)
     rep = bye.report_
     det = rep.detection(poison)
-    from hf_trust.filters import bye_select
-
     alt, _ = bye_select(np.asarray(scored["bye_layer_entropy"]), layer_select="top_kl:1")
     alt_det = alt.detection(poison) if alt.status == "ok" else {"precision": float("nan"), "recall": float("nan")}
     keep = [i for i, s in enumerate(scored["bye_suspicious"]) if not s]
