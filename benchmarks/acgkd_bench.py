@@ -15,12 +15,21 @@ import time
 
 import torch
 
-from trainers.acgkd import ACGKDConfig, ACGKDCore, GNNClassifier
+from hf_trust.trainers.acgkd import ACGKDConfig, ACGKDCore, GNNClassifier
 
 
 def measure(mode: str, xi: float, graphs: int, iters: int, seed: int, teacher) -> tuple[float, float]:
-    args = ACGKDConfig(output_dir="/tmp/acgkd_bench", max_steps=1, gen_mode=mode, xi=xi, num_pseudo_graphs=graphs,
-                       min_nodes=10, max_nodes=29, report_to="none", seed=seed)
+    args = ACGKDConfig(
+        output_dir="/tmp/acgkd_bench",
+        max_steps=1,
+        gen_mode=mode,
+        xi=xi,
+        num_pseudo_graphs=graphs,
+        min_nodes=10,
+        max_nodes=29,
+        report_to="none",
+        seed=seed,
+    )
     core = ACGKDCore(teacher, GNNClassifier(7, 32, None, 2), args)
     idx = torch.arange(graphs)
     core.generator_step(idx, 0)  # PyG template compilation + allocator warm-up
@@ -57,13 +66,17 @@ def main() -> None:
         for mode in ("acgkd", "gfkd_arm"):
             ts, ms = zip(*[measure(mode, xi, a.graphs, a.iters, s, teacher) for s in a.seeds])
             row[mode] = (statistics.mean(ts), statistics.mean(ms))
-            from trainers.acgkd import PseudoGraphBank
+            from hf_trust.trainers.acgkd import PseudoGraphBank
 
             n_par = PseudoGraphBank(a.graphs, 7, (10, 29), xi=xi, seed=a.seeds[0]).num_bank_parameters()
-            print(f"{xi:>5} {mode:>9} {row[mode][0]:>9.4f} {row[mode][1]:>9.1f} {n_par:>11} "
-                  f"(time spread {min(ts):.4f}-{max(ts):.4f})")
-        print(f"{xi:>5} GFKD-ARM/ACGKD: time x{row['gfkd_arm'][0] / row['acgkd'][0]:.2f}, "
-              f"saved-activation memory x{row['gfkd_arm'][1] / row['acgkd'][1]:.2f}")
+            print(
+                f"{xi:>5} {mode:>9} {row[mode][0]:>9.4f} {row[mode][1]:>9.1f} {n_par:>11} "
+                f"(time spread {min(ts):.4f}-{max(ts):.4f})"
+            )
+        print(
+            f"{xi:>5} GFKD-ARM/ACGKD: time x{row['gfkd_arm'][0] / row['acgkd'][0]:.2f}, "
+            f"saved-activation memory x{row['gfkd_arm'][1] / row['acgkd'][1]:.2f}"
+        )
 
 
 if __name__ == "__main__":

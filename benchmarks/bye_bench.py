@@ -42,7 +42,7 @@ def main() -> None:
         collate = codec.prompt_batch
         images = [im for im in rng.integers(0, 255, (args.n, 32, 32)).astype(np.uint8)]
     bye = BYEFilter(model, collate_fn=collate, batch_size=args.batch)
-    batches = [images[s:s + args.batch] for s in range(0, args.n, args.batch)]
+    batches = [images[s : s + args.batch] for s in range(0, args.n, args.batch)]
 
     def plain():
         with torch.no_grad():
@@ -56,10 +56,18 @@ def main() -> None:
     plain(), scored()  # warm-up
     ratios, t_plain, t_bye = [], [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter(); plain(); t1 = time.perf_counter(); scored(); t2 = time.perf_counter()
-        t_plain.append(t1 - t0); t_bye.append(t2 - t1); ratios.append((t2 - t1) / (t1 - t0))
+        t0 = time.perf_counter()
+        plain()
+        t1 = time.perf_counter()
+        scored()
+        t2 = time.perf_counter()
+        t_plain.append(t1 - t0)
+        t_bye.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
     print(f"model: {'tiny config' if args.tiny else 'LLaVA + SmolLM2-135M'}  n={args.n} batch={args.batch} threads=1")
-    print(f"plain eager forward: {statistics.median(t_plain):.2f} s  ({args.n / statistics.median(t_plain):.1f} samples/s)")
+    print(
+        f"plain eager forward: {statistics.median(t_plain):.2f} s  ({args.n / statistics.median(t_plain):.1f} samples/s)"
+    )
     print(f"BYE scoring (hooks): {statistics.median(t_bye):.2f} s  ({args.n / statistics.median(t_bye):.1f} samples/s)")
     print(f"ratio BYE / plain: median {statistics.median(ratios):.3f}  (min {min(ratios):.3f}, max {max(ratios):.3f})")
 
@@ -71,8 +79,10 @@ def main() -> None:
         with capture_rows(model, inputs["attention_mask"]) as cap:
             model(**inputs, use_cache=False)
         hook_bytes = sum(r.numel() * r.element_size() for r in cap.rows)
-    print(f"attention kept per batch of {len(batches[0])}: output_attentions {att_bytes / 2**20:.2f} MiB, "
-          f"hooks {hook_bytes / 2**20:.4f} MiB  (ratio {att_bytes / hook_bytes:.0f}x)")
+    print(
+        f"attention kept per batch of {len(batches[0])}: output_attentions {att_bytes / 2**20:.2f} MiB, "
+        f"hooks {hook_bytes / 2**20:.4f} MiB  (ratio {att_bytes / hook_bytes:.0f}x)"
+    )
 
 
 if __name__ == "__main__":

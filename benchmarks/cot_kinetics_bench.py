@@ -25,7 +25,7 @@ def load():
 
 
 def timing(model, tok, length: int, repeats: int = 3):
-    from metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
+    from hf_trust.metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
 
     ids = torch.randint(100, 20000, (1, length))
     seq = ids[0].tolist()
@@ -54,7 +54,7 @@ def peak_rss(model, mode: str, length: int) -> float:
 
     import psutil
 
-    from metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
+    from hf_trust.metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
 
     proc = psutil.Process()
     ids = torch.randint(100, 20000, (1, length))
@@ -89,7 +89,9 @@ def main():
             print(f"  scoring, {name:18s} {t:.3f} s  ratio {t / base:.2f}x")
     print("peak RSS growth (MiB) during one call: forward(output_hidden_states) vs hooked scorer (3 lens layers)")
     for length in (256, 1024, 2048):
-        print(f"  T={length}: {peak_rss(model, 'hidden_states', length):.0f} vs {peak_rss(model, 'scorer', length):.0f}")
+        print(
+            f"  T={length}: {peak_rss(model, 'hidden_states', length):.0f} vs {peak_rss(model, 'scorer', length):.0f}"
+        )
 
 
 if __name__ == "__main__":

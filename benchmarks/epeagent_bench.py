@@ -34,8 +34,10 @@ def episode_times(domain: str, with_pa: bool, latency_s: float, repeats: int, se
             time.sleep(latency_s)
         return "I pick (b). " + messages[1]["content"][:400]  # partly echoing: gives C_A something to redact
 
-    orch = EPEOrchestrator(make_agents(domain, ScriptedBackend(answer)),
-                           PrivacyEnhancingAgent(PrivacyPolicy.from_labels(profiles[0])) if with_pa else None)
+    orch = EPEOrchestrator(
+        make_agents(domain, ScriptedBackend(answer)),
+        PrivacyEnhancingAgent(PrivacyPolicy.from_labels(profiles[0])) if with_pa else None,
+    )
     out = []
     for _ in range(repeats):
         ledger = DataFlowLedger()
@@ -59,9 +61,11 @@ def main() -> None:
                 ts = episode_times(domain, with_pa, latency, args.repeats if latency == 0 else 1, seed=0)
                 res[with_pa] = (statistics.median(ts), (max(ts) - min(ts)))
             ratio = res[True][0] / res[False][0]
-            print(f"{domain:<9} latency={latency:.3f}s  per-episode off={res[False][0]*1e3:.2f} ms "
-                  f"(spread {res[False][1]*1e3:.2f})  on={res[True][0]*1e3:.2f} ms (spread {res[True][1]*1e3:.2f})  "
-                  f"ratio on/off={ratio:.3f}")
+            print(
+                f"{domain:<9} latency={latency:.3f}s  per-episode off={res[False][0] * 1e3:.2f} ms "
+                f"(spread {res[False][1] * 1e3:.2f})  on={res[True][0] * 1e3:.2f} ms (spread {res[True][1] * 1e3:.2f})  "
+                f"ratio on/off={ratio:.3f}"
+            )
 
 
 if __name__ == "__main__":

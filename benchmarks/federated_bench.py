@@ -18,9 +18,8 @@ import torch
 
 torch.set_num_threads(1)
 
-from datasets import Dataset  # noqa: E402
 
-from trainers.federated import (  # noqa: E402
+from hf_trust.trainers.federated import (  # noqa: E402
     ClientContext,
     FedAvg,
     FederatedConfig,
@@ -60,8 +59,11 @@ def model(d=32, classes=10):
 def one_round(num_clients: int, rows_per_client: int) -> tuple[float, float]:
     data = make(num_clients * rows_per_client)
     parts = _DictParts(data, IIDPartitioner(num_clients=num_clients).split(data["label"].numpy()))
-    trainer = FederatedTrainer(SupervisedClientTrainer(model(), lr=0.05, batch_size=32), FedAvg(),
-                               FederatedConfig(rounds=1, seed=0, eval_every=0))
+    trainer = FederatedTrainer(
+        SupervisedClientTrainer(model(), lr=0.05, batch_size=32),
+        FedAvg(),
+        FederatedConfig(rounds=1, seed=0, eval_every=0),
+    )
     t0 = time.perf_counter()
     trainer.fit(parts)
     fed = time.perf_counter() - t0
@@ -74,7 +76,9 @@ def one_round(num_clients: int, rows_per_client: int) -> tuple[float, float]:
             for n, p in alone.model.named_parameters():
                 p.copy_(start[n])
         seed = derived_seed(0, 0, k)
-        alone.fit(ClientContext(k, 0, parts.client_dataset(k), {}, {}, FedAvg(), 1, torch.Generator().manual_seed(seed)))
+        alone.fit(
+            ClientContext(k, 0, parts.client_dataset(k), {}, {}, FedAvg(), 1, torch.Generator().manual_seed(seed))
+        )
     base = time.perf_counter() - t0
     return fed, base
 
@@ -88,8 +92,10 @@ def main() -> None:
     for _ in range(args.repeats):
         fed, base = one_round(20, 64)
         ratios.append(fed / base)
-    print(f"round of 20 clients / sum of their local training: median {statistics.median(ratios):.3f}x "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {args.repeats} repeats)")
+    print(
+        f"round of 20 clients / sum of their local training: median {statistics.median(ratios):.3f}x "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}, {args.repeats} repeats)"
+    )
     for n in (100, 500):
         fed, base = one_round(n, 16)
         print(f"{n} clients x 16 rows: round {fed:.2f} s, local training alone {base:.2f} s, ratio {fed / base:.3f}x")

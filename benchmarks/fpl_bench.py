@@ -14,10 +14,9 @@ import statistics
 import time
 
 import torch
-
 from transformers import CLIPConfig, CLIPModel
 
-from trainers.fpl import CLIPPromptModel, PromptConfig
+from hf_trust.trainers.fpl import CLIPPromptModel, PromptConfig
 
 
 class _Tok:
@@ -29,12 +28,29 @@ class _Tok:
 
 def _clip() -> CLIPModel:
     torch.manual_seed(0)
-    return CLIPModel(CLIPConfig(
-        text_config=dict(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                         num_attention_heads=4, max_position_embeddings=32, bos_token_id=1, eos_token_id=2),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                           image_size=32, patch_size=4),
-        projection_dim=32)).eval()
+    return CLIPModel(
+        CLIPConfig(
+            text_config=dict(
+                vocab_size=100,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                max_position_embeddings=32,
+                bos_token_id=1,
+                eos_token_id=2,
+            ),
+            vision_config=dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                image_size=32,
+                patch_size=4,
+            ),
+            projection_dim=32,
+        )
+    ).eval()
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:
@@ -70,12 +86,16 @@ def main() -> None:
         torch.nn.functional.cross_entropy(logits, y).backward()
 
     t0, s0 = _time(baseline, args.repeats)
-    print(f"baseline fwd+bwd of the CLIP, all weights with grad, no prompts (batch {args.batch}, {args.classes} classes): {t0 * 1e3:.1f} ms ± {s0 * 1e3:.1f}")
+    print(
+        f"baseline fwd+bwd of the CLIP, all weights with grad, no prompts (batch {args.batch}, {args.classes} classes): {t0 * 1e3:.1f} ms ± {s0 * 1e3:.1f}"
+    )
     for kind in ("lpt", "vpt", "both"):
-        model = CLIPPromptModel(_clip(), names, PromptConfig(kind=kind, n_ctx_text=16, n_ctx_vision=16), tokenizer=_Tok())
+        model = CLIPPromptModel(
+            _clip(), names, PromptConfig(kind=kind, n_ctx_text=16, n_ctx_vision=16), tokenizer=_Tok()
+        )
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
 
-        def step():
+        def step(model=model, opt=opt):
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
@@ -84,11 +104,12 @@ def main() -> None:
         print(f"{kind:5s} prompt step: {t * 1e3:.1f} ms ± {s * 1e3:.1f}  ratio vs baseline {t / t0:.2f}")
         if kind in ("lpt", "both"):
             with torch.no_grad():
-                def uncached():
+
+                def uncached(model=model):
                     for _ in range(4):
                         model(x)
 
-                def cached():
+                def cached(model=model):
                     model.clear_cache()
                     txt = model.cached_text_features()
                     for _ in range(4):
@@ -96,8 +117,10 @@ def main() -> None:
 
                 tu, _ = _time(uncached, args.repeats)
                 tc, _ = _time(cached, args.repeats)
-                print(f"{kind:5s} eval of 4 batches: text recomputed {tu * 1e3:.1f} ms, cached {tc * 1e3:.1f} ms "
-                      f"(speed-up {tu / tc:.2f}x)")
+                print(
+                    f"{kind:5s} eval of 4 batches: text recomputed {tu * 1e3:.1f} ms, cached {tc * 1e3:.1f} ms "
+                    f"(speed-up {tu / tc:.2f}x)"
+                )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ import torch
 
 torch.set_num_threads(1)
 
-from trainers.federated import ClassMoments, reduce_moments  # noqa: E402
-from trainers.ggeur.geometry import GeometricShape  # noqa: E402
-from trainers.ggeur.statistics import aggregate, client_statistics  # noqa: E402
+from hf_trust.trainers.federated import ClassMoments  # noqa: E402
+from hf_trust.trainers.ggeur.geometry import GeometricShape  # noqa: E402
+from hf_trust.trainers.ggeur.statistics import aggregate, client_statistics  # noqa: E402
 
 
 def data(n, d, c, seed=0):
@@ -70,7 +70,7 @@ def chunk_memory(d, c, chunk):
 
     code = (
         "import resource, torch, numpy as np\n"
-        "from trainers.federated import ClassMoments, reduce_moments\n"
+        "from hf_trust.trainers.federated import ClassMoments, reduce_moments\n"
         f"m = ClassMoments(torch.rand({c}), torch.rand({c}, {d}, dtype=torch.float64), torch.rand({c}, {d}, {d}, dtype=torch.float64))\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"reduce_moments(m, lambda t: t.clone(), chunk_size={chunk})\n"
@@ -89,7 +89,6 @@ def main():
     for d, c in ((64, 10), (512, 10), (1280, 10), (512, 100)):
         stats, epoch, aug = bench(d, c)
         print(f"{d:<5} {c:<4} {stats:9.3f} s  {epoch:9.3f} s               {stats / epoch:6.2f}x  {aug * 1000:8.2f} ms")
-
 
 
 if __name__ == "__main__":

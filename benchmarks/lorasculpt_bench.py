@@ -28,8 +28,16 @@ from hf_trust import LoRASculptConfig  # noqa: E402
 
 def base():
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,
-                                        num_attention_heads=9, num_key_value_heads=3))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=4,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+        )
+    )
 
 
 def step_time(model, sculpt: bool, steps: int = 12):
@@ -71,7 +79,9 @@ def main():
         sculpt_model = get_peft_model(base(), LoRASculptConfig(preserve_ratio=0.05, mask_step=2, **cfg))
         sculpt_t = step_time(sculpt_model, True)
         ratios.append(sculpt_t / lora_t)
-        print(f"train step: LoRA {lora_t * 1000:.0f} ms, LoRASculpt {sculpt_t * 1000:.0f} ms, ratio {sculpt_t / lora_t:.3f}x")
+        print(
+            f"train step: LoRA {lora_t * 1000:.0f} ms, LoRASculpt {sculpt_t * 1000:.0f} ms, ratio {sculpt_t / lora_t:.3f}x"
+        )
     print(f"median train-step ratio {statistics.median(ratios):.3f}x over 3 repeats")
     plain = base().eval()
     merged = sculpt_model.merge_and_unload().eval()
@@ -84,7 +94,9 @@ def main():
         dense = os.path.getsize(os.path.join(d, "adapter_model.safetensors"))
     nnz = sum(int((f != 0).sum()) for a, b_, _ in sculpt_model.base_model.lora_factors().values() for f in (a, b_))
     sparse = nnz * (4 + 4)  # fp32 value + int32 index per kept entry
-    print(f"adapter on disk: dense {dense / 2**20:.1f} MiB (incl. masks); non-zero entries as (value, index) {sparse / 2**20:.2f} MiB")
+    print(
+        f"adapter on disk: dense {dense / 2**20:.1f} MiB (incl. masks); non-zero entries as (value, index) {sparse / 2**20:.2f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,15 @@ TASKS = ["a", "b", "c"]
 
 def base():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=2048, hidden_size=576, intermediate_size=1536, num_hidden_layers=4,
-                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=256)
+    cfg = LlamaConfig(
+        vocab_size=2048,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=256,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -107,19 +114,25 @@ def main() -> None:
         thanora = get_peft_model(m, cfg)
         t_lora, t_th = paired_step_times(lora, thanora, args.steps)
         ratios.append(t_th / t_lora)
-        sizes = (sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n),
-                 sum(p.numel() for n, p in thanora.named_parameters() if "lora_" in n))
+        sizes = (
+            sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n),
+            sum(p.numel() for n, p in thanora.named_parameters() if "lora_" in n),
+        )
         merged = thanora.merge_and_unload()
         t_base, t_merged = infer_time(m0), infer_time(merged)
         merged_ratios.append(t_merged / t_base)
-        print(f"repeat {rep}: step LoRA {t_lora * 1e3:.1f} ms, ThanoRA {t_th * 1e3:.1f} ms (×{ratios[-1]:.3f}); "
-              f"inference base {t_base * 1e3:.1f} ms, merged {t_merged * 1e3:.1f} ms (×{merged_ratios[-1]:.3f})")
+        print(
+            f"repeat {rep}: step LoRA {t_lora * 1e3:.1f} ms, ThanoRA {t_th * 1e3:.1f} ms (×{ratios[-1]:.3f}); "
+            f"inference base {t_base * 1e3:.1f} ms, merged {t_merged * 1e3:.1f} ms (×{merged_ratios[-1]:.3f})"
+        )
     fmt = lambda v: f"median {statistics.median(v):.3f} (min {min(v):.3f}, max {max(v):.3f}, n={len(v)})"  # noqa: E731
     print(f"train-step time ThanoRA / LoRA (r={args.r}, all-linear, 3 tasks): {fmt(ratios)}   goal ≤ 1.10")
     print(f"merged inference time / base: {fmt(merged_ratios)}   goal 1.00")
     for stat, v in pre.items():
-        print(f"preprocessing ({stat}, 3 tasks × 1 batch of 4×64 tokens) per layer: "
-              f"{statistics.median(v) * 1e3:.1f} ms (min {min(v) * 1e3:.1f}, max {max(v) * 1e3:.1f})")
+        print(
+            f"preprocessing ({stat}, 3 tasks × 1 batch of 4×64 tokens) per layer: "
+            f"{statistics.median(v) * 1e3:.1f} ms (min {min(v) * 1e3:.1f}, max {max(v) * 1e3:.1f})"
+        )
     print(f"adapter params LoRA {sizes[0]}, ThanoRA {sizes[1]}")
 
 

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from hf_trust import ACGKDConfig, ACGKDTrainer, assets
-from trainers.acgkd import GNNClassifier, graph_accuracy, train_teacher
+from hf_trust.trainers.acgkd import GNNClassifier, graph_accuracy, train_teacher
 
 
 def main() -> None:
@@ -34,17 +34,30 @@ def main() -> None:
     teacher = train_teacher(GNNClassifier(feat, 64, 3, 4, "gin"), train, epochs=30, seed=a.seed)
     print(f"teacher test accuracy: {graph_accuracy(teacher, test):.3f}")
 
-    args = ACGKDConfig(output_dir=a.output_dir, max_steps=a.steps, gen_warmup_steps=a.warmup, xi=a.xi,
-                       gen_mode=a.mode, num_pseudo_graphs=128, min_nodes=8, max_nodes=24, seed=a.seed,
-                       report_to="none", save_strategy="no", logging_steps=50)
+    args = ACGKDConfig(
+        output_dir=a.output_dir,
+        max_steps=a.steps,
+        gen_warmup_steps=a.warmup,
+        xi=a.xi,
+        gen_mode=a.mode,
+        num_pseudo_graphs=128,
+        min_nodes=8,
+        max_nodes=24,
+        seed=a.seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=50,
+    )
     student = GNNClassifier(feat, 32, None, 2, "gin")
     trainer = ACGKDTrainer(teacher=teacher, student=student, args=args, eval_dataset=test)
     trainer.train()
     metrics = trainer.evaluate()
     if trainer.is_world_process_zero():
-        print(f"student ({a.mode}) test accuracy: {metrics['eval_accuracy']:.3f}; final tau "
-              f"{trainer.model.temperature.value if hasattr(trainer.model, 'temperature') else float('nan'):.2f}; "
-              f"teacher accuracy on its own pseudo-graphs {trainer.core.teacher_accuracy_on_bank():.3f}")
+        print(
+            f"student ({a.mode}) test accuracy: {metrics['eval_accuracy']:.3f}; final tau "
+            f"{trainer.model.temperature.value if hasattr(trainer.model, 'temperature') else float('nan'):.2f}; "
+            f"teacher accuracy on its own pseudo-graphs {trainer.core.teacher_accuracy_on_bank():.3f}"
+        )
 
 
 if __name__ == "__main__":

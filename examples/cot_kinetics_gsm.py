@@ -30,12 +30,23 @@ def main() -> None:
     model, tok = assets.load_smollm2()
     ds = assets.load_reasoning_tasks(TASKS, args.per_task, seed=args.seed)
     chains = generate_chains(model, tok, ds["question"], args.max_new_tokens)
-    labels = [int(assets.score_reasoning(t, extract_answer(c[2]), e) >= 1.0) for c, t, e in zip(chains, ds["task"], ds["entry"])]
+    labels = [
+        int(assets.score_reasoning(t, extract_answer(c[2]), e) >= 1.0)
+        for c, t, e in zip(chains, ds["task"], ds["entry"])
+    ]
     print(f"{len(labels)} samples, accuracy {np.mean(labels):.3f}")
     det = evaluate.load(hf_trust.metric_path("cot_kinetics"), "detection")
-    out = det.compute(predictions=[c[2] or "-" for c in chains], token_ids=[c[1] for c in chains],
-                      prompt_ids=[c[0] for c in chains], references=labels, model=model, tokenizer=tok,
-                      think_start="", think_end=THINK_END, lens_layers=list(range(0, 31, args.lens_every)))
+    out = det.compute(
+        predictions=[c[2] or "-" for c in chains],
+        token_ids=[c[1] for c in chains],
+        prompt_ids=[c[0] for c in chains],
+        references=labels,
+        model=model,
+        tokenizer=tok,
+        think_start="",
+        think_end=THINK_END,
+        lens_layers=list(range(0, 31, args.lens_every)),
+    )
     print(f"{'score':14s} AUROC  [95% bootstrap]  AUPR   FPR@95")
     for name, row in out["detection_table"].items():
         sign = {"cot_kinetics": -1.0, "perplexity": -1.0, "entropy": -1.0}.get(name, 1.0)

@@ -49,10 +49,22 @@ def main() -> None:
         print(f"  ledger: {e.recipient:<26} {e.field:<28} {e.channel:<9} allowed={e.allowed}")
 
     for with_pa in (False, True):
-        r = evaluate_mas(backend, args.domain, with_pa, n_users=5, n_utility=args.questions,
-                         n_privacy_mcq=args.questions, n_privacy_oeq=args.questions, seed=args.seed)
-        print(f"{'EPEAgent' if with_pa else 'baseline'}: " +
-              ", ".join(f"{k}={r[k]:.3f}" for k in ("utility", "privacy_mcq", "privacy_oeq", "leakage", "permitted_recall")))
+        r = evaluate_mas(
+            backend,
+            args.domain,
+            with_pa,
+            n_users=5,
+            n_utility=args.questions,
+            n_privacy_mcq=args.questions,
+            n_privacy_oeq=args.questions,
+            seed=args.seed,
+        )
+        print(
+            f"{'EPEAgent' if with_pa else 'baseline'}: "
+            + ", ".join(
+                f"{k}={r[k]:.3f}" for k in ("utility", "privacy_mcq", "privacy_oeq", "leakage", "permitted_recall")
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 from datasets import Dataset
 from sklearn.datasets import load_digits
 
-from trainers.federated import (
+from hf_trust.trainers.federated import (
     DirichletLabelPartitioner,
     FederatedConfig,
     FederatedTrainer,
@@ -44,7 +44,9 @@ def main() -> None:
     train = Dataset.from_dict({"x": x[perm[:1300]].tolist(), "label": digits.target[perm[:1300]].tolist()})
     test = Dataset.from_dict({"x": x[perm[1300:]].tolist(), "label": digits.target[perm[1300:]].tolist()})
 
-    parts = DirichletLabelPartitioner(num_clients=args.clients, alpha=args.alpha, min_size=10, seed=args.seed).split(train)
+    parts = DirichletLabelPartitioner(num_clients=args.clients, alpha=args.alpha, min_size=10, seed=args.seed).split(
+        train
+    )
     torch.manual_seed(args.seed)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     kwargs = {"mu": args.mu} if args.strategy == "fedprox" else {}

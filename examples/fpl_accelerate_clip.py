@@ -31,8 +31,8 @@ def main() -> None:
     from datasets import load_dataset
     from transformers import CLIPModel, CLIPProcessor
 
-    from trainers.federated import DirichletLabelPartitioner, FedAvg, zero_dim_params_to_buffers
-    from trainers.fpl import FederatedPromptTrainer, FPLConfig, PromptConfig
+    from hf_trust.trainers.federated import DirichletLabelPartitioner, FedAvg, zero_dim_params_to_buffers
+    from hf_trust.trainers.fpl import FederatedPromptTrainer, FPLConfig, PromptConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="openai/clip-vit-base-patch16")
@@ -60,16 +60,32 @@ def main() -> None:
     train, test = preprocess(processor, raw["train"]), preprocess(processor, raw["test"])
     # split on the raw labels (no image decoding), then hand the clients the preprocessed view
     parts = DirichletLabelPartitioner(num_clients=args.clients, alpha=args.beta, min_size=10, seed=1).split(
-        raw["train"], label_column="fine_label")
+        raw["train"], label_column="fine_label"
+    )
     parts.dataset = train
     trainer = FederatedPromptTrainer(
-        clip, class_names,
-        prompt=PromptConfig(kind=args.kind, n_ctx_text=args.n_ctx, n_ctx_vision=args.n_ctx, depth_text=args.depth,
-                            depth_vision=args.depth),
+        clip,
+        class_names,
+        prompt=PromptConfig(
+            kind=args.kind,
+            n_ctx_text=args.n_ctx,
+            n_ctx_vision=args.n_ctx,
+            depth_text=args.depth,
+            depth_vision=args.depth,
+        ),
         strategy=FedAvg(),
-        config=FPLConfig(rounds=args.rounds, client_fraction=args.frac, aggregation=args.aggregation,
-                         vptpr=args.vptpr, output_dir=args.out, execution=args.execution),
-        tokenizer=processor.tokenizer, eval_datasets={"test": test}, accelerator=accelerator)
+        config=FPLConfig(
+            rounds=args.rounds,
+            client_fraction=args.frac,
+            aggregation=args.aggregation,
+            vptpr=args.vptpr,
+            output_dir=args.out,
+            execution=args.execution,
+        ),
+        tokenizer=processor.tokenizer,
+        eval_datasets={"test": test},
+        accelerator=accelerator,
+    )
     # the prompts stay float32 master weights; the frozen backbone may be bf16
     trainer.fit(parts)
     if accelerator.is_main_process:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from trainers.fpl.study import load_study_data, pretrain_tiny_clip, run_study
+from hf_trust.trainers.fpl.study import load_study_data, pretrain_tiny_clip, run_study
 
 
 def main() -> None:
@@ -32,13 +32,16 @@ def main() -> None:
     clip, tok = pretrain_tiny_clip(data, steps=args.pretrain_steps, progress=tqdm)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    study = run_study(clip, tok, data, args.seeds, rounds=args.rounds, sweeps=args.sweeps, progress=tqdm,
-                      output_dir=str(out))
+    study = run_study(
+        clip, tok, data, args.seeds, rounds=args.rounds, sweeps=args.sweeps, progress=tqdm, output_dir=str(out)
+    )
     (out / "study.json").write_text(json.dumps(study, indent=1, default=float))
     for r in study["runs"]:
         extra = {k: r[k] for k in ("num_clients", "n_ctx") if k in r}
-        print(f"{r['group']:8s} {r['scenario']:13s} {r['kind']:5s} seed={r['seed']} {extra} "
-              f"zero-shot={r['zero_shot']:.3f} final={r['final']:.3f} best={r['best']:.3f}")
+        print(
+            f"{r['group']:8s} {r['scenario']:13s} {r['kind']:5s} seed={r['seed']} {extra} "
+            f"zero-shot={r['zero_shot']:.3f} final={r['final']:.3f} best={r['best']:.3f}"
+        )
     for claim, verdict in study["verdicts"].items():
         print(f"{claim}: {verdict}")
 

@@ -34,7 +34,9 @@ def main() -> None:
     print(f"{args.dataset}: {len(train)} train / {len(test)} test features")
     for alpha in args.alphas:
         runs = [run_label_skew(train, test, alpha, s, args.rounds) for s in args.seeds]
-        cells = "  ".join(f"{v}={np.mean([r[v] for r in runs]):.4f}±{np.std([r[v] for r in runs]):.4f}" for v in VARIANTS)
+        cells = "  ".join(
+            f"{v}={np.mean([r[v] for r in runs]):.4f}±{np.std([r[v] for r in runs]):.4f}" for v in VARIANTS
+        )
         print(f"alpha={alpha}: {cells}")
     if args.multi_domain:
         dtrain, dtest = efficientnet_embeddings("digits", 2400, 600, args.image_size)

@@ -23,7 +23,7 @@ def train_with_trainer(args) -> None:
 
     from hf_trust import ThanoRAConfig, ThanoRATrainer, assets, preprocess_thanora
     from hf_trust.demo.recipes.thanora import TASKS, collate, encode
-    from peft_tuners.thanora.report import format_allocation
+    from hf_trust.peft_tuners.thanora.report import format_allocation
 
     model, tok = assets.load_smollm2()
     pad = tok.pad_token_id
@@ -33,15 +33,35 @@ def train_with_trainer(args) -> None:
         enc = encode(tok, list(zip(ds["question"], ds["answer"])))
         rows += [{"input_ids": i, "labels": l, "task": t} for i, l, _ in enc[: args.n_train]]
         calib[t] = [collate(enc[args.n_train :][s : s + 4], pad) for s in (0, 4)]
-    config = ThanoRAConfig(task_names=list(TASKS), r=args.r, lora_alpha=2 * args.r, lora_dropout=0.05,
-                           target_modules="all-linear", task_type="CAUSAL_LM", calib_tokens_per_task=512)
+    config = ThanoRAConfig(
+        task_names=list(TASKS),
+        r=args.r,
+        lora_alpha=2 * args.r,
+        lora_dropout=0.05,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+        calib_tokens_per_task=512,
+    )
     preprocess_thanora(model, config, calib, seed=args.seed)
     model = get_peft_model(model, config)
     print(format_allocation(model.base_model.allocation_report()))
-    training = TrainingArguments(args.out, max_steps=args.steps, per_device_train_batch_size=4, learning_rate=1e-3,
-                                 logging_steps=5, save_strategy="no", report_to=[], use_cpu=True, seed=args.seed)
-    trainer = ThanoRATrainer(model=model, args=training, train_dataset=Dataset.from_list(rows).shuffle(seed=args.seed),
-                             data_collator=DataCollatorForSeq2Seq(tok, padding=True))
+    training = TrainingArguments(
+        args.out,
+        max_steps=args.steps,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=5,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=args.seed,
+    )
+    trainer = ThanoRATrainer(
+        model=model,
+        args=training,
+        train_dataset=Dataset.from_list(rows).shuffle(seed=args.seed),
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+    )
     trainer.train()
     print("cross-block |cos|:", model.base_model.cross_block_cosine())
     model.save_pretrained(Path(args.out) / "thanora_adapter")

@@ -17,22 +17,22 @@ __version__ = "0.1.0"
 # Public name -> module that defines it.  Imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
     # PEFT tuners
-    "ThanoRAConfig": "peft_tuners.thanora",
-    "ThanoRAModel": "peft_tuners.thanora",
-    "ThanoRATrainer": "peft_tuners.thanora",
-    "preprocess_thanora": "peft_tuners.thanora",
-    "LoRASculptConfig": "peft_tuners.lorasculpt",
-    "LoRASculptModel": "peft_tuners.lorasculpt",
-    "LoRASculptTrainer": "peft_tuners.lorasculpt",
-    "LoRASculptCallback": "peft_tuners.lorasculpt",
+    "ThanoRAConfig": "hf_trust.peft_tuners.thanora",
+    "ThanoRAModel": "hf_trust.peft_tuners.thanora",
+    "ThanoRATrainer": "hf_trust.peft_tuners.thanora",
+    "preprocess_thanora": "hf_trust.peft_tuners.thanora",
+    "LoRASculptConfig": "hf_trust.peft_tuners.lorasculpt",
+    "LoRASculptModel": "hf_trust.peft_tuners.lorasculpt",
+    "LoRASculptTrainer": "hf_trust.peft_tuners.lorasculpt",
+    "LoRASculptCallback": "hf_trust.peft_tuners.lorasculpt",
     # trainers
-    "ACGKDConfig": "trainers.acgkd",
-    "ACGKDTrainer": "trainers.acgkd",
-    "acgkd_distill": "trainers.acgkd",
-    "PromptConfig": "trainers.fpl",
-    "FederatedPromptTrainer": "trainers.fpl",
-    "FPLConfig": "trainers.fpl",
-    "load_prompts": "trainers.fpl",
+    "ACGKDConfig": "hf_trust.trainers.acgkd",
+    "ACGKDTrainer": "hf_trust.trainers.acgkd",
+    "acgkd_distill": "hf_trust.trainers.acgkd",
+    "PromptConfig": "hf_trust.trainers.fpl",
+    "FederatedPromptTrainer": "hf_trust.trainers.fpl",
+    "FPLConfig": "hf_trust.trainers.fpl",
+    "load_prompts": "hf_trust.trainers.fpl",
     # trust pieces
     "BYEFilter": "hf_trust.filters",
     "AgentSpec": "hf_trust.agents",
@@ -41,8 +41,8 @@ _LAZY: dict[str, str] = {
     "EPEOrchestrator": "hf_trust.agents",
     "hf_chat_backend": "hf_trust.agents",
     # hub
-    "push_adapter": "hub_cards",
-    "render_card": "hub_cards",
+    "push_adapter": "hf_trust.hub_cards",
+    "render_card": "hf_trust.hub_cards",
 }
 
 
@@ -52,7 +52,7 @@ def metric_path(name: str) -> str:
     >>> import evaluate, hf_trust
     >>> ck = evaluate.load(hf_trust.metric_path("cot_kinetics"))  # doctest: +SKIP
     """
-    import metrics
+    from hf_trust import metrics
 
     path = os.path.join(os.path.dirname(os.path.abspath(metrics.__file__)), name)
     if not os.path.isfile(os.path.join(path, f"{name}.py")):
@@ -79,7 +79,7 @@ def __dir__() -> list[str]:
 
 
 def _register_tuners() -> None:
-    import peft_tuners
+    from hf_trust import peft_tuners
 
     peft_tuners.register_all()
 

@@ -17,8 +17,9 @@ import shutil
 import struct
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -28,7 +29,16 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "T-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 ]
 DIGIT_DOMAINS = ("sklearn", "font", "corrupted")
 
@@ -94,7 +104,9 @@ class _FileLock:
                 if time.time() - self.path.stat().st_mtime > self.timeout:
                     self.path.unlink(missing_ok=True)
                 elif time.time() - start > self.timeout:
-                    raise AssetCacheError(f"timed out waiting for {self.path}; delete it if no conversion is running.")
+                    raise AssetCacheError(
+                        f"timed out waiting for {self.path}; delete it if no conversion is running."
+                    ) from None
                 time.sleep(0.5)
 
     def __exit__(self, *exc):
@@ -170,10 +182,23 @@ def load_llava_smollm2(image_size: int = 32, patch_size: int = 8, seed: int = 0)
     if "<image>" not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
     image_token_id = tok.convert_tokens_to_ids("<image>")
-    vcfg = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                            image_size=image_size, patch_size=patch_size, num_channels=3, projection_dim=64)
-    cfg = LlavaConfig(vision_config=vcfg, text_config=lm.config, image_token_id=image_token_id,
-                      vision_feature_select_strategy="full", vision_feature_layer=-1)
+    vcfg = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        num_channels=3,
+        projection_dim=64,
+    )
+    cfg = LlavaConfig(
+        vision_config=vcfg,
+        text_config=lm.config,
+        image_token_id=image_token_id,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     vlm = LlavaForConditionalGeneration(cfg)
@@ -192,8 +217,14 @@ def llava_num_image_tokens(model: Any) -> int:
     return (v.image_size // v.patch_size) ** 2 + 1
 
 
-def llava_inputs(tokenizer: Any, images: Sequence[Any], texts: Sequence[str], image_token_id: int,
-                 n_image_tokens: int, image_size: int = 32) -> dict:
+def llava_inputs(
+    tokenizer: Any,
+    images: Sequence[Any],
+    texts: Sequence[str],
+    image_token_id: int,
+    n_image_tokens: int,
+    image_size: int = 32,
+) -> dict:
     """Left-padded ``input_ids``/``attention_mask`` with ``n_image_tokens`` image tokens before each text,
     and ``pixel_values`` (images resized to ``image_size``, grey → RGB, scaled to [-1, 1])."""
     import torch
@@ -296,7 +327,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 # ----------------------------------------------------------------------------- images
 def _to_dataset(images: np.ndarray, labels: np.ndarray, domain: Optional[str]) -> Any:
-    from datasets import Dataset, Features, ClassLabel, Image as ImageFeature, Value
+    from datasets import ClassLabel, Dataset, Features, Value
+    from datasets import Image as ImageFeature
     from PIL import Image
 
     data = {"image": [Image.fromarray(im.astype(np.uint8), mode="L") for im in images], "label": labels.tolist()}
@@ -322,10 +354,12 @@ def _sklearn_digits(size: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
-    imgs = np.stack([
-        np.asarray(Image.fromarray((im * 255 / 16).astype(np.uint8)).resize((size, size), Image.BILINEAR))
-        for im in d.images
-    ])
+    imgs = np.stack(
+        [
+            np.asarray(Image.fromarray((im * 255 / 16).astype(np.uint8)).resize((size, size), Image.BILINEAR))
+            for im in d.images
+        ]
+    )
     return imgs, d.target.astype(np.int64)
 
 
@@ -392,8 +426,9 @@ def load_digits(domain: str = "sklearn", n_per_class: Optional[int] = None, seed
     return _to_dataset(imgs, labels, domain)
 
 
-def load_digit_domains(domains: Sequence[str] = DIGIT_DOMAINS, n_per_class: Optional[int] = None, seed: int = 0,
-                       size: int = 28) -> Any:
+def load_digit_domains(
+    domains: Sequence[str] = DIGIT_DOMAINS, n_per_class: Optional[int] = None, seed: int = 0, size: int = 28
+) -> Any:
     """The digit domains concatenated (same label space, a ``domain`` column)."""
     from datasets import concatenate_datasets
 
@@ -480,8 +515,14 @@ def load_solubility_graphs(split: str = "train") -> list[Any]:
         src = [b[0] for b in mol["bonds"]] + [b[1] for b in mol["bonds"]]
         dst = [b[1] for b in mol["bonds"]] + [b[0] for b in mol["bonds"]]
         order = [float(b[2]) for b in mol["bonds"]] * 2
-        graphs.append(Data(x=x, edge_index=torch.tensor([src, dst], dtype=torch.long).reshape(2, -1),
-                           edge_attr=torch.tensor(order).reshape(-1, 1), y=torch.tensor([SOLUBILITY_CLASSES.index(label)])))
+        graphs.append(
+            Data(
+                x=x,
+                edge_index=torch.tensor([src, dst], dtype=torch.long).reshape(2, -1),
+                edge_attr=torch.tensor(order).reshape(-1, 1),
+                y=torch.tensor([SOLUBILITY_CLASSES.index(label)]),
+            )
+        )
     return graphs
 
 
@@ -511,7 +552,7 @@ def load_reasoning_tasks(tasks: Sequence[str], size_per_task: int, seed: int = 0
 _SCORERS: dict[str, Any] = {}
 
 
-def score_reasoning(task: str, answer: Optional[str], entry: "str | dict") -> float:
+def score_reasoning(task: str, answer: Optional[str], entry: str | dict) -> float:
     """The task's own scorer (1.0 = correct) applied to a model's ``answer``."""
     import reasoning_gym
 

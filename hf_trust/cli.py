@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hf-trust", description="hf-trust command line")
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the methods' recipes on the offline assets and print a results table")
-    demo.add_argument("--methods", nargs="+", metavar="NAME", help="recipes to run (default: all); comma or space separated")
-    demo.add_argument("--full", action="store_true", help="the larger setting whose figures go into benchmarks/RESULTS.md")
+    demo.add_argument(
+        "--methods", nargs="+", metavar="NAME", help="recipes to run (default: all); comma or space separated"
+    )
+    demo.add_argument(
+        "--full", action="store_true", help="the larger setting whose figures go into benchmarks/RESULTS.md"
+    )
     demo.add_argument("--out", default="demo_report", help="report folder (default: demo_report)")
     demo.add_argument("--seeds", type=int, nargs="+", help="override the recipes' seeds")
     sub.add_parser("list", help="list the available demo recipes")

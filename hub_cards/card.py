@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
@@ -92,11 +93,11 @@ def render_card(
     base_model: Optional[str] = None,
     training_data: Optional[Mapping[str, Any]] = None,
     metrics: Optional[Mapping[str, Any]] = None,
-    trust_report: "TrustReport | Mapping | None" = None,
+    trust_report: TrustReport | Mapping | None = None,
     paper: Optional[str] = None,
     datasets: Optional[list[str]] = None,
     license: Optional[str] = None,
-    template: "str | os.PathLike | None" = None,
+    template: str | os.PathLike | None = None,
 ) -> ModelCard:
     """Render the adapter card (YAML metadata + markdown) as a ``huggingface_hub.ModelCard``.
 

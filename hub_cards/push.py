@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from huggingface_hub import HfApi
 
@@ -15,7 +16,7 @@ def push_adapter(
     model_or_path: Any,
     repo_id: str,
     *,
-    trust_report: "TrustReport | Mapping | None" = None,
+    trust_report: TrustReport | Mapping | None = None,
     training_data: Optional[Mapping[str, Any]] = None,
     metrics: Optional[Mapping[str, Any]] = None,
     base_model: Optional[str] = None,
@@ -31,11 +32,11 @@ def push_adapter(
         model_or_path: a ``PeftModel`` (saved with ``save_pretrained`` into a temporary folder) or
             the path of a folder written by ``save_pretrained``.
         repo_id: ``"user/name"`` of the target model repository (created if missing).
-        trust_report: results of the risk checks (see :class:`hub_cards.card.TrustReport`).
+        trust_report: results of the risk checks (see :class:`hf_trust.hub_cards.card.TrustReport`).
         training_data, metrics, base_model: shown in the card; ``base_model`` defaults to the
             adapter config's ``base_model_name_or_path``.
         private, token, endpoint: forwarded to ``HfApi`` / ``create_repo``.
-        card_kwargs: further arguments of :func:`hub_cards.card.render_card`.
+        card_kwargs: further arguments of :func:`hf_trust.hub_cards.card.render_card`.
 
     Returns:
         The ``CommitInfo`` of the upload.
@@ -58,9 +59,7 @@ def push_adapter(
             folder = Path(tmp) / "adapter"
             model_or_path.save_pretrained(str(folder))
         else:
-            raise TypeError(
-                f"push_adapter takes a PeftModel or an adapter folder, got {type(model_or_path).__name__}."
-            )
+            raise TypeError(f"push_adapter takes a PeftModel or an adapter folder, got {type(model_or_path).__name__}.")
         info = _adapter_info(folder)
         card = render_card(
             repo_id,

@@ -1,6 +1,6 @@
 """PEFT tuner types added by hf-trust, one sub-package per tuner (peft-style config/layer/model).
 
-Importing a tuner sub-package registers it with PEFT through :mod:`peft_tuners._registry`.
+Importing a tuner sub-package registers it with PEFT through :mod:`hf_trust.peft_tuners._registry`.
 :func:`register_all` imports every tuner that this installation ships.
 """
 

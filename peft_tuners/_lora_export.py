@@ -11,7 +11,8 @@ serving stacks that read LoRA) without ``import hf_trust``::
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from peft import LoraConfig
@@ -20,7 +21,7 @@ from safetensors.torch import save_file
 
 def export_lora_adapter(
     peft_model: Any,
-    path: "str | os.PathLike",
+    path: str | os.PathLike,
     factors: Mapping[str, tuple[torch.Tensor, torch.Tensor, float]],
     task_type: Any = None,
     fan_in_fan_out: bool = False,

@@ -74,9 +74,7 @@ def register_tuner(
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 
     if not name or not name.isidentifier() or not name.islower() or name.endswith("_"):
-        raise ValueError(
-            f"Tuner name must be a lower-case identifier without a trailing '_', got {name!r}."
-        )
+        raise ValueError(f"Tuner name must be a lower-case identifier without a trailing '_', got {name!r}.")
     prefix = prefix or name + "_"
     value = peft_type_value(name)
     member = _add_enum_member(PeftType, name.upper(), value)

@@ -36,7 +36,11 @@ class RegularizedTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         reg = self.tuner(model).regularization_loss()
-        if num_items_in_batch is not None and self.model_accepts_loss_kwargs and self.args.gradient_accumulation_steps > 1:
+        if (
+            num_items_in_batch is not None
+            and self.model_accepts_loss_kwargs
+            and self.args.gradient_accumulation_steps > 1
+        ):
             reg = reg / self.args.gradient_accumulation_steps
         loss = loss + reg.to(loss.device)
         return (loss, outputs) if return_outputs else loss

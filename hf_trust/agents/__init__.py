@@ -15,18 +15,50 @@ for its recipient before delivery.  A ledger records which field reached whom on
 from .backends import ConstantBackend, EchoBackend, RecordingBackend, ScriptedBackend, hf_chat_backend, render
 from .data import AGENT_ROLES, FIELDS, as_dataset, generate_profiles, generate_questions, make_agents, question_fields
 from .metrics import find_answer_letter, leakage, permitted_recall, privacy_mcq, privacy_oeq, summarise, utility
-from .orchestrator import PRIVACY_RULES, REFUSAL_SENTENCE, REFUSE_OPTION, EpisodeTrace, EPEOrchestrator, Question
+from .orchestrator import PRIVACY_RULES, REFUSAL_SENTENCE, REFUSE_OPTION, EPEOrchestrator, EpisodeTrace, Question
 from .policy import AgentSpec, ChatBackend, PrivacyPolicy
 from .privacy_agent import PrivacyEnhancingAgent, deny_all
 from .sanitise import REDACTED, contains_value, find_fields, redact, value_forms
 from .tools import DataFlowLedger, LedgerEntry, make_profile_tool
 
 __all__ = [
-    "AGENT_ROLES", "FIELDS", "PRIVACY_RULES", "REDACTED", "REFUSAL_SENTENCE", "REFUSE_OPTION",
-    "AgentSpec", "ChatBackend", "ConstantBackend", "DataFlowLedger", "EPEOrchestrator", "EchoBackend",
-    "EpisodeTrace", "LedgerEntry", "PrivacyEnhancingAgent", "PrivacyPolicy", "Question", "RecordingBackend",
-    "ScriptedBackend", "as_dataset", "contains_value", "deny_all", "find_answer_letter", "find_fields",
-    "generate_profiles", "generate_questions", "hf_chat_backend", "leakage", "make_agents", "make_profile_tool",
-    "permitted_recall", "privacy_mcq", "privacy_oeq", "question_fields", "redact", "render", "summarise",
-    "utility", "value_forms",
+    "AGENT_ROLES",
+    "FIELDS",
+    "PRIVACY_RULES",
+    "REDACTED",
+    "REFUSAL_SENTENCE",
+    "REFUSE_OPTION",
+    "AgentSpec",
+    "ChatBackend",
+    "ConstantBackend",
+    "DataFlowLedger",
+    "EPEOrchestrator",
+    "EchoBackend",
+    "EpisodeTrace",
+    "LedgerEntry",
+    "PrivacyEnhancingAgent",
+    "PrivacyPolicy",
+    "Question",
+    "RecordingBackend",
+    "ScriptedBackend",
+    "as_dataset",
+    "contains_value",
+    "deny_all",
+    "find_answer_letter",
+    "find_fields",
+    "generate_profiles",
+    "generate_questions",
+    "hf_chat_backend",
+    "leakage",
+    "make_agents",
+    "make_profile_tool",
+    "permitted_recall",
+    "privacy_mcq",
+    "privacy_oeq",
+    "question_fields",
+    "redact",
+    "render",
+    "summarise",
+    "utility",
+    "value_forms",
 ]

@@ -8,7 +8,8 @@ when the tokenizer has a response schema.  The scripted backends make tests dete
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from hf_trust.errors import HFTrustError
 
@@ -23,8 +24,14 @@ def _validate(messages: Any) -> None:
         raise HFTrustError("A chat backend takes a list of {'role': ..., 'content': ...} messages.")
 
 
-def hf_chat_backend(model: Any, tokenizer: Any, max_new_tokens: int = 64, temperature: float = 0.0,
-                    seed: int = 0, max_tool_rounds: int = 2) -> Callable[..., str]:
+def hf_chat_backend(
+    model: Any,
+    tokenizer: Any,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+    max_tool_rounds: int = 2,
+) -> Callable[..., str]:
     """Wrap a transformers causal LM and its tokenizer as a chat backend.
 
     Args:
@@ -38,8 +45,10 @@ def hf_chat_backend(model: Any, tokenizer: Any, max_new_tokens: int = 64, temper
     import torch
 
     if getattr(tokenizer, "chat_template", None) is None:
-        raise HFTrustError("hf_chat_backend needs a tokenizer with a chat_template (an instruct/chat model); "
-                           "set tokenizer.chat_template or use another backend.")
+        raise HFTrustError(
+            "hf_chat_backend needs a tokenizer with a chat_template (an instruct/chat model); "
+            "set tokenizer.chat_template or use another backend."
+        )
 
     def _generate(prompt: str) -> str:
         enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
@@ -51,15 +60,16 @@ def hf_chat_backend(model: Any, tokenizer: Any, max_new_tokens: int = 64, temper
             kw.update(do_sample=False)
         with torch.no_grad():
             out = model.generate(**enc, **kw)
-        return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=False)
+        return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=False)
 
     def backend(messages: Sequence[dict], tools: Optional[Sequence[Callable]] = None) -> str:
         _validate(messages)
         msgs = list(messages)
         by_name = {t.__name__: t for t in (tools or [])}
         for _ in range(max_tool_rounds + 1):
-            prompt = tokenizer.apply_chat_template(msgs, tools=list(tools) if tools else None,
-                                                   add_generation_prompt=True, tokenize=False)
+            prompt = tokenizer.apply_chat_template(
+                msgs, tools=list(tools) if tools else None, add_generation_prompt=True, tokenize=False
+            )
             text = _generate(prompt)
             calls = _tool_calls(tokenizer, text) if by_name else []
             if not calls:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 from hf_trust.errors import HFTrustError
 
@@ -81,8 +82,13 @@ def permitted_recall(ledger: DataFlowLedger, policy: PrivacyPolicy) -> float:
     return hits / total if total else float("nan")
 
 
-def summarise(answers: Sequence[str], questions: Sequence[Mapping[str, Any]], ledger: DataFlowLedger,
-              policy: PrivacyPolicy) -> dict[str, float]:
-    return {"utility": utility(answers, questions), "privacy_mcq": privacy_mcq(answers, questions),
-            "privacy_oeq": privacy_oeq(answers, questions), "leakage": leakage(ledger, policy),
-            "permitted_recall": permitted_recall(ledger, policy)}
+def summarise(
+    answers: Sequence[str], questions: Sequence[Mapping[str, Any]], ledger: DataFlowLedger, policy: PrivacyPolicy
+) -> dict[str, float]:
+    return {
+        "utility": utility(answers, questions),
+        "privacy_mcq": privacy_mcq(answers, questions),
+        "privacy_oeq": privacy_oeq(answers, questions),
+        "leakage": leakage(ledger, policy),
+        "permitted_recall": permitted_recall(ledger, policy),
+    }

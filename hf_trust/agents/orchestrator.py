@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 from hf_trust.errors import HFTrustError
 
@@ -45,7 +46,7 @@ class Question:
     user_id: Optional[str] = None
 
     @classmethod
-    def coerce(cls, q: "Question | Mapping[str, Any] | str") -> "Question":
+    def coerce(cls, q: Question | Mapping[str, Any] | str) -> Question:
         if isinstance(q, Question):
             return q
         if isinstance(q, str):
@@ -55,8 +56,15 @@ class Question:
                 raise HFTrustError("A question dict needs a 'question' (or 'text') key.")
             opts = q.get("options") or None
             label = q.get("label")
-            return cls(q.get("question", q.get("text")), list(opts) if opts else None, q.get("kind", "utility"),
-                       q.get("field"), None if label in (None, -1) else int(label), q.get("answer"), q.get("user_id"))
+            return cls(
+                q.get("question", q.get("text")),
+                list(opts) if opts else None,
+                q.get("kind", "utility"),
+                q.get("field"),
+                None if label in (None, -1) else int(label),
+                q.get("answer"),
+                q.get("user_id"),
+            )
         raise HFTrustError(f"Cannot read a question from {type(q).__name__}.")
 
     def render(self) -> str:
@@ -121,9 +129,15 @@ class EPEOrchestrator:
         persist_memory: store every agent output in its memory bank through C_A.
     """
 
-    def __init__(self, agents: Sequence[AgentSpec], privacy_agent: Optional[PrivacyEnhancingAgent] = None,
-                 topology: Optional[Mapping[str, Sequence[str]]] = None, rag: str = "context",
-                 retrieval_tool: Optional[Callable[..., str]] = None, persist_memory: bool = False) -> None:
+    def __init__(
+        self,
+        agents: Sequence[AgentSpec],
+        privacy_agent: Optional[PrivacyEnhancingAgent] = None,
+        topology: Optional[Mapping[str, Sequence[str]]] = None,
+        rag: str = "context",
+        retrieval_tool: Optional[Callable[..., str]] = None,
+        persist_memory: bool = False,
+    ) -> None:
         if not agents:
             raise HFTrustError("EPEOrchestrator needs at least one AgentSpec.")
         names = [a.name for a in agents]
@@ -132,7 +146,9 @@ class EPEOrchestrator:
             raise HFTrustError(f"Agent names and label ids must be unique; got names {names}, ids {ids}.")
         for a in agents:
             if a.backbone is None:
-                raise HFTrustError(f"Agent {a.name!r} has no backbone; pass a chat backend, e.g. hf_chat_backend(model, tok).")
+                raise HFTrustError(
+                    f"Agent {a.name!r} has no backbone; pass a chat backend, e.g. hf_chat_backend(model, tok)."
+                )
         if rag not in ("context", "tool"):
             raise HFTrustError(f"rag must be 'context' or 'tool', got {rag!r}.")
         if rag == "tool" and retrieval_tool is None:
@@ -188,13 +204,19 @@ class EPEOrchestrator:
             for a in self.agents.values():
                 if a.label_id == question.label:
                     return a
-            raise HFTrustError(f"Question is labelled for agent id {question.label}, but no agent has that label_id "
-                               f"(ids: {sorted(a.label_id for a in self.agents.values())}).")
+            raise HFTrustError(
+                f"Question is labelled for agent id {question.label}, but no agent has that label_id "
+                f"(ids: {sorted(a.label_id for a in self.agents.values())})."
+            )
         return self.agents[self.terminal]
 
-    def run(self, profile: Mapping[str, Any], question: "Question | Mapping | str",
-            ledger: Optional[DataFlowLedger] = None, trace: Optional[EpisodeTrace] = None
-            ) -> tuple[str, DataFlowLedger]:
+    def run(
+        self,
+        profile: Mapping[str, Any],
+        question: Question | Mapping | str,
+        ledger: Optional[DataFlowLedger] = None,
+        trace: Optional[EpisodeTrace] = None,
+    ) -> tuple[str, DataFlowLedger]:
         """One episode (steps 2–6).  Returns the responder's answer and the data-flow ledger."""
         if not isinstance(profile, Mapping) or not profile:
             raise HFTrustError("run() needs the user's profile as a non-empty dict {field: entry}.")
@@ -215,7 +237,9 @@ class EPEOrchestrator:
             policy = pa.policy if pa is not None else None
             if policy is None:
                 # The baseline has no policy object; judge leakage against the entry labels themselves.
-                return lambda f: isinstance(profile.get(f), Mapping) and agent.label_id in set(profile[f].get("label", []))
+                return lambda f: (
+                    isinstance(profile.get(f), Mapping) and agent.label_id in set(profile[f].get("label", []))
+                )
             return lambda f: policy.is_allowed(f, agent.label_id) or f in extra[agent.name]
 
         for name in self.order:
@@ -232,7 +256,11 @@ class EPEOrchestrator:
                 messages.append({"role": "user", "content": rag_text})
             else:
                 tool = self.retrieval_tool
-                tools = [pa.wrap_tool(tool, agent, ledger, profile) if pa is not None else self._raw_tool(tool, agent, ledger, profile, is_allowed)]
+                tools = [
+                    pa.wrap_tool(tool, agent, ledger, profile)
+                    if pa is not None
+                    else self._raw_tool(tool, agent, ledger, profile, is_allowed)
+                ]
             for up in self.topology[name]:
                 text = trace.outputs[up]
                 if pa is not None:

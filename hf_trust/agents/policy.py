@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Optional
 
 from hf_trust.errors import HFTrustError
 
@@ -45,7 +46,9 @@ def _labels_of(entry: Any, field_name: str) -> frozenset[int]:
     try:
         return frozenset(int(x) for x in entry["label"])
     except (TypeError, ValueError) as exc:
-        raise HFTrustError(f"Profile field {field_name!r}: label must be a list of agent ids, got {entry['label']!r}.") from exc
+        raise HFTrustError(
+            f"Profile field {field_name!r}: label must be a list of agent ids, got {entry['label']!r}."
+        ) from exc
 
 
 class PrivacyPolicy:
@@ -55,15 +58,16 @@ class PrivacyPolicy:
     ``source`` and ``audit_log`` record how every permission was decided, so a policy can be reviewed and saved.
     """
 
-    def __init__(self, allowed: Mapping[str, Iterable[int]], source: str = "manual",
-                 audit_log: Optional[list[dict]] = None) -> None:
+    def __init__(
+        self, allowed: Mapping[str, Iterable[int]], source: str = "manual", audit_log: Optional[list[dict]] = None
+    ) -> None:
         self.allowed: dict[str, frozenset[int]] = {f: frozenset(int(a) for a in ids) for f, ids in allowed.items()}
         self.source = source
         self.audit_log = list(audit_log or [])
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_labels(cls, profile: Mapping[str, Any]) -> "PrivacyPolicy":
+    def from_labels(cls, profile: Mapping[str, Any]) -> PrivacyPolicy:
         """Read the per-entry ``label`` lists of one profile (the released data precomputes the labels)."""
         if not isinstance(profile, Mapping) or not profile:
             raise HFTrustError("PrivacyPolicy.from_labels needs a non-empty profile dict {field: entry}.")
@@ -71,8 +75,13 @@ class PrivacyPolicy:
         return cls({f: _labels_of(e, f) for f, e in fields.items()}, source="labels")
 
     @classmethod
-    def from_llm(cls, agents: Iterable[AgentSpec], fields: Mapping[str, str], labeller: ChatBackend,
-                 cache_path: "str | Path | None" = None) -> "PrivacyPolicy":
+    def from_llm(
+        cls,
+        agents: Iterable[AgentSpec],
+        fields: Mapping[str, str],
+        labeller: ChatBackend,
+        cache_path: str | Path | None = None,
+    ) -> PrivacyPolicy:
         """Ask an LLM, per (field, agent), whether the agent's self-description needs the field.
 
         Args:
@@ -90,14 +99,17 @@ class PrivacyPolicy:
             if not agent.self_description:
                 raise HFTrustError(f"Agent {agent.name!r} has no self_description; the LLM labeller needs one.")
             for fname, desc in fields.items():
-                prompt = (f"An agent describes its responsibilities as: \"{agent.self_description}\"\n"
-                          f"Does it strictly need the user's {fname} ({desc}) to do its job? Answer yes or no.")
+                prompt = (
+                    f'An agent describes its responsibilities as: "{agent.self_description}"\n'
+                    f"Does it strictly need the user's {fname} ({desc}) to do its job? Answer yes or no."
+                )
                 reply = str(labeller([{"role": "user", "content": prompt}]))
                 grant = reply.strip().lower().startswith("yes")
                 if grant:
                     allowed[fname].add(agent.label_id)
-                log.append({"agent": agent.name, "label_id": agent.label_id, "field": fname, "reply": reply,
-                            "granted": grant})
+                log.append(
+                    {"agent": agent.name, "label_id": agent.label_id, "field": fname, "reply": reply, "granted": grant}
+                )
         policy = cls(allowed, source="llm", audit_log=log)
         if cache_path is not None:
             policy.save(cache_path)
@@ -114,7 +126,7 @@ class PrivacyPolicy:
     def agents_for(self, field_name: str) -> frozenset[int]:
         return self.allowed.get(field_name, frozenset())
 
-    def with_grant(self, field_name: str, label_id: int, reason: str = "") -> "PrivacyPolicy":
+    def with_grant(self, field_name: str, label_id: int, reason: str = "") -> PrivacyPolicy:
         """A copy with one extra permission (used by dynamic elevation; the original stays untouched)."""
         allowed = dict(self.allowed)
         allowed[field_name] = allowed.get(field_name, frozenset()) | {label_id}
@@ -123,15 +135,18 @@ class PrivacyPolicy:
 
     # ---------------------------------------------------------------- persistence
     def to_dict(self) -> dict:
-        return {"allowed": {f: sorted(ids) for f, ids in self.allowed.items()}, "source": self.source,
-                "audit_log": self.audit_log}
+        return {
+            "allowed": {f: sorted(ids) for f, ids in self.allowed.items()},
+            "source": self.source,
+            "audit_log": self.audit_log,
+        }
 
-    def save(self, path: "str | Path") -> None:
+    def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: "str | Path") -> "PrivacyPolicy":
+    def load(cls, path: str | Path) -> PrivacyPolicy:
         data = json.loads(Path(path).read_text())
         return cls(data["allowed"], source=data.get("source", "manual"), audit_log=data.get("audit_log"))
 

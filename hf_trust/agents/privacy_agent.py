@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
 
 from hf_trust.errors import HFTrustError
 
@@ -43,11 +44,18 @@ class PrivacyEnhancingAgent:
         strip_labels: drop the ``label`` metadata from minimised entries (it is policy, not user data).
     """
 
-    def __init__(self, policy: PrivacyPolicy, rewrite_backend: Optional[ChatBackend] = None,
-                 request_permission: PermissionCallback = deny_all, strip_labels: bool = True) -> None:
+    def __init__(
+        self,
+        policy: PrivacyPolicy,
+        rewrite_backend: Optional[ChatBackend] = None,
+        request_permission: PermissionCallback = deny_all,
+        strip_labels: bool = True,
+    ) -> None:
         if not isinstance(policy, PrivacyPolicy):
-            raise HFTrustError(f"PrivacyEnhancingAgent needs a PrivacyPolicy, got {type(policy).__name__}; "
-                               "build one with PrivacyPolicy.from_labels(profile).")
+            raise HFTrustError(
+                f"PrivacyEnhancingAgent needs a PrivacyPolicy, got {type(policy).__name__}; "
+                "build one with PrivacyPolicy.from_labels(profile)."
+            )
         self.policy = policy
         self.rewrite_backend = rewrite_backend
         self.request_permission = request_permission
@@ -70,8 +78,13 @@ class PrivacyEnhancingAgent:
                 out[fname] = entry
         return out
 
-    def wrap_tool(self, tool: Callable[..., str], recipient: AgentSpec, ledger: Optional[DataFlowLedger] = None,
-                  record: Optional[Mapping[str, Any]] = None) -> Callable[..., str]:
+    def wrap_tool(
+        self,
+        tool: Callable[..., str],
+        recipient: AgentSpec,
+        ledger: Optional[DataFlowLedger] = None,
+        record: Optional[Mapping[str, Any]] = None,
+    ) -> Callable[..., str]:
         """Intercept a retrieval tool: its JSON result is minimised for ``recipient`` before the agent sees it.
 
         The wrapper keeps the tool's name, signature and docstring, so its chat-template schema is unchanged.
@@ -83,12 +96,20 @@ class PrivacyEnhancingAgent:
             try:
                 data = json.loads(raw) if isinstance(raw, str) else raw
             except json.JSONDecodeError as exc:
-                raise HFTrustError(f"Tool {tool.__name__!r} must return a JSON profile for the privacy agent to "
-                                   "minimise; got free text.") from exc
+                raise HFTrustError(
+                    f"Tool {tool.__name__!r} must return a JSON profile for the privacy agent to "
+                    "minimise; got free text."
+                ) from exc
             text = json.dumps(self.minimise(data, recipient), ensure_ascii=False)
             if ledger is not None:
-                ledger.record(recipient.name, recipient.label_id, "tool", text, record or data,
-                              lambda f: self.policy.is_allowed(f, recipient.label_id))
+                ledger.record(
+                    recipient.name,
+                    recipient.label_id,
+                    "tool",
+                    text,
+                    record or data,
+                    lambda f: self.policy.is_allowed(f, recipient.label_id),
+                )
             return text
 
         return wrapped
@@ -110,27 +131,44 @@ class PrivacyEnhancingAgent:
                 vals.append(entry)
         return vals
 
-    def sanitise(self, text: str, source_record: Mapping[str, Any], recipient: AgentSpec,
-                 extra: frozenset = frozenset()) -> str:
+    def sanitise(
+        self, text: str, source_record: Mapping[str, Any], recipient: AgentSpec, extra: frozenset = frozenset()
+    ) -> str:
         """Remove non-permitted content from an inter-agent message before ``recipient`` receives it."""
         if self.rewrite_backend is not None:
-            denied = [f for f in source_record if f != "user_id"
-                      and not self.policy.is_allowed(f, recipient.label_id) and f not in extra]
+            denied = [
+                f
+                for f in source_record
+                if f != "user_id" and not self.policy.is_allowed(f, recipient.label_id) and f not in extra
+            ]
             if denied:
                 prompt = REWRITE_PROMPT.format(recipient=recipient.name, fields=", ".join(denied))
-                text = str(self.rewrite_backend([{"role": "system", "content": prompt},
-                                                 {"role": "user", "content": text}]))
+                text = str(
+                    self.rewrite_backend([{"role": "system", "content": prompt}, {"role": "user", "content": text}])
+                )
         # The deterministic pass runs last, whatever the LLM produced.
         return redact(text, self.private_values(source_record, recipient, extra), REDACTED)
 
-    def persist(self, agent: AgentSpec, text: str, record: Mapping[str, Any], ledger: Optional[DataFlowLedger] = None,
-                extra: frozenset = frozenset()) -> str:
+    def persist(
+        self,
+        agent: AgentSpec,
+        text: str,
+        record: Mapping[str, Any],
+        ledger: Optional[DataFlowLedger] = None,
+        extra: frozenset = frozenset(),
+    ) -> str:
         """Store a message in an agent's memory bank; the same redaction applies as for delivery."""
         clean = self.sanitise(text, record, agent, extra)
         agent.memory.append({"role": "assistant", "content": clean})
         if ledger is not None:
-            ledger.record(agent.name, agent.label_id, "memory", clean, record,
-                          lambda f: self.policy.is_allowed(f, agent.label_id) or f in extra)
+            ledger.record(
+                agent.name,
+                agent.label_id,
+                "memory",
+                clean,
+                record,
+                lambda f: self.policy.is_allowed(f, agent.label_id) or f in extra,
+            )
         return clean
 
     # ---------------------------------------------------------------- step 6: elevation

@@ -8,7 +8,8 @@ a list as its single items, a nested record as its leaves.  :func:`value_forms` 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 REDACTED = "[REDACTED]"
 _NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:[,\u202f  ]\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
@@ -49,7 +50,7 @@ def value_forms(value: Any, min_len: int = 2) -> tuple[set[str], set[str]]:
     return strings, numbers
 
 
-def _string_pattern(strings: Iterable[str]) -> "re.Pattern | None":
+def _string_pattern(strings: Iterable[str]) -> re.Pattern | None:
     parts = sorted(strings, key=len, reverse=True)
     if not parts:
         return None

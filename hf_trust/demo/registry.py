@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
@@ -53,7 +54,7 @@ class RecipeResult:
         self.rows.append(row)
         return row
 
-    def add_plot(self, path: "str | Path") -> None:
+    def add_plot(self, path: str | Path) -> None:
         self.plots.append(Path(path))
 
     def note(self, text: str) -> None:

@@ -11,17 +11,14 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from tqdm.auto import tqdm
 
-from ..errors import HFTrustError
+from ..errors import DemoError, HFTrustError
 from .registry import Recipe, RecipeContext, RecipeResult, available_recipes
-
-
-class DemoError(RuntimeError):
-    """A problem the user can fix (bad method name, unwritable folder); printed as one line."""
 
 
 def _select(methods: Optional[Sequence[str]]) -> list[Recipe]:
@@ -32,9 +29,7 @@ def _select(methods: Optional[Sequence[str]]) -> list[Recipe]:
         return list(recipes.values())
     unknown = [m for m in methods if m not in recipes]
     if unknown:
-        raise DemoError(
-            f"unknown method(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(recipes)}"
-        )
+        raise DemoError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(recipes)}")
     return [recipes[m] for m in dict.fromkeys(methods)]
 
 
@@ -63,12 +58,21 @@ def format_table(results: dict[str, RecipeResult]) -> str:
     return "\n".join(out)
 
 
-def _markdown(results: dict[str, RecipeResult], recipes: dict[str, Recipe], failures: dict[str, str], meta: dict) -> str:
+def _markdown(
+    results: dict[str, RecipeResult], recipes: dict[str, Recipe], failures: dict[str, str], meta: dict
+) -> str:
     md = ["# hf-trust demo report", ""]
-    md.append(f"Mode: {'full' if meta['full'] else 'default'}; device: {meta['device']}; total time {meta['seconds']:.0f} s.")
+    md.append(
+        f"Mode: {'full' if meta['full'] else 'default'}; device: {meta['device']}; total time {meta['seconds']:.0f} s."
+    )
     md.append("")
     for name, result in results.items():
-        md += [f"## {name}: {recipes[name].title}", "", "| setting | metric | value | n | note |", "|---|---|---|---|---|"]
+        md += [
+            f"## {name}: {recipes[name].title}",
+            "",
+            "| setting | metric | value | n | note |",
+            "|---|---|---|---|---|",
+        ]
         for row in result.rows:
             md.append(f"| {row.setting} | {row.metric} | {row.formatted_value()} | {row.n or ''} | {row.note} |")
         md.append("")
@@ -85,7 +89,7 @@ def _markdown(results: dict[str, RecipeResult], recipes: dict[str, Recipe], fail
 def run_demo(
     methods: Optional[Sequence[str]] = None,
     full: bool = False,
-    out_dir: "str | Path" = "demo_report",
+    out_dir: str | Path = "demo_report",
     seeds: Optional[Sequence[int]] = None,
 ) -> dict[str, RecipeResult]:
     """Run the recipes and write ``out_dir/README.md``, ``results.json`` and each recipe's plots.
@@ -136,7 +140,11 @@ def run_demo(
         payload = {
             "meta": meta,
             "results": {
-                n: {"rows": [r.__dict__ for r in res.rows], "notes": res.notes, "plots": [str(p.name) for p in res.plots]}
+                n: {
+                    "rows": [r.__dict__ for r in res.rows],
+                    "notes": res.notes,
+                    "plots": [str(p.name) for p in res.plots],
+                }
                 for n, res in results.items()
             },
             "failures": failures,

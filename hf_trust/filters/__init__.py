@@ -2,10 +2,21 @@
 
 from .bye import BYEFilter, bye_select, image_attention_entropy
 from .capture import LastTokenAttention, decoder_attention_modules, last_prompt_index
-from .defence import bye_defence, DefenceResult
+from .defence import DefenceResult, bye_defence
 from .gmm import GMM1D, fit_gmm_1d, gaussian_kl
 from .report import BYEReport
 
-__all__ = ["BYEFilter", "BYEReport", "bye_select", "image_attention_entropy", "LastTokenAttention",
-           "decoder_attention_modules", "last_prompt_index", "bye_defence", "DefenceResult", "GMM1D",
-           "fit_gmm_1d", "gaussian_kl"]
+__all__ = [
+    "BYEFilter",
+    "BYEReport",
+    "bye_select",
+    "image_attention_entropy",
+    "LastTokenAttention",
+    "decoder_attention_modules",
+    "last_prompt_index",
+    "bye_defence",
+    "DefenceResult",
+    "GMM1D",
+    "fit_gmm_1d",
+    "gaussian_kl",
+]

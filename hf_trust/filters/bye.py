@@ -20,7 +20,8 @@ import json
 import math
 import warnings
 from collections import Counter
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -38,8 +39,9 @@ SUSPICIOUS_COLUMN = "bye_suspicious"
 
 
 # ------------------------------------------------------------------ step 3: entropy over image tokens
-def image_attention_entropy(rows: torch.Tensor, image_mask: torch.Tensor, eps: float = 1e-8,
-                            normalize_by_log_nv: bool = False) -> torch.Tensor:
+def image_attention_entropy(
+    rows: torch.Tensor, image_mask: torch.Tensor, eps: float = 1e-8, normalize_by_log_nv: bool = False
+) -> torch.Tensor:
     """Entropy of the attention a query pays to the image tokens, renormalised over those tokens.
 
     Args:
@@ -76,8 +78,9 @@ def _auroc(score: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def _select_layers(gmms, bimodal: list[bool], kl: list[float], layer_select: "str | Sequence[int]",
-                   require_minor_low: bool) -> list[int]:
+def _select_layers(
+    gmms, bimodal: list[bool], kl: list[float], layer_select: str | Sequence[int], require_minor_low: bool
+) -> list[int]:
     if isinstance(layer_select, str) and layer_select == "bimodal":
         chosen = [l for l, b in enumerate(bimodal) if b]
     elif isinstance(layer_select, str) and layer_select.startswith("top_kl:"):
@@ -94,11 +97,18 @@ def _select_layers(gmms, bimodal: list[bool], kl: list[float], layer_select: "st
     return chosen
 
 
-def bye_select(entropies: "np.ndarray | Sequence[Sequence[float]]", *, k_sigma: float = 2.0,
-               layer_select: "str | Sequence[int]" = "bimodal", require_minor_low_component: bool = False,
-               max_removal_fraction: Optional[float] = None,
-               warn_if_removal_concentrated: Optional[float] = None, labels: Optional[Sequence[Any]] = None,
-               is_poison: Optional[Sequence[bool]] = None, direction: str = "low") -> tuple[BYEReport, np.ndarray]:
+def bye_select(
+    entropies: np.ndarray | Sequence[Sequence[float]],
+    *,
+    k_sigma: float = 2.0,
+    layer_select: str | Sequence[int] = "bimodal",
+    require_minor_low_component: bool = False,
+    max_removal_fraction: Optional[float] = None,
+    warn_if_removal_concentrated: Optional[float] = None,
+    labels: Optional[Sequence[Any]] = None,
+    is_poison: Optional[Sequence[bool]] = None,
+    direction: str = "low",
+) -> tuple[BYEReport, np.ndarray]:
     """BYE's unsupervised selection on an (N, L) entropy matrix.  Returns ``(report, scores)``.
 
     Defaults reproduce the reference exactly; the other switches are the spec's opt-in safeguards:
@@ -112,17 +122,22 @@ def bye_select(entropies: "np.ndarray | Sequence[Sequence[float]]", *, k_sigma: 
         raise ValueError("direction is fixed to 'low' (attention collapse lowers entropy), as in the paper.")
     E = np.asarray(entropies, dtype=np.float64)
     if E.ndim != 2 or E.shape[0] == 0:
-        raise HFTrustError(f"BYE needs an (N, L) entropy matrix with N ≥ 1 rows, got shape {E.shape}; "
-                           "is the dataset empty?")
+        raise HFTrustError(
+            f"BYE needs an (N, L) entropy matrix with N ≥ 1 rows, got shape {E.shape}; is the dataset empty?"
+        )
     n, L = E.shape
     # NaN → column mean (reference behaviour; NaN arises when a row has no attention on image tokens)
     col_mean = np.nanmean(np.where(np.isnan(E), np.nan, E), axis=0) if np.isnan(E).any() else None
     if col_mean is not None:
         E = np.where(np.isnan(E), np.nan_to_num(col_mean)[None, :], E)
-    params = {"k_sigma": k_sigma, "layer_select": layer_select if isinstance(layer_select, str) else list(layer_select),
-              "require_minor_low_component": require_minor_low_component,
-              "max_removal_fraction": max_removal_fraction,
-              "warn_if_removal_concentrated": warn_if_removal_concentrated, "direction": direction}
+    params = {
+        "k_sigma": k_sigma,
+        "layer_select": layer_select if isinstance(layer_select, str) else list(layer_select),
+        "require_minor_low_component": require_minor_low_component,
+        "max_removal_fraction": max_removal_fraction,
+        "warn_if_removal_concentrated": warn_if_removal_concentrated,
+        "direction": direction,
+    }
     report = BYEReport(status="ok", num_samples=n, num_layers=L, params=params)
     if n < 2:
         report.status = "no_sensitive_layers"
@@ -138,8 +153,9 @@ def bye_select(entropies: "np.ndarray | Sequence[Sequence[float]]", *, k_sigma: 
     if is_poison is not None:
         y = np.asarray(is_poison, dtype=bool)
         report.layer_auroc = [_auroc(-E[:, l], y) for l in range(L)]
-    report.sensitive_layers = _select_layers(gmms, report.layer_bimodal, report.layer_kl, layer_select,
-                                             require_minor_low_component)
+    report.sensitive_layers = _select_layers(
+        gmms, report.layer_bimodal, report.layer_kl, layer_select, require_minor_low_component
+    )
     if labels is not None:
         report.label_histogram = {str(k): v for k, v in Counter(map(str, labels)).items()}
     if not report.sensitive_layers:
@@ -166,8 +182,10 @@ def bye_select(entropies: "np.ndarray | Sequence[Sequence[float]]", *, k_sigma: 
             for k, removed in report.removal_histogram.items():
                 share = removed / report.label_histogram[k]
                 if share >= warn_if_removal_concentrated and removed >= 5:
-                    msg = (f"BYE removed {removed}/{report.label_histogram[k]} rows with label {k!r}: unless {k!r} "
-                           "is an attack target, the split may follow the classes rather than a trigger.")
+                    msg = (
+                        f"BYE removed {removed}/{report.label_histogram[k]} rows with label {k!r}: unless {k!r} "
+                        "is an attack target, the split may follow the classes rather than a trigger."
+                    )
                     report.warnings.append(msg)
                     warnings.warn(msg, stacklevel=2)
     return report, scores
@@ -201,18 +219,35 @@ class BYEFilter:
             parameters (never a pickle of the model).
     """
 
-    def __init__(self, model: Any, processor: Any = None, *, collate_fn: Optional[Callable] = None,
-                 image_column: str = "image", question_column: str = "question",
-                 label_column: Optional[str] = None, poison_column: Optional[str] = None, batch_size: int = 8,
-                 k_sigma: float = 2.0, eps: float = 1e-8, layers: "str | Sequence[int]" = "all",
-                 head_reduce: str = "mean", query: str = "last_prompt_token",
-                 layer_select: "str | Sequence[int]" = "bimodal", require_minor_low_component: bool = False,
-                 max_removal_fraction: Optional[float] = None,
-                 warn_if_removal_concentrated: Optional[float] = None, normalize_by_log_nv: bool = False,
-                 direction: str = "low", fingerprint: Optional[str] = None):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any = None,
+        *,
+        collate_fn: Optional[Callable] = None,
+        image_column: str = "image",
+        question_column: str = "question",
+        label_column: Optional[str] = None,
+        poison_column: Optional[str] = None,
+        batch_size: int = 8,
+        k_sigma: float = 2.0,
+        eps: float = 1e-8,
+        layers: str | Sequence[int] = "all",
+        head_reduce: str = "mean",
+        query: str = "last_prompt_token",
+        layer_select: str | Sequence[int] = "bimodal",
+        require_minor_low_component: bool = False,
+        max_removal_fraction: Optional[float] = None,
+        warn_if_removal_concentrated: Optional[float] = None,
+        normalize_by_log_nv: bool = False,
+        direction: str = "low",
+        fingerprint: Optional[str] = None,
+    ):
         if processor is None and collate_fn is None:
-            raise HFTrustError("BYEFilter needs a `processor` (HF multimodal processor with a chat template) or a "
-                               "`collate_fn(images, questions) -> model inputs`.")
+            raise HFTrustError(
+                "BYEFilter needs a `processor` (HF multimodal processor with a chat template) or a "
+                "`collate_fn(images, questions) -> model inputs`."
+            )
         if query != "last_prompt_token":
             raise ValueError("query must be 'last_prompt_token' (the reference's query position).")
         if head_reduce != "mean":
@@ -228,10 +263,14 @@ class BYEFilter:
         self.label_column, self.poison_column = label_column, poison_column
         self.batch_size, self.eps, self.layers = batch_size, eps, layers
         self.normalize_by_log_nv = normalize_by_log_nv
-        self.select_kwargs = dict(k_sigma=k_sigma, layer_select=layer_select,
-                                  require_minor_low_component=require_minor_low_component,
-                                  max_removal_fraction=max_removal_fraction,
-                                  warn_if_removal_concentrated=warn_if_removal_concentrated, direction=direction)
+        self.select_kwargs = dict(
+            k_sigma=k_sigma,
+            layer_select=layer_select,
+            require_minor_low_component=require_minor_low_component,
+            max_removal_fraction=max_removal_fraction,
+            warn_if_removal_concentrated=warn_if_removal_concentrated,
+            direction=direction,
+        )
         self._fingerprint = fingerprint
         self.report_: Optional[BYEReport] = None
 
@@ -243,9 +282,14 @@ class BYEFilter:
         proc = self.processor
         tok = getattr(proc, "tokenizer", proc)
         tok.padding_side = "left"
-        prompts = [proc.apply_chat_template([{"role": "user", "content": [{"type": "image"},
-                                                                           {"type": "text", "text": q}]}],
-                                            add_generation_prompt=True, tokenize=False) for q in questions]
+        prompts = [
+            proc.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for q in questions
+        ]
         return dict(proc(images=images, text=prompts, padding=True, return_tensors="pt"))
 
     @torch.no_grad()
@@ -259,16 +303,17 @@ class BYEFilter:
         image_mask = inputs["input_ids"] == self.image_token_id
         missing = (~image_mask.any(dim=1)).nonzero().flatten().tolist()
         if missing:
-            raise HFTrustError(f"rows {missing} of the batch contain no image token (id {self.image_token_id}); "
-                               "check that the processor/collate_fn inserts the image placeholder.")
+            raise HFTrustError(
+                f"rows {missing} of the batch contain no image token (id {self.image_token_id}); "
+                "check that the processor/collate_fn inserts the image placeholder."
+            )
         was_training = self.model.training
         self.model.eval()
         with capture_rows(self.base, inputs["attention_mask"]) as cap:
             self.model(**inputs, use_cache=False)
         self.model.train(was_training)
         layer_ids = range(len(cap.rows)) if self.layers == "all" else list(self.layers)
-        h = [image_attention_entropy(cap.rows[l], image_mask, self.eps, self.normalize_by_log_nv)
-             for l in layer_ids]
+        h = [image_attention_entropy(cap.rows[l], image_mask, self.eps, self.normalize_by_log_nv) for l in layer_ids]
         return torch.stack(h, dim=1).cpu()
 
     # -- datasets integration
@@ -287,10 +332,20 @@ class BYEFilter:
                         h.update(np.float64(flat.double().sum().item()).tobytes())
                         h.update(flat[:16].double().cpu().numpy().tobytes())
             self._fingerprint = h.hexdigest()[:24]
-        key = json.dumps({"w": self._fingerprint, "eps": self.eps, "layers": self.layers,
-                          "norm": self.normalize_by_log_nv, "img": self.image_column, "q": self.question_column,
-                          "collate": getattr(self.collate_fn, "__qualname__", None), "v": BYE_VERSION},
-                         sort_keys=True, default=str)
+        key = json.dumps(
+            {
+                "w": self._fingerprint,
+                "eps": self.eps,
+                "layers": self.layers,
+                "norm": self.normalize_by_log_nv,
+                "img": self.image_column,
+                "q": self.question_column,
+                "collate": getattr(self.collate_fn, "__qualname__", None),
+                "v": BYE_VERSION,
+            },
+            sort_keys=True,
+            default=str,
+        )
         return "bye-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def _check_columns(self, ds: Any) -> None:
@@ -298,8 +353,10 @@ class BYEFilter:
             raise HFTrustError("the dataset is empty: BYE needs rows to profile.")
         for col, what in ((self.image_column, "images"), (self.question_column, "questions")):
             if col not in ds.column_names:
-                raise HFTrustError(f"the dataset has no {what} column {col!r} (columns: {ds.column_names}); "
-                                   f"pass `{'image' if what == 'images' else 'question'}_column=` to BYEFilter.")
+                raise HFTrustError(
+                    f"the dataset has no {what} column {col!r} (columns: {ds.column_names}); "
+                    f"pass `{'image' if what == 'images' else 'question'}_column=` to BYEFilter."
+                )
 
     def entropies(self, ds: Any, load_from_cache_file: Optional[bool] = None, num_proc: Optional[int] = None) -> Any:
         """``ds`` plus the column ``bye_layer_entropy`` (L floats per row); cached on disk-backed datasets.
@@ -320,17 +377,25 @@ class BYEFilter:
             e = self.entropy_batch(list(batch[self.image_column]), list(batch[self.question_column]), device)
             return {ENTROPY_COLUMN: e.tolist()}
 
-        return ds.map(fn, batched=True, batch_size=self.batch_size, with_rank=with_rank, num_proc=num_proc,
-                      new_fingerprint=self.fingerprint(), load_from_cache_file=load_from_cache_file,
-                      desc="BYE attention entropy")
+        return ds.map(
+            fn,
+            batched=True,
+            batch_size=self.batch_size,
+            with_rank=with_rank,
+            num_proc=num_proc,
+            new_fingerprint=self.fingerprint(),
+            load_from_cache_file=load_from_cache_file,
+            desc="BYE attention entropy",
+        )
 
     def _label_column(self, ds: Any) -> Optional[str]:
         if self.label_column is not None:
             return self.label_column
         return next((c for c in ("answer", "label") if c in ds.column_names), None)
 
-    def fit(self, entropies: Any, labels: Optional[Sequence[Any]] = None,
-            is_poison: Optional[Sequence[bool]] = None) -> tuple[BYEReport, np.ndarray]:
+    def fit(
+        self, entropies: Any, labels: Optional[Sequence[Any]] = None, is_poison: Optional[Sequence[bool]] = None
+    ) -> tuple[BYEReport, np.ndarray]:
         """Run the two GMM stages on an (N, L) entropy matrix (or a dataset holding ``bye_layer_entropy``)."""
         if hasattr(entropies, "column_names"):
             entropies = np.asarray(entropies[ENTROPY_COLUMN], dtype=np.float64)
@@ -351,8 +416,9 @@ class BYEFilter:
         scored = scored.add_column(SCORE_COLUMN, [float(s) for s in scores])
         return scored.add_column(SUSPICIOUS_COLUMN, list(report.suspicious))
 
-    def __call__(self, ds: Any, load_from_cache_file: Optional[bool] = None,
-                 num_proc: Optional[int] = None) -> tuple[Any, BYEReport]:
+    def __call__(
+        self, ds: Any, load_from_cache_file: Optional[bool] = None, num_proc: Optional[int] = None
+    ) -> tuple[Any, BYEReport]:
         """``(D_clean, report)``: rows flagged suspicious are dropped (the scored columns stay for audit)."""
         scored = self.score(ds, load_from_cache_file=load_from_cache_file, num_proc=num_proc)
         keep = [i for i, s in enumerate(scored[SUSPICIOUS_COLUMN]) if not s]

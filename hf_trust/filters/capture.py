@@ -7,8 +7,9 @@ never kept (about 1 GB per LLaVA-7B sample in fp16).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -37,7 +38,8 @@ def image_token_id(model: nn.Module) -> int:
         raise HFTrustError(
             f"{type(model).__name__}.config has no `image_token_id`: BYE needs a LLaVA-style VLM whose prompt "
             "holds image-placeholder tokens. Pass a model such as LlavaForConditionalGeneration, or set "
-            "`model.config.image_token_id` to the id your processor expands images into.")
+            "`model.config.image_token_id` to the id your processor expands images into."
+        )
     return int(tid)
 
 
@@ -48,13 +50,13 @@ def check_eager(model: nn.Module) -> None:
             f"BYE reads attention weights, but the language model uses attn_implementation={impl!r}, which "
             "returns none. Load with `from_pretrained(..., attn_implementation='eager')` or call "
             "`model.set_attn_implementation('eager')` first (a dict such as {'text_config': 'eager', "
-            "'vision_config': 'sdpa', '': 'eager'} keeps the vision tower fast).")
+            "'vision_config': 'sdpa', '': 'eager'} keeps the vision tower fast)."
+        )
 
 
 def decoder_attention_modules(model: nn.Module) -> list[nn.Module]:
     """The ``self_attn`` module of every language-model decoder layer, in order 0..L-1."""
-    for path in ("model.language_model.layers", "language_model.model.layers", "language_model.layers",
-                 "model.layers"):
+    for path in ("model.language_model.layers", "language_model.model.layers", "language_model.layers", "model.layers"):
         obj: Any = model
         for part in path.split("."):
             obj = getattr(obj, part, None)
@@ -62,8 +64,10 @@ def decoder_attention_modules(model: nn.Module) -> list[nn.Module]:
                 break
         if obj is not None and len(obj) and hasattr(obj[0], "self_attn"):
             return [layer.self_attn for layer in obj]
-    raise HFTrustError(f"could not find the decoder layers of {type(model).__name__}; BYE expects "
-                       "`model.model.language_model.layers[i].self_attn` (transformers LLaVA layout).")
+    raise HFTrustError(
+        f"could not find the decoder layers of {type(model).__name__}; BYE expects "
+        "`model.model.language_model.layers[i].self_attn` (transformers LLaVA layout)."
+    )
 
 
 class LastTokenAttention:
@@ -86,14 +90,17 @@ class LastTokenAttention:
         def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
             weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
             if weights is None:
-                raise HFTrustError("a decoder attention module returned no weights; BYE needs eager attention "
-                                   "(`model.set_attn_implementation('eager')`).")
+                raise HFTrustError(
+                    "a decoder attention module returned no weights; BYE needs eager attention "
+                    "(`model.set_attn_implementation('eager')`)."
+                )
             b = torch.arange(weights.shape[0], device=weights.device)
             row = weights[b, :, self.query_index.to(weights.device), :].float()  # (B, H, T)
             self.rows[layer] = row.mean(dim=1) if self.head_reduce == "mean" else row
+
         return hook
 
-    def __enter__(self) -> "LastTokenAttention":
+    def __enter__(self) -> LastTokenAttention:
         self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
         return self
 
@@ -111,8 +118,9 @@ def last_prompt_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def capture_rows(model: nn.Module, attention_mask: torch.Tensor, head_reduce: str = "mean") -> Iterator[
-        LastTokenAttention]:
+def capture_rows(
+    model: nn.Module, attention_mask: torch.Tensor, head_reduce: str = "mean"
+) -> Iterator[LastTokenAttention]:
     cap = LastTokenAttention(model, last_prompt_index(attention_mask), head_reduce)
     with cap:
         yield cap

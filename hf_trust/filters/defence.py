@@ -7,8 +7,9 @@ any ``finetune(model, dataset) -> model`` callable (e.g. one wrapping ``transfor
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -28,11 +29,22 @@ class DefenceResult:
     report: BYEReport
 
 
-def lora_finetune(model: Any, ds: Any, collate_fn: Callable[[list[dict]], dict], *, steps: int = 100,
-                  batch_size: int = 16, lr: float = 1e-3, r: int = 8, alpha: int = 16,
-                  target_modules: Sequence[str] = ("q_proj", "v_proj"),
-                  modules_to_save: Optional[Sequence[str]] = ("multi_modal_projector",), seed: int = 0,
-                  progress: bool = True, answer_logits_only: bool = True) -> Any:
+def lora_finetune(
+    model: Any,
+    ds: Any,
+    collate_fn: Callable[[list[dict]], dict],
+    *,
+    steps: int = 100,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    r: int = 8,
+    alpha: int = 16,
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+    modules_to_save: Optional[Sequence[str]] = ("multi_modal_projector",),
+    seed: int = 0,
+    progress: bool = True,
+    answer_logits_only: bool = True,
+) -> Any:
     """LoRA (PEFT) on the decoder attention + a trainable projector; ``collate_fn(rows)`` returns inputs
     with ``labels``.  Returns the PEFT-wrapped model in eval mode.
 
@@ -42,8 +54,13 @@ def lora_finetune(model: Any, ds: Any, collate_fn: Callable[[list[dict]], dict],
     """
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0,
-                     modules_to_save=list(modules_to_save) if modules_to_save else None)
+    cfg = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules=list(target_modules),
+        lora_dropout=0.0,
+        modules_to_save=list(modules_to_save) if modules_to_save else None,
+    )
     model = get_peft_model(model, cfg)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -67,19 +84,22 @@ def answer_loss(model: Any, batch: dict) -> torch.Tensor:
     labels = batch["labels"]
     valid = labels[:, 1:] != -100
     if not bool(valid.any()):
-        raise ValueError("The batch has no labelled tokens (every label is -100); the collate function must "
-                         "label the answer tokens.")
+        raise ValueError(
+            "The batch has no labelled tokens (every label is -100); the collate function must label the answer tokens."
+        )
     first = int(valid.any(0).nonzero()[0]) + 1  # first label position that is predicted
     keep = labels.shape[1] - first + 1  # logits at first-1 .. end
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, logits_to_keep=keep).logits[:, :-1].float()
     target = labels[:, first:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                             ignore_index=-100)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+    )
 
 
-def bye_defence(make_base: Callable[[], Any], finetune: Callable[[Any, Any], Any], ds: Any,
-                **filter_kwargs: Any) -> DefenceResult:
+def bye_defence(
+    make_base: Callable[[], Any], finetune: Callable[[Any, Any], Any], ds: Any, **filter_kwargs: Any
+) -> DefenceResult:
     """Run Algorithm 1 end to end.
 
     Args:

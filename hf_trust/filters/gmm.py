@@ -31,8 +31,9 @@ class GMM1D:
 
     def log_resp(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(-1, 1)
-        log_p = (-0.5 * (np.log(2 * np.pi * self.variances) + (x - self.means) ** 2 / self.variances)
-                 + np.log(self.weights))
+        log_p = -0.5 * (np.log(2 * np.pi * self.variances) + (x - self.means) ** 2 / self.variances) + np.log(
+            self.weights
+        )
         return log_p - _logsumexp(log_p)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -40,8 +41,13 @@ class GMM1D:
         return np.argmax(self.log_resp(x), axis=1)
 
     def to_dict(self) -> dict:
-        return {"weights": self.weights.tolist(), "means": self.means.tolist(), "stds": self.stds.tolist(),
-                "converged": bool(self.converged), "n_iter": int(self.n_iter)}
+        return {
+            "weights": self.weights.tolist(),
+            "means": self.means.tolist(),
+            "stds": self.stds.tolist(),
+            "converged": bool(self.converged),
+            "n_iter": int(self.n_iter),
+        }
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:
@@ -54,7 +60,7 @@ def _two_means_split(x: np.ndarray) -> np.ndarray:
     order = np.argsort(x, kind="stable")
     xs = x[order]
     n = len(xs)
-    csum, csq = np.cumsum(xs), np.cumsum(xs ** 2)
+    csum, csq = np.cumsum(xs), np.cumsum(xs**2)
     k = np.arange(1, n)  # left part holds k points
     left = csq[:-1] - csum[:-1] ** 2 / k
     right = (csq[-1] - csq[:-1]) - (csum[-1] - csum[:-1]) ** 2 / (n - k)
@@ -86,8 +92,8 @@ def fit_gmm_1d(x: np.ndarray, tol: float = 1e-3, reg_covar: float = 1e-6, max_it
     weights, means, variances = _m_step(x, resp, reg_covar)
     lower = -np.inf
     converged, it = False, 0
-    for it in range(1, max_iter + 1):
-        log_p = (-0.5 * (np.log(2 * np.pi * variances) + (x[:, None] - means) ** 2 / variances) + np.log(weights))
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is returned after the loop
+        log_p = -0.5 * (np.log(2 * np.pi * variances) + (x[:, None] - means) ** 2 / variances) + np.log(weights)
         norm = _logsumexp(log_p)
         resp = np.exp(log_p - norm)
         weights, means, variances = _m_step(x, resp, reg_covar)
@@ -102,4 +108,4 @@ def fit_gmm_1d(x: np.ndarray, tol: float = 1e-3, reg_covar: float = 1e-6, max_it
 
 def gaussian_kl(mu_low: float, sd_low: float, mu_high: float, sd_high: float) -> float:
     """KL(N_low ‖ N_high): the reference's per-layer plot diagnostic (not used for selection by default)."""
-    return float(np.log(sd_high / sd_low) + (sd_low ** 2 + (mu_low - mu_high) ** 2) / (2 * sd_high ** 2) - 0.5)
+    return float(np.log(sd_high / sd_low) + (sd_low**2 + (mu_low - mu_high) ** 2) / (2 * sd_high**2) - 0.5)

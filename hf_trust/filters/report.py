@@ -53,7 +53,7 @@ class BYEReport:
     def num_removed(self) -> int:
         return int(sum(self.suspicious))
 
-    def detection(self, is_poison: "list[bool] | np.ndarray") -> dict:
+    def detection(self, is_poison: list[bool] | np.ndarray) -> dict:
         """Precision / recall / F1 of the flagged rows against known poison labels."""
         y = np.asarray(is_poison, dtype=bool)
         s = np.asarray(self.suspicious, dtype=bool)
@@ -63,20 +63,26 @@ class BYEReport:
         precision = tp / max(int(s.sum()), 1)
         recall = tp / max(int(y.sum()), 1)
         f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "flagged": int(s.sum()),
-                "poison": int(y.sum())}
+        return {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "tp": tp,
+            "flagged": int(s.sum()),
+            "poison": int(y.sum()),
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def save(self, path: "str | Path") -> None:
+    def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=str))
 
     @classmethod
-    def load(cls, path: "str | Path") -> "BYEReport":
+    def load(cls, path: str | Path) -> BYEReport:
         return cls(**json.loads(Path(path).read_text()))
 
-    def plot(self, path: "str | Path", scores: Optional[Any] = None) -> Path:
+    def plot(self, path: str | Path, scores: Optional[Any] = None) -> Path:
         """Per-layer KL / bimodality bars (and the score histogram when ``scores`` is given) to ``path``."""
         import matplotlib
 

@@ -1,7 +1,6 @@
 """CoT-Kinetics: an energy score of a reasoning trace from how the model's layers move each token's state.
 
-Load with ``evaluate.load("metrics/cot_kinetics")`` (repository root) or
-``evaluate.load(hf_trust.metric_path("cot_kinetics"))`` (anywhere); ``"detection"`` adds AUROC / AUPR /
+Load with ``evaluate.load(hf_trust.metric_path("cot_kinetics"))`` (from any working directory); ``"detection"`` adds AUROC / AUPR /
 FPR@95 against correctness labels, for the energy and for five baselines on the same generations.
 The energy is a RECONSTRUCTION of the paper's equation (see the metric card).
 """
@@ -9,9 +8,8 @@ The energy is a RECONSTRUCTION of the paper's equation (see the metric card).
 import datasets
 import evaluate
 import numpy as np
-import torch
 
-from metrics.cot_kinetics.kinetics import (
+from hf_trust.metrics.cot_kinetics.kinetics import (
     BASELINE_DIRECTION,
     EnergyWeights,
     KineticsError,
@@ -59,7 +57,7 @@ Returns:
     (one value per sample), mean_energy; baselines (maxprob, perplexity, entropy, coe_r, coe_c per sample);
     "detection" adds auroc, aupr, fpr_at_95 and a `detection_table` for the energy and every baseline.
 Examples:
-    >>> ck = evaluate.load("metrics/cot_kinetics")  # doctest: +SKIP
+    >>> ck = evaluate.load(hf_trust.metric_path("cot_kinetics"))  # doctest: +SKIP
     >>> ck.compute(predictions=["<think>2+2=4</think> 4"], prompts=["2+2?"], model=model, tokenizer=tok)  # doctest: +SKIP
 """
 
@@ -78,10 +76,29 @@ class CotKinetics(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2505.13408"],
         )
 
-    def _compute(self, predictions, references=None, prompts=None, model=None, tokenizer=None, model_id=None,
-                 token_ids=None, prompt_ids=None, think_start="<think>", think_end="</think>", alpha=1.0,
-                 beta=1.0, gamma=0.0, normalize=True, mass="unit", lens_layers=None, include_answer=False,
-                 batch_size=4, calibration=None, device=None):
+    def _compute(
+        self,
+        predictions,
+        references=None,
+        prompts=None,
+        model=None,
+        tokenizer=None,
+        model_id=None,
+        token_ids=None,
+        prompt_ids=None,
+        think_start="<think>",
+        think_end="</think>",
+        alpha=1.0,
+        beta=1.0,
+        gamma=0.0,
+        normalize=True,
+        mass="unit",
+        lens_layers=None,
+        include_answer=False,
+        batch_size=4,
+        calibration=None,
+        device=None,
+    ):
         if model is None:
             if model_id is None:
                 raise KineticsError("pass model= and tokenizer= (loaded objects) or model_id= (a local model folder).")
@@ -116,7 +133,11 @@ class CotKinetics(evaluate.Metric):
                 p = tokenizer(prompts[i])["input_ids"]
             else:
                 p = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-            o = list(token_ids[i]) if token_ids is not None else tokenizer(predictions[i], add_special_tokens=False)["input_ids"]
+            o = (
+                list(token_ids[i])
+                if token_ids is not None
+                else tokenizer(predictions[i], add_special_tokens=False)["input_ids"]
+            )
             if not o:
                 raise KineticsError(f"prediction {i} tokenizes to nothing.")
             seqs.append(p + o)
@@ -125,8 +146,17 @@ class CotKinetics(evaluate.Metric):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         scores = []
         for s in range(0, n, batch_size):
-            scores += score_batch(model, seqs[s : s + batch_size], plens[s : s + batch_size], start_ids, end_ids,
-                                  weights, lens_layers=lens_layers, include_answer=include_answer, pad_id=pad)
+            scores += score_batch(
+                model,
+                seqs[s : s + batch_size],
+                plens[s : s + batch_size],
+                start_ids,
+                end_ids,
+                weights,
+                lens_layers=lens_layers,
+                include_answer=include_answer,
+                pad_id=pad,
+            )
         energy = np.array([r.energy for r in scores])
         ref = np.asarray(calibration if calibration is not None else energy, dtype=np.float64)
         q1, med, q3 = np.percentile(ref, [25, 50, 75])

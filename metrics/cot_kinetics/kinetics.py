@@ -19,15 +19,14 @@ the scored positions.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
 
-
-class KineticsError(ValueError):
-    """Bad input to CoT-Kinetics (message names the problem and the fix)."""
+from hf_trust.errors import KineticsError
 
 
 # ------------------------------------------------------------------------------------------- model parts
@@ -80,8 +79,9 @@ def find_subsequence(seq: Sequence[int], pattern: Sequence[int], start: int = 0)
     return -1
 
 
-def reasoning_span(ids: Sequence[int], prompt_len: int, start_ids: Sequence[int], end_ids: Sequence[int],
-                   include_answer: bool = False) -> tuple[int, int, str]:
+def reasoning_span(
+    ids: Sequence[int], prompt_len: int, start_ids: Sequence[int], end_ids: Sequence[int], include_answer: bool = False
+) -> tuple[int, int, str]:
     """``(first, last_exclusive, status)`` of the reasoning tokens inside the output part.
 
     Reasoning = tokens strictly between the think delimiters, searched only after the prompt (a prompt
@@ -105,15 +105,16 @@ def reasoning_span(ids: Sequence[int], prompt_len: int, start_ids: Sequence[int]
 # ------------------------------------------------------------------------------------------- energy
 @dataclass
 class EnergyWeights:
-    alpha: float = 1.0   # kinetic
-    beta: float = 1.0    # potential
-    gamma: float = 0.0   # curvature
+    alpha: float = 1.0  # kinetic
+    beta: float = 1.0  # potential
+    gamma: float = 0.0  # curvature
     normalize: bool = True
-    mass: str = "unit"   # "unit" or "surprisal"
+    mass: str = "unit"  # "unit" or "surprisal"
 
 
-def reconstructed_energy(kinetic: torch.Tensor, curvature: torch.Tensor, potential: torch.Tensor,
-                         w: EnergyWeights) -> torch.Tensor:
+def reconstructed_energy(
+    kinetic: torch.Tensor, curvature: torch.Tensor, potential: torch.Tensor, w: EnergyWeights
+) -> torch.Tensor:
     """E_t = α·K_t + γ·C_t + β·U_t (RECONSTRUCTED; replace this function once the paper's equation is known)."""
     return w.alpha * kinetic + w.gamma * curvature + w.beta * potential
 
@@ -135,8 +136,16 @@ class TraceScores:
 class _Accumulator:
     """Running per-token sums over layers for the scored positions of one batch row set."""
 
-    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, next_ids: torch.Tensor, parts: ModelParts,
-                 weights: EnergyWeights, lens_layers: Optional[set[int]], chunk: int = 256):
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        next_ids: torch.Tensor,
+        parts: ModelParts,
+        weights: EnergyWeights,
+        lens_layers: Optional[set[int]],
+        chunk: int = 256,
+    ):
         self.rows, self.cols, self.next_ids = rows, cols, next_ids
         self.parts, self.w, self.lens_layers, self.chunk = parts, weights, lens_layers, chunk
         self.layer = 0
@@ -160,7 +169,9 @@ class _Accumulator:
             if self.parts.final_norm is not None:
                 x = self.parts.final_norm(x.to(self.parts.lm_head.weight.dtype))
             logits = self.parts.lm_head(x.to(self.parts.lm_head.weight.dtype)).float()
-            out[s : s + self.chunk] = -torch.log_softmax(logits, -1).gather(1, self.next_ids[s : s + self.chunk, None])[:, 0].double()
+            out[s : s + self.chunk] = (
+                -torch.log_softmax(logits, -1).gather(1, self.next_ids[s : s + self.chunk, None])[:, 0].double()
+            )
         return out / self.log_v
 
     def observe(self, hidden: torch.Tensor, coe_index: Sequence[torch.Tensor]) -> None:
@@ -190,14 +201,20 @@ class _Accumulator:
 
     def finish(self, mass: torch.Tensor) -> dict[str, torch.Tensor]:
         n_steps = max(len(self.kin_layers), 1)
-        scale2 = ((self.h_prev - self.h0) ** 2).sum(-1).clamp_min(1e-24) if self.w.normalize else torch.ones_like(self.kin_sum)
+        scale2 = (
+            ((self.h_prev - self.h0) ** 2).sum(-1).clamp_min(1e-24)
+            if self.w.normalize
+            else torch.ones_like(self.kin_sum)
+        )
         kinetic = mass * self.kin_sum / n_steps / scale2
         curvature = self.curv_sum / max(self.curv_count, 1)
         potential = self.pot_sum / max(self.pot_count, 1)
-        per_layer = torch.stack([
-            self.w.alpha * mass * k / scale2 + (self.w.beta * p if p is not None else 0.0)
-            for k, p in zip(self.kin_layers, self.pot_layers[1:])
-        ])  # (layers, tokens)
+        per_layer = torch.stack(
+            [
+                self.w.alpha * mass * k / scale2 + (self.w.beta * p if p is not None else 0.0)
+                for k, p in zip(self.kin_layers, self.pot_layers[1:])
+            ]
+        )  # (layers, tokens)
         return {"kinetic": kinetic, "curvature": curvature, "potential": potential, "per_layer": per_layer}
 
 
@@ -216,10 +233,17 @@ def _coe_scores(means: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def score_batch(model: nn.Module, sequences: Sequence[Sequence[int]], prompt_lens: Sequence[int],
-                start_ids: Sequence[int], end_ids: Sequence[int], weights: EnergyWeights,
-                lens_layers: Optional[Sequence[int]] = None, include_answer: bool = False,
-                pad_id: int = 0) -> list[TraceScores]:
+def score_batch(
+    model: nn.Module,
+    sequences: Sequence[Sequence[int]],
+    prompt_lens: Sequence[int],
+    start_ids: Sequence[int],
+    end_ids: Sequence[int],
+    weights: EnergyWeights,
+    lens_layers: Optional[Sequence[int]] = None,
+    include_answer: bool = False,
+    pad_id: int = 0,
+) -> list[TraceScores]:
     """Score a batch of full token sequences (prompt + output), left-padded internally."""
     parts = locate_parts(model)
     device = parts.lm_head.weight.device
@@ -242,8 +266,14 @@ def score_batch(model: nn.Module, sequences: Sequence[Sequence[int]], prompt_len
         coe_index.append(torch.arange(off + plen, width) if plen < len(seq) else torch.tensor([width - 1]))
     if not rows:
         raise KineticsError("no reasoning token to score: the outputs are empty or end right after the prompt.")
-    acc = _Accumulator(torch.tensor(rows), torch.tensor(cols), torch.tensor(nxt, device=device), parts, weights,
-                       None if lens_layers is None else set(lens_layers))
+    acc = _Accumulator(
+        torch.tensor(rows),
+        torch.tensor(cols),
+        torch.tensor(nxt, device=device),
+        parts,
+        weights,
+        None if lens_layers is None else set(lens_layers),
+    )
 
     def hook(_module, _inp, out):
         acc.observe((out[0] if isinstance(out, tuple) else out).detach(), coe_index)
@@ -266,7 +296,7 @@ def score_batch(model: nn.Module, sequences: Sequence[Sequence[int]], prompt_len
     energy_tok = reconstructed_energy(terms["kinetic"], terms["curvature"], terms["potential"], weights)
     coe_r, coe_c = _coe_scores(acc.coe_means)
     results = []
-    for b, (first, last, status, n) in enumerate(spans):
+    for b, (_first, _last, status, n) in enumerate(spans):
         sel = owner == b
         off = width - len(sequences[b])
         out_pos = torch.arange(off + prompt_lens[b], width - 1)
@@ -278,22 +308,24 @@ def score_batch(model: nn.Module, sequences: Sequence[Sequence[int]], prompt_len
             ent.append(-(lp.exp() * lp).sum(-1).double())
             maxprob.append(lp.max(-1).values.exp().double())
         nll, ent, maxprob = (torch.cat(x) if x else torch.zeros(0, dtype=torch.float64) for x in (nll, ent, maxprob))
-        results.append(TraceScores(
-            energy=float(energy_tok[sel].mean()),
-            kinetic=float(terms["kinetic"][sel].mean()),
-            curvature=float(terms["curvature"][sel].mean()),
-            potential=float(terms["potential"][sel].mean()),
-            per_layer=terms["per_layer"][:, sel].mean(1).tolist(),
-            segment_status=status,
-            n_reasoning_tokens=n,
-            baselines={
-                "maxprob": float(maxprob.mean()) if len(out_pos) else float("nan"),
-                "perplexity": float(nll.mean().exp()) if len(out_pos) else float("nan"),
-                "entropy": float(ent.mean()) if len(out_pos) else float("nan"),
-                "coe_r": float(coe_r[b]),
-                "coe_c": float(coe_c[b]),
-            },
-        ))
+        results.append(
+            TraceScores(
+                energy=float(energy_tok[sel].mean()),
+                kinetic=float(terms["kinetic"][sel].mean()),
+                curvature=float(terms["curvature"][sel].mean()),
+                potential=float(terms["potential"][sel].mean()),
+                per_layer=terms["per_layer"][:, sel].mean(1).tolist(),
+                segment_status=status,
+                n_reasoning_tokens=n,
+                baselines={
+                    "maxprob": float(maxprob.mean()) if len(out_pos) else float("nan"),
+                    "perplexity": float(nll.mean().exp()) if len(out_pos) else float("nan"),
+                    "entropy": float(ent.mean()) if len(out_pos) else float("nan"),
+                    "coe_r": float(coe_r[b]),
+                    "coe_c": float(coe_c[b]),
+                },
+            )
+        )
     return results
 
 
@@ -308,8 +340,11 @@ def detection_metrics(confidence: Sequence[float], correct: Sequence[int]) -> di
     if len(set(y.tolist())) < 2:
         raise KineticsError("references must contain both correct (1) and incorrect (0) samples for detection metrics.")
     fpr, tpr, _ = roc_curve(y, s)
-    return {"auroc": float(roc_auc_score(y, s)), "aupr": float(average_precision_score(y, s)),
-            "fpr_at_95": float(fpr[np.searchsorted(tpr, 0.95)])}
+    return {
+        "auroc": float(roc_auc_score(y, s)),
+        "aupr": float(average_precision_score(y, s)),
+        "fpr_at_95": float(fpr[np.searchsorted(tpr, 0.95)]),
+    }
 
 
 #: Baselines and the sign that turns each into "higher = more likely correct".

@@ -7,13 +7,14 @@ forward, merge and ``get_delta_weight`` stay those of LoRA and merging costs not
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import torch
 from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.lora import LoraLayer, LoraModel
 
-from trainers.federated.deepspeed_utils import gathered
+from hf_trust.trainers.federated.deepspeed_utils import gathered
 
 MASK_A, MASK_B = "sculpt_mask_A", "sculpt_mask_B"
 
@@ -127,7 +128,11 @@ class LoRASculptModel(LoraModel):
     # ------------------------------------------------------------------ b5: CMR
     def cmr_layers(self, adapter_name: Optional[str] = None) -> list[tuple[str, LoraLayer]]:
         targets = self._config(adapter_name).cmr_target_modules or []
-        return [(n, m) for n, m in self.sculpt_layers(adapter_name) if any(n.split(".")[-1] == t or n.endswith(t) for t in targets)]
+        return [
+            (n, m)
+            for n, m in self.sculpt_layers(adapter_name)
+            if any(n.split(".")[-1] == t or n.endswith(t) for t in targets)
+        ]
 
     def cmr_loss(self, adapter_name: Optional[str] = None) -> torch.Tensor:
         """L_CMR = (1/N) Σ_layers ‖M ⊙ (M_B⊙B)(M_A⊙A)‖_F: plain (not squared) Frobenius norm, no α/r scaling
@@ -180,5 +185,6 @@ class LoRASculptModel(LoraModel):
         from .._lora_export import export_lora_adapter
 
         cfg = self._config(adapter_name)
-        return export_lora_adapter(self, path, self.lora_factors(adapter_name), task_type=cfg.task_type,
-                                   fan_in_fan_out=cfg.fan_in_fan_out)
+        return export_lora_adapter(
+            self, path, self.lora_factors(adapter_name), task_type=cfg.task_type, fan_in_fan_out=cfg.fan_in_fan_out
+        )

@@ -26,4 +26,3 @@ class LoRASculptTrainer(RegularizedTrainer):
         super().__init__(*args, **kwargs)
         if not any(isinstance(cb, LoRASculptCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(LoRASculptCallback())
-

@@ -61,7 +61,7 @@ class ThanoRAConfig(LoraConfig):
     min_rank_per_task: int = field(default=1, metadata={"help": "minimum rank of every task block"})
     manual_ranks: Optional[list[int]] = field(default=None, metadata={"help": "ranks for 'manual' allocation"})
     orthogonal_init: bool = field(default=True, metadata={"help": "orthogonalise task bases at init"})
-    init_row_norm: float = field(default=3 ** -0.5, metadata={"help": "norm of each initial A row"})
+    init_row_norm: float = field(default=3**-0.5, metadata={"help": "norm of each initial A row"})
     subspace_lambda: float = field(default=1e-2, metadata={"help": "weight of the cross-block regulariser"})
     intra_lambda: float = field(default=0.0, metadata={"help": "weight of the within-block anti-collapse term"})
     regularize_B: bool = field(default=True, metadata={"help": "regularise B columns too"})
@@ -80,7 +80,9 @@ class ThanoRAConfig(LoraConfig):
         if len(set(names)) != len(names):
             raise ValueError(f"ThanoRAConfig.task_names must be unique, got {names}.")
         if self.rank_allocation not in ALLOCATIONS:
-            raise ValueError(f"ThanoRAConfig.rank_allocation must be one of {ALLOCATIONS}, got {self.rank_allocation!r}.")
+            raise ValueError(
+                f"ThanoRAConfig.rank_allocation must be one of {ALLOCATIONS}, got {self.rank_allocation!r}."
+            )
         if self.allocation_statistic not in STATISTICS:
             raise ValueError(
                 f"ThanoRAConfig.allocation_statistic must be one of {STATISTICS}, got {self.allocation_statistic!r}."
@@ -100,7 +102,9 @@ class ThanoRAConfig(LoraConfig):
                     f"got {self.manual_ranks}."
                 )
             if min(self.manual_ranks) < self.min_rank_per_task:
-                raise ValueError(f"manual_ranks {self.manual_ranks} go below min_rank_per_task={self.min_rank_per_task}.")
+                raise ValueError(
+                    f"manual_ranks {self.manual_ranks} go below min_rank_per_task={self.min_rank_per_task}."
+                )
         if self.use_dora:
             raise ValueError("ThanoRA does not support use_dora=True (the task blocks assume ΔW = s·BA).")
         if self.subspace_lambda < 0 or self.intra_lambda < 0:

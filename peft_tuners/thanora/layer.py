@@ -7,7 +7,8 @@ forward, merge and export are exactly those of LoRA.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
@@ -67,7 +68,7 @@ def task_block_init(
     bases: Sequence[torch.Tensor],
     ranks: Sequence[int],
     orthogonal: bool = True,
-    row_norm: float = 3 ** -0.5,
+    row_norm: float = 3**-0.5,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """Stack the first ``r_t`` rows of each task basis (rows = right singular vectors) into A (r × d_in).
@@ -83,7 +84,7 @@ def task_block_init(
         basis = basis.detach().double()
         for i in range(int(r)):
             v = basis[i].clone() if i < basis.shape[0] else torch.zeros(d_in, dtype=torch.float64)
-            for attempt in range(4):
+            for _attempt in range(4):
                 if orthogonal and rows:
                     prev = torch.stack(rows)
                     for _ in range(2):  # twice: classical Gram-Schmidt loses orthogonality once

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 import torch
 from peft.tuners.lora import LoraLayer, LoraModel
@@ -45,7 +46,9 @@ class ThanoRAModel(LoraModel):
         if init is not None:
             a, b = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
             if tuple(init.shape) != tuple(a.shape):
-                raise ValueError(f"ThanoRA init for {current_key} has shape {tuple(init.shape)}, LoRA A is {tuple(a.shape)}.")
+                raise ValueError(
+                    f"ThanoRA init for {current_key} has shape {tuple(init.shape)}, LoRA A is {tuple(a.shape)}."
+                )
             with torch.no_grad():
                 a.copy_(init.to(a.device, a.dtype))
                 b.zero_()  # ΔW = 0 at init: the model's output is unchanged
@@ -75,8 +78,13 @@ class ThanoRAModel(LoraModel):
         cfg = self.peft_config[adapter]
         cross, intra, n = [], [], 0
         for _, layer, slices in self.thanora_layers(adapter):
-            c, i = subspace_terms(layer.lora_A[adapter].weight, layer.lora_B[adapter].weight, slices, cfg.regularize_B,
-                                  with_intra=with_intra)
+            c, i = subspace_terms(
+                layer.lora_A[adapter].weight,
+                layer.lora_B[adapter].weight,
+                slices,
+                cfg.regularize_B,
+                with_intra=with_intra,
+            )
             cross.append(c)
             intra.append(i)
             n += 1
@@ -111,8 +119,8 @@ class ThanoRAModel(LoraModel):
     def allocation_report(self, adapter_name: Optional[str] = None) -> list[dict]:
         """One row per adapted layer: ``{"module", "ranks": {task: r_t}, "entropy": {task: H_t}}``.
 
-        Use :func:`peft_tuners.thanora.report.format_allocation` for a text table and
-        :func:`peft_tuners.thanora.report.plot_allocation` for the per-layer plot.
+        Use :func:`hf_trust.peft_tuners.thanora.report.format_allocation` for a text table and
+        :func:`hf_trust.peft_tuners.thanora.report.plot_allocation` for the per-layer plot.
         """
         adapter = self._adapter(adapter_name)
         cfg = self.peft_config[adapter]
@@ -135,8 +143,11 @@ class ThanoRAModel(LoraModel):
         adapter = self._adapter(adapter_name)
         out = {}
         for name, layer, _ in self.thanora_layers(adapter):
-            out[name] = (layer.lora_A[adapter].weight.detach(), layer.lora_B[adapter].weight.detach(),
-                         float(layer.scaling[adapter]))
+            out[name] = (
+                layer.lora_A[adapter].weight.detach(),
+                layer.lora_B[adapter].weight.detach(),
+                float(layer.scaling[adapter]),
+            )
         return out
 
     def export_as_lora(self, path, adapter_name: Optional[str] = None):
@@ -144,5 +155,6 @@ class ThanoRAModel(LoraModel):
         from .._lora_export import export_lora_adapter
 
         cfg = self.peft_config[self._adapter(adapter_name)]
-        return export_lora_adapter(self, path, self.lora_factors(adapter_name), task_type=cfg.task_type,
-                                   fan_in_fan_out=cfg.fan_in_fan_out)
+        return export_lora_adapter(
+            self, path, self.lora_factors(adapter_name), task_type=cfg.task_type, fan_in_fan_out=cfg.fan_in_fan_out
+        )

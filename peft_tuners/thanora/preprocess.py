@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Optional
 
 import torch
 from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
@@ -157,7 +158,9 @@ def _gradient_spectra(model, modules, batches, device, desc, r_max):
                 batch["labels"] = batch["input_ids"]
             loss = model(**batch).loss
             if loss is None:
-                raise ValueError("ThanoRA's gradient statistic needs batches whose forward returns a loss (add `labels`).")
+                raise ValueError(
+                    "ThanoRA's gradient statistic needs batches whose forward returns a loss (add `labels`)."
+                )
             loss.backward()
             for n, w in weights.items():
                 grads[n] += w.grad.detach().float().cpu()
@@ -180,7 +183,7 @@ def preprocess_thanora(
     model: torch.nn.Module,
     config: ThanoRAConfig,
     task_batches: Mapping[str, Iterable[Mapping[str, Any]]],
-    cache_file: "Optional[str | os.PathLike]" = None,
+    cache_file: Optional[str | os.PathLike] = None,
     seed: int = 0,
 ) -> dict[str, list[int]]:
     """Measure every task on every target layer, split the rank budget and prepare the task-block init.
@@ -209,9 +212,7 @@ def preprocess_thanora(
     names = list(config.task_names)
     given = list(task_batches)
     if sorted(given) != sorted(names):
-        raise ValueError(
-            f"task_batches keys {sorted(given)} must equal ThanoRAConfig.task_names {sorted(names)}."
-        )
+        raise ValueError(f"task_batches keys {sorted(given)} must equal ThanoRAConfig.task_names {sorted(names)}.")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout while measuring

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 
 def format_allocation(rows: Sequence[dict]) -> str:
@@ -15,8 +16,11 @@ def format_allocation(rows: Sequence[dict]) -> str:
     for row in rows:
         ent = row["entropy"] or {}
         lines.append(
-            f"| {row['module']} | " + " | ".join(str(row["ranks"][t]) for t in tasks) + " | "
-            + " | ".join(f"{ent[t]:.3f}" if t in ent else "-" for t in tasks) + " |"
+            f"| {row['module']} | "
+            + " | ".join(str(row["ranks"][t]) for t in tasks)
+            + " | "
+            + " | ".join(f"{ent[t]:.3f}" if t in ent else "-" for t in tasks)
+            + " |"
         )
     return "\n".join(lines)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from trainers.acgkd import ACGKDConfig, GNNClassifier, make_motif_graphs, train_teacher
+from hf_trust.trainers.acgkd import ACGKDConfig, GNNClassifier, make_motif_graphs, train_teacher
 
 
 def motif_teacher(seed: int = 0):
@@ -17,8 +17,18 @@ def motif_teacher(seed: int = 0):
 
 
 def small_args(tmp, **kw) -> ACGKDConfig:
-    base = dict(output_dir=str(tmp), max_steps=300, gen_warmup_steps=150, num_pseudo_graphs=64, min_nodes=10,
-                max_nodes=20, report_to="none", seed=0, disable_tqdm=True, save_strategy="no")
+    base = dict(
+        output_dir=str(tmp),
+        max_steps=300,
+        gen_warmup_steps=150,
+        num_pseudo_graphs=64,
+        min_nodes=10,
+        max_nodes=20,
+        report_to="none",
+        seed=0,
+        disable_tqdm=True,
+        save_strategy="no",
+    )
     base.update(kw)
     return ACGKDConfig(**base)
 

@@ -6,14 +6,15 @@ import torch
 
 torch.set_num_threads(1)
 
-from trainers.acgkd import ACGKDTrainer  # noqa: E402
+from hf_trust.trainers.acgkd import ACGKDTrainer  # noqa: E402
 
 from .fixtures import motif_teacher, small_args, student  # noqa: E402
 
 out = sys.argv[1]
 teacher, test = motif_teacher(1)
-args = small_args(out + "_run", max_steps=8, gen_warmup_steps=5, num_pseudo_graphs=16, pseudo_batch_size=8,
-                  curriculum_every=4)
+args = small_args(
+    out + "_run", max_steps=8, gen_warmup_steps=5, num_pseudo_graphs=16, pseudo_batch_size=8, curriculum_every=4
+)
 trainer = ACGKDTrainer(teacher=teacher, student=student(0), args=args, eval_dataset=test[:40])
 trainer.train()
 metrics = trainer.evaluate()

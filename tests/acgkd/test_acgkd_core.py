@@ -9,8 +9,17 @@ import torch
 import torch.nn as nn
 
 from hf_trust.errors import HFTrustError
-from trainers.acgkd import (AdvTemperature, BNStatHooks, CurriculumSampler, GNNClassifier, LiftedStudent,
-                            PseudoGraphBank, adversarial_strength, feature_entropy, kd_loss)
+from hf_trust.trainers.acgkd import (
+    AdvTemperature,
+    BNStatHooks,
+    CurriculumSampler,
+    GNNClassifier,
+    LiftedStudent,
+    PseudoGraphBank,
+    adversarial_strength,
+    feature_entropy,
+    kd_loss,
+)
 
 
 def test_bank_parameters_linear_in_xi():
@@ -31,7 +40,7 @@ def test_density_aware_init_hits_target_degree():
         bank = PseudoGraphBank(200, 7, (10, 29), xi=xi, target_mean_degree=deg, seed=1)
         expected = []
         for g in range(bank.num_graphs):
-            p = torch.sigmoid(bank.theta.detach()[bank.pair_ptr[g]:bank.pair_ptr[g + 1]]).sum()
+            p = torch.sigmoid(bank.theta.detach()[bank.pair_ptr[g] : bank.pair_ptr[g + 1]]).sum()
             expected.append(float(2 * p / bank.num_nodes[g]))
         assert sum(expected) / len(expected) == pytest.approx(deg, rel=1e-3)
 
@@ -136,7 +145,9 @@ def test_gradient_reversal_makes_tau_ascend_the_kd_loss():
     plain = temp.phi.detach().clone().requires_grad_(True)
     tau = 1.0 + 7.0 * torch.sigmoid(plain)
     torch.autograd.grad(kd_loss(student(x), zt, tau), plain)[0]
-    assert float(temp.phi.grad) == pytest.approx(-float(torch.autograd.grad(kd_loss(student(x), zt, 1.0 + 7.0 * torch.sigmoid(plain)), plain)[0]), rel=1e-5)
+    assert float(temp.phi.grad) == pytest.approx(
+        -float(torch.autograd.grad(kd_loss(student(x), zt, 1.0 + 7.0 * torch.sigmoid(plain)), plain)[0]), rel=1e-5
+    )
     assert adversarial_strength(0, 100) == 0 and adversarial_strength(100, 100) == pytest.approx(1.0)
 
 

@@ -3,12 +3,11 @@ and an `accelerate launch` run on two CPU processes."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 from hf_trust.errors import HFTrustError
-from trainers.acgkd import ACGKDConfig, ACGKDTrainer, StepDataset, acgkd_distill
+from hf_trust.trainers.acgkd import ACGKDConfig, ACGKDTrainer, StepDataset, acgkd_distill
 
 from .fixtures import motif_teacher, small_args, student
 
@@ -19,8 +18,9 @@ def task():
 
 
 def _short(tmp, **kw):
-    return small_args(tmp, max_steps=12, gen_warmup_steps=10, num_pseudo_graphs=24, pseudo_batch_size=8,
-                      curriculum_every=5, **kw)
+    return small_args(
+        tmp, max_steps=12, gen_warmup_steps=10, num_pseudo_graphs=24, pseudo_batch_size=8, curriculum_every=5, **kw
+    )
 
 
 @pytest.mark.parametrize("steps", [1, 12])
@@ -35,8 +35,12 @@ def test_trainer_matches_plain_loop(task, tmp_path, steps):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert not torch.equal(a["student.proj.lin.weight"], ACGKDTrainer(teacher=teacher, student=student(0), args=small_args(
-        tmp_path / "u", max_steps=1)).model.state_dict()["student.proj.lin.weight"])
+    assert not torch.equal(
+        a["student.proj.lin.weight"],
+        ACGKDTrainer(
+            teacher=teacher, student=student(0), args=small_args(tmp_path / "u", max_steps=1)
+        ).model.state_dict()["student.proj.lin.weight"],
+    )
 
 
 def test_trainer_trains_and_evaluates_on_real_graphs(task, tmp_path):
@@ -46,7 +50,7 @@ def test_trainer_trains_and_evaluates_on_real_graphs(task, tmp_path):
     trainer.train()
     assert trainer.core.history["tau"][-1] != 2.0
     metrics = trainer.evaluate()
-    from trainers.acgkd import graph_accuracy
+    from hf_trust.trainers.acgkd import graph_accuracy
 
     assert metrics["eval_accuracy"] == pytest.approx(graph_accuracy(trainer.model, test[:60]), abs=1e-6)
     assert trainer.core.history["warmup_ce"][-1] < trainer.core.history["warmup_ce"][0]

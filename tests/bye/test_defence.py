@@ -19,7 +19,7 @@ def _labelled_batch(n: int = 3, answer_len=(1, 3, 2)) -> dict:
     seqs = [prompt + torch.randint(4, 20, (k,), generator=g).tolist() for k in answer_len[:n]]
     width = max(map(len, seqs))
     ids = torch.tensor([[toy.PAD] * (width - len(s)) + s for s in seqs])
-    labels = torch.tensor([[-100] * (width - len(s) + len(prompt)) + s[len(prompt):] for s in seqs])
+    labels = torch.tensor([[-100] * (width - len(s) + len(prompt)) + s[len(prompt) :] for s in seqs])
     mask = (ids != toy.PAD).long()
     imgs, _, _ = toy.make_images(n, 0.0, 0)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": toy.pixel_values(imgs)}
@@ -57,15 +57,24 @@ def test_defence_removes_flagged_rows_and_refits_from_base():
         imgs = np.stack([np.asarray(im) for im in data["image"]])
         return toy.train(model, imgs, np.asarray(data["answer"]), steps=250, seed=seed)
 
-    res = bye_defence(make_base, finetune, ds, collate_fn=toy.collate, poison_column="is_poison",
-                      batch_size=100, layer_select="top_kl:1")
+    res = bye_defence(
+        make_base,
+        finetune,
+        ds,
+        collate_fn=toy.collate,
+        poison_column="is_poison",
+        batch_size=100,
+        layer_select="top_kl:1",
+    )
     flagged = np.asarray(res.scored["bye_suspicious"])
     assert len(res.scored) == n  # the audited set keeps every row
     assert 0 < flagged.sum() < n
     assert len(bases) == 2 and res.poisoned_model is bases[0] and res.clean_model is bases[1]
     assert len(seen) == 2 and len(seen[0]) == n
     assert len(seen[1]) == len(res.clean_dataset) == n - int(flagged.sum()) == n - res.report.num_removed
-    assert not np.asarray(res.scored["bye_score"])[flagged].mean() > np.asarray(res.scored["bye_score"])[~flagged].mean()
+    assert (
+        not np.asarray(res.scored["bye_score"])[flagged].mean() > np.asarray(res.scored["bye_score"])[~flagged].mean()
+    )
     # better than removing a random subset of the same size: poison recall exceeds the removed fraction
     poison = np.asarray(res.scored["is_poison"])
     assert flagged[poison].mean() > flagged.mean() + 0.1

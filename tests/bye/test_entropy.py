@@ -52,9 +52,11 @@ def test_hook_path_equals_output_attentions(model, ds):
 def test_left_padding_uses_last_real_token(model, ds):
     inputs = _inputs(ds.select(range(4)))
     pad = torch.full((4, 3), toy.PAD)
-    padded = {"input_ids": torch.cat([pad, inputs["input_ids"]], 1),
-              "attention_mask": torch.cat([torch.zeros_like(pad), inputs["attention_mask"]], 1),
-              "pixel_values": inputs["pixel_values"]}
+    padded = {
+        "input_ids": torch.cat([pad, inputs["input_ids"]], 1),
+        "attention_mask": torch.cat([torch.zeros_like(pad), inputs["attention_mask"]], 1),
+        "pixel_values": inputs["pixel_values"],
+    }
     outs = []
     for inp in (inputs, padded):
         with torch.no_grad(), capture_rows(model, inp["attention_mask"]) as cap:
@@ -135,7 +137,9 @@ def test_fingerprint_is_explicit_and_cache_is_reused(model, ds, tmp_path):
     bye = BYEFilter(model, collate_fn=toy.collate)
     first = bye.entropies(disk)
     calls = []
-    bye2 = BYEFilter(model, collate_fn=lambda im, q: calls.append(1) or toy.collate(im, q), fingerprint=bye._fingerprint)
+    bye2 = BYEFilter(
+        model, collate_fn=lambda im, q: calls.append(1) or toy.collate(im, q), fingerprint=bye._fingerprint
+    )
     bye2.collate_fn.__qualname__ = toy.collate.__qualname__
     again = bye2.entropies(disk)
     assert calls == []  # served from the cache file, the model never ran

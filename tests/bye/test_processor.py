@@ -23,25 +23,51 @@ def processor():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
 
-    vocab = {"<pad>": toy.PAD, "<s>": toy.BOS, "Q": toy.Q, "A": toy.ASSISTANT, "<unk>": 8,
-             "<image>": toy.IMAGE_TOKEN, **WORDS}
+    vocab = {
+        "<pad>": toy.PAD,
+        "<s>": toy.BOS,
+        "Q": toy.Q,
+        "A": toy.ASSISTANT,
+        "<unk>": 8,
+        "<image>": toy.IMAGE_TOKEN,
+        **WORDS,
+    }
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", pad_token="<pad>", unk_token="<unk>",
-                                  extra_special_tokens={"image_token": "<image>"})
-    template = ("{% for m in messages %}{{ bos_token }}Q {% for c in m['content'] %}{% if c['type'] == 'image' %}"
-                "<image> {% endif %}{% endfor %}{% for c in m['content'] %}{% if c['type'] == 'text' %}"
-                "{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}Q A")
-    images = CLIPImageProcessor(size={"shortest_edge": toy.IMG}, crop_size={"height": toy.IMG, "width": toy.IMG},
-                                image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    return LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=toy.PATCH, chat_template=template,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    template = (
+        "{% for m in messages %}{{ bos_token }}Q {% for c in m['content'] %}{% if c['type'] == 'image' %}"
+        "<image> {% endif %}{% endfor %}{% for c in m['content'] %}{% if c['type'] == 'text' %}"
+        "{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}Q A"
+    )
+    images = CLIPImageProcessor(
+        size={"shortest_edge": toy.IMG},
+        crop_size={"height": toy.IMG, "width": toy.IMG},
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    )
+    return LlavaProcessor(
+        image_processor=images,
+        tokenizer=tok,
+        patch_size=toy.PATCH,
+        chat_template=template,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
 
 
 def explicit_inputs(images, questions) -> dict:
     """What the processor must produce: BOS Q <image>×N_v question-words Q A, left-padded."""
-    rows = [[toy.BOS, toy.Q] + [toy.IMAGE_TOKEN] * toy.N_V + [WORDS[w] for w in q.split()] + [toy.Q, toy.ASSISTANT]
-            for q in questions]
+    rows = [
+        [toy.BOS, toy.Q] + [toy.IMAGE_TOKEN] * toy.N_V + [WORDS[w] for w in q.split()] + [toy.Q, toy.ASSISTANT]
+        for q in questions
+    ]
     width = max(map(len, rows))
     ids = torch.tensor([[toy.PAD] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])

@@ -27,7 +27,7 @@ def _sklearn_reference(E: np.ndarray):
 
     sens = []
     for l in range(E.shape[1]):
-        g = GaussianMixture(n_components=2, random_state=0).fit(E[:, l:l + 1])
+        g = GaussianMixture(n_components=2, random_state=0).fit(E[:, l : l + 1])
         mu = g.means_.ravel()
         sd = np.sqrt(g.covariances_.ravel())
         if abs(mu[0] - mu[1]) > 2 * (sd[0] + sd[1]):

@@ -27,12 +27,32 @@ def _pattern(k: int, size: int, phase: int) -> np.ndarray:
 def make_tiny_llava(seed: int = 0, layers: int = 4, hidden: int = 64):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    vcfg = CLIPVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                            image_size=IMG, patch_size=PATCH, num_channels=3, projection_dim=48)
-    tcfg = LlamaConfig(vocab_size=32, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
-    cfg = LlavaConfig(vision_config=vcfg, text_config=tcfg, image_token_id=IMAGE_TOKEN,
-                      vision_feature_select_strategy="default", vision_feature_layer=-1)
+    vcfg = CLIPVisionConfig(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMG,
+        patch_size=PATCH,
+        num_channels=3,
+        projection_dim=48,
+    )
+    tcfg = LlamaConfig(
+        vocab_size=32,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    )
+    cfg = LlavaConfig(
+        vision_config=vcfg,
+        text_config=tcfg,
+        image_token_id=IMAGE_TOKEN,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg)
@@ -63,8 +83,14 @@ def make_images(n: int, poison_rate: float, seed: int, task: str = "spread"):
 
 def make_dataset(n: int, poison_rate: float, seed: int, task: str = "spread") -> Dataset:
     imgs, answers, poison = make_images(n, poison_rate, seed, task)
-    return Dataset.from_dict({"image": [Image.fromarray(im) for im in imgs], "question": ["<image> what?"] * n,
-                              "answer": answers.tolist(), "is_poison": poison.tolist()})
+    return Dataset.from_dict(
+        {
+            "image": [Image.fromarray(im) for im in imgs],
+            "question": ["<image> what?"] * n,
+            "answer": answers.tolist(),
+            "is_poison": poison.tolist(),
+        }
+    )
 
 
 def pixel_values(images) -> torch.Tensor:
@@ -82,8 +108,9 @@ def collate(images, questions) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixel_values(images)}
 
 
-def train(model, imgs: np.ndarray, answers: np.ndarray, steps: int = 300, lr: float = 3e-3, batch: int = 32,
-          seed: int = 0):
+def train(
+    model, imgs: np.ndarray, answers: np.ndarray, steps: int = 300, lr: float = 3e-3, batch: int = 32, seed: int = 0
+):
     """Next-token CE on the answer token only (AdamW, linear warm-up)."""
     g = torch.Generator().manual_seed(seed)
     pix_all = pixel_values(imgs)
@@ -107,7 +134,7 @@ def train(model, imgs: np.ndarray, answers: np.ndarray, steps: int = 300, lr: fl
 def predict(model, imgs: np.ndarray, batch: int = 128) -> np.ndarray:
     out = []
     for s in range(0, len(imgs), batch):
-        chunk = imgs[s: s + batch]
+        chunk = imgs[s : s + batch]
         logits = model(input_ids=prompt_ids(len(chunk)), pixel_values=pixel_values(chunk), logits_to_keep=1).logits
         out.append(logits[:, -1].argmax(-1).numpy())
     return np.concatenate(out)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import evaluate
 import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-import evaluate
 import hf_trust
-from metrics.cot_kinetics.kinetics import EnergyWeights, KineticsError, _Accumulator, locate_parts, reasoning_span
+from hf_trust.metrics.cot_kinetics.kinetics import (
+    EnergyWeights,
+    KineticsError,
+    _Accumulator,
+    locate_parts,
+    reasoning_span,
+)
 from tests.conftest import make_tiny_gpt2, make_tiny_llama
 
 WORDS = ["<pad>", "<s>", "<think>", "</think>", "<th", "ink>"] + [str(i) for i in range(10)] + ["+", "=", ";", "Q", "A"]
@@ -49,8 +55,9 @@ def test_answer_edits_leave_energy_bit_identical(metric, tok):
     assert out["energy"][0] == out["energy"][1]
     assert out["kinetic"][0] == out["kinetic"][1] and out["potential"][0] == out["potential"][1]
     # ...but the answer-aware option does see the edit
-    both = metric.compute(predictions=preds, prompts=["Q 1 2 4"] * 2, model=model, tokenizer=tok, batch_size=1,
-                          include_answer=True)
+    both = metric.compute(
+        predictions=preds, prompts=["Q 1 2 4"] * 2, model=model, tokenizer=tok, batch_size=1, include_answer=True
+    )
     assert both["energy"][0] != both["energy"][1]
 
 
@@ -95,8 +102,14 @@ def test_kinetic_and_curvature_are_scale_invariant():
     states = [torch.randn(1, 6, 32) for _ in range(4)]
     results = []
     for c in (1.0, 7.5):
-        acc = _Accumulator(torch.zeros(6, dtype=torch.long), torch.arange(6), torch.zeros(6, dtype=torch.long),
-                           parts, EnergyWeights(), lens_layers=set())
+        acc = _Accumulator(
+            torch.zeros(6, dtype=torch.long),
+            torch.arange(6),
+            torch.zeros(6, dtype=torch.long),
+            parts,
+            EnergyWeights(),
+            lens_layers=set(),
+        )
         for h in states:
             acc.observe(h * c, [torch.arange(6)])
         results.append(acc.finish(torch.ones(6)))
@@ -105,7 +118,9 @@ def test_kinetic_and_curvature_are_scale_invariant():
 
 
 def test_segment_edge_cases(tok):
-    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+    def enc(s):
+        return tok(s, add_special_tokens=False)["input_ids"]
+
     start, end = enc("<think>"), enc("</think>")
     prompt = enc("Q <think> 1")  # the prompt mentions the delimiter: ignored
     out = enc("<think> 1 + 2 </think> A 3")
@@ -123,8 +138,14 @@ def test_random_model_detects_at_chance(detection, tok):
     model = make_tiny_llama()
     rng = np.random.default_rng(2)
     data = [chain(rng) for _ in range(60)]
-    out = detection.compute(predictions=[p for p, _ in data], references=[y for _, y in data], prompts=["Q"] * 60,
-                            model=model, tokenizer=tok, batch_size=20)
+    out = detection.compute(
+        predictions=[p for p, _ in data],
+        references=[y for _, y in data],
+        prompts=["Q"] * 60,
+        model=model,
+        tokenizer=tok,
+        batch_size=20,
+    )
     assert abs(out["auroc"] - 0.5) < 0.2
     table = out["detection_table"]
     assert set(table) == {"cot_kinetics", "maxprob", "perplexity", "entropy", "coe_r", "coe_c"}
@@ -138,8 +159,9 @@ def test_golden_values_on_a_saved_tiny_model(tmp_path, metric, tok):
     model = make_tiny_llama()
     model.save_pretrained(tmp_path / "tiny")
     tok.save_pretrained(tmp_path / "tiny")
-    out = metric.compute(predictions=["<think> 3 + 4 = 7 ; 7 + 1 = 8 </think> A 8"], prompts=["Q 3 4 1"],
-                         model_id=str(tmp_path / "tiny"))
+    out = metric.compute(
+        predictions=["<think> 3 + 4 = 7 ; 7 + 1 = 8 </think> A 8"], prompts=["Q 3 4 1"], model_id=str(tmp_path / "tiny")
+    )
     # pinned on this implementation of the reconstructed energy (tiny Llama, seed 0)
     np.testing.assert_allclose(out["energy"][0], GOLDEN["energy"], rtol=1e-5)
     np.testing.assert_allclose(out["kinetic"][0], GOLDEN["kinetic"], rtol=1e-5)

@@ -14,8 +14,8 @@ from hf_trust.agents import (
     ConstantBackend,
     DataFlowLedger,
     EchoBackend,
-    EpisodeTrace,
     EPEOrchestrator,
+    EpisodeTrace,
     PrivacyEnhancingAgent,
     PrivacyPolicy,
     Question,
@@ -70,7 +70,11 @@ def test_canary_leakage_zero_on_every_prompt_and_recall_one(domain_setup):
     names = {a.name: a.label_id for a in agents}
     i = 0
     for prompt in echo.prompts:
-        lid = next(lid for n, lid in names.items() if prompt.startswith(f"system: {next(a.role_prompt for a in agents if a.name == n)}"))
+        lid = next(
+            lid
+            for n, lid in names.items()
+            if prompt.startswith(f"system: {next(a.role_prompt for a in agents if a.name == n)}")
+        )
         for prof in profiles:
             for f, e in prof.items():
                 if f != "user_id" and e["canary"] in prompt:
@@ -95,8 +99,9 @@ class RedactEverything(PrivacyEnhancingAgent):
 
 def test_redact_everything_filter_fails_recall(domain_setup):
     domain, profiles, questions, policy = domain_setup
-    _, ledger = _run_all(EPEOrchestrator(make_agents(domain, EchoBackend()), RedactEverything(policy)),
-                         profiles, questions)
+    _, ledger = _run_all(
+        EPEOrchestrator(make_agents(domain, EchoBackend()), RedactEverything(policy)), profiles, questions
+    )
     assert leakage(ledger, policy) == 0.0
     assert permitted_recall(ledger, policy) == 0.0
 
@@ -128,8 +133,10 @@ def test_no_transitive_leak_through_echoing_intermediate_agent():
 
 # ---------------------------------------------------------------- 4: description channel, number formats
 def test_prose_numbers_do_not_leak():
-    prof = {"annual_income": {"value": 62000, "description": "Her annual income is 62,000, paid monthly.", "label": [2]},
-            "preferred_order_type": {"value": "limit order", "description": "Prefers limit orders.", "label": [3]}}
+    prof = {
+        "annual_income": {"value": 62000, "description": "Her annual income is 62,000, paid monthly.", "label": [2]},
+        "preferred_order_type": {"value": "limit order", "description": "Prefers limit orders.", "label": [3]},
+    }
     pa = PrivacyEnhancingAgent(PrivacyPolicy.from_labels(prof))
     terminal = AgentSpec("exec", 3, "", ConstantBackend("x"))
     msg = "Income 62,000 (i.e. 62000, or 62 000 or 62000.0); she uses a limit order. Her annual income is 62,000, paid monthly."
@@ -138,17 +145,26 @@ def test_prose_numbers_do_not_leak():
         assert form not in out
     assert "limit order" in out
     assert not contains_value(out, 62000)
-    assert pa.minimise(prof, terminal) == {"preferred_order_type": {"value": "limit order",
-                                                                     "description": "Prefers limit orders."}}
+    assert pa.minimise(prof, terminal) == {
+        "preferred_order_type": {"value": "limit order", "description": "Prefers limit orders."}
+    }
 
 
 def test_sanitise_list_items_and_nested_leaves():
-    prof = {"tx": {"value": [{"asset": "ETF", "amount": 14500}, {"asset": "bond", "amount": 3000}], "label": [2]},
-            "labs": {"value": {"LDL": 187, "HbA1c": 7.2}, "label": [4]}}
+    prof = {
+        "tx": {"value": [{"asset": "ETF", "amount": 14500}, {"asset": "bond", "amount": 3000}], "label": [2]},
+        "labs": {"value": {"LDL": 187, "HbA1c": 7.2}, "label": [4]},
+    }
     pa = PrivacyEnhancingAgent(PrivacyPolicy.from_labels(prof))
-    out = pa.sanitise("bought ETF for 14,500 and a bond for 3000; LDL 187, HbA1c 7.2; 1450 other", prof,
-                      AgentSpec("x", 9, "", ConstantBackend("")))
-    assert out == f"bought {REDACTED} for {REDACTED} and a {REDACTED} for {REDACTED}; LDL {REDACTED}, HbA1c {REDACTED}; 1450 other"
+    out = pa.sanitise(
+        "bought ETF for 14,500 and a bond for 3000; LDL 187, HbA1c 7.2; 1450 other",
+        prof,
+        AgentSpec("x", 9, "", ConstantBackend("")),
+    )
+    assert (
+        out
+        == f"bought {REDACTED} for {REDACTED} and a {REDACTED} for {REDACTED}; LDL {REDACTED}, HbA1c {REDACTED}; 1450 other"
+    )
 
 
 def test_llm_rewrite_is_followed_by_deterministic_pass():
@@ -171,8 +187,10 @@ def test_privacy_questions_routed_to_labelled_agent():
     profiles = generate_profiles("financial", n_users=3, seed=0)
     questions = [q for q in generate_questions(profiles, "financial", n_per_field=1) if q["kind"] == "privacy"]
     backends = {i: ScriptedBackend(lambda m, t, i=i: f"agent{i}") for i in (1, 2, 3)}
-    agents = [AgentSpec(n, i, r, backends[i]) for n, i, r in
-              [("market_data", 1, "a"), ("risk_assessment", 2, "b"), ("transaction_execution", 3, "c")]]
+    agents = [
+        AgentSpec(n, i, r, backends[i])
+        for n, i, r in [("market_data", 1, "a"), ("risk_assessment", 2, "b"), ("transaction_execution", 3, "c")]
+    ]
     orch = EPEOrchestrator(agents, PrivacyEnhancingAgent(PrivacyPolicy.from_labels(profiles[0])))
     users = _by_id(profiles)
     for q in questions:
@@ -190,8 +208,9 @@ def test_always_refusing_backbone_scores_privacy_one_and_chance_utility():
         return "(d)" if "(d)" in messages[-1]["content"] else REFUSAL_SENTENCE
 
     agents = make_agents("medical", ScriptedBackend(refuse))
-    answers, _ = _run_all(EPEOrchestrator(agents, PrivacyEnhancingAgent(PrivacyPolicy.from_labels(profiles[0]))),
-                          profiles, questions)
+    answers, _ = _run_all(
+        EPEOrchestrator(agents, PrivacyEnhancingAgent(PrivacyPolicy.from_labels(profiles[0]))), profiles, questions
+    )
     assert privacy_mcq(answers, questions) == 1.0
     assert privacy_oeq(answers, questions) == 1.0
     gold_d = sum(q["answer"] == "d" for q in questions if q["kind"] == "utility") / 30
@@ -211,12 +230,18 @@ def test_answer_letter_is_the_last_one_and_oeq_is_exact():
 # ---------------------------------------------------------------- 6: dynamic topology
 def test_fourth_agent_needs_only_policy_data():
     prof = generate_profiles("financial", n_users=1, seed=0)[0]
-    prof = {k: (dict(v, label=v["label"] + [7]) if k in ("risk_tolerance", "name") else v) if k != "user_id" else v
-            for k, v in prof.items()}
+    prof = {
+        k: (dict(v, label=v["label"] + [7]) if k in ("risk_tolerance", "name") else v) if k != "user_id" else v
+        for k, v in prof.items()
+    }
     auditor = EchoBackend()
     agents = make_agents("financial", EchoBackend()) + [AgentSpec("compliance", 7, "You audit.", auditor)]
-    topology = {"market_data": [], "risk_assessment": [], "compliance": ["risk_assessment"],
-                "transaction_execution": ["market_data", "risk_assessment", "compliance"]}
+    topology = {
+        "market_data": [],
+        "risk_assessment": [],
+        "compliance": ["risk_assessment"],
+        "transaction_execution": ["market_data", "risk_assessment", "compliance"],
+    }
     policy = PrivacyPolicy.from_labels(prof)
     orch = EPEOrchestrator(agents, PrivacyEnhancingAgent(policy), topology=topology)
     assert orch.terminal == "transaction_execution"
@@ -252,8 +277,9 @@ def test_denied_elevation_delivers_nothing_and_granted_delivers_field():
     orch = EPEOrchestrator(make_agents("medical", EchoBackend()), PrivacyEnhancingAgent(policy))
     _, ledger = orch.run(prof, q)
     assert "recent_lab_results" not in ledger.fields_seen("medication_management")
-    assert orch.privacy_agent.elevations == [{"agent": "medication_management", "field": "recent_lab_results",
-                                              "granted": False}]
+    assert orch.privacy_agent.elevations == [
+        {"agent": "medication_management", "field": "recent_lab_results", "granted": False}
+    ]
 
 
 # ---------------------------------------------------------------- tools, memory, policy persistence
@@ -285,7 +311,14 @@ def test_memory_persistence_goes_through_the_choke_point(tmp_path):
     assert not ledger.violations()
     ledger.to_jsonl(tmp_path / "ledger.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "ledger.jsonl").read_text().splitlines()]
-    assert len(rows) == len(ledger) and set(rows[0]) == {"recipient", "label_id", "field", "channel", "allowed", "episode"}
+    assert len(rows) == len(ledger) and set(rows[0]) == {
+        "recipient",
+        "label_id",
+        "field",
+        "channel",
+        "allowed",
+        "episode",
+    }
 
 
 def test_llm_labeller_policy_is_cached_and_auditable(tmp_path):
@@ -294,12 +327,19 @@ def test_llm_labeller_policy_is_cached_and_auditable(tmp_path):
 
     def labeller(messages, tools=None):
         text = messages[-1]["content"]
-        return "yes" if ("Risk" in text and "risk_tolerance" in text) or ("Transaction" in text and "preferred_order_type" in text) else "no"
+        return (
+            "yes"
+            if ("Risk" in text and "risk_tolerance" in text)
+            or ("Transaction" in text and "preferred_order_type" in text)
+            else "no"
+        )
 
     p1 = PrivacyPolicy.from_llm(agents, fields, labeller, cache_path=tmp_path / "policy.json")
     assert p1.allowed == {"risk_tolerance": frozenset({2}), "preferred_order_type": frozenset({3})}
     assert len(p1.audit_log) == 6
-    p2 = PrivacyPolicy.from_llm(agents, fields, lambda m: pytest.fail("cache not used"), cache_path=tmp_path / "policy.json")
+    p2 = PrivacyPolicy.from_llm(
+        agents, fields, lambda m: pytest.fail("cache not used"), cache_path=tmp_path / "policy.json"
+    )
     assert p2 == p1 and p2.source == "llm"
 
 
@@ -324,11 +364,17 @@ def test_clear_errors():
 def test_data_generator_format():
     profiles = generate_profiles("financial", n_users=25, seed=0)
     assert len(profiles) == 25 and all(len(p) == 12 for p in profiles)
-    assert all(set(e) == {"value", "description", "label", "canary"} for p in profiles for k, e in p.items() if k != "user_id")
+    assert all(
+        set(e) == {"value", "description", "label", "canary"} for p in profiles for k, e in p.items() if k != "user_id"
+    )
     assert profiles[0]["annual_income"]["label"] == [2] and profiles[0]["transaction_history"]["label"] == [2, 3]
     qs = generate_questions(profiles, "financial", n_per_field=5)
     assert sum(q["kind"] == "utility" for q in qs) == 30
-    assert all(q["options"][-1] == "Refuse to answer" and q["answer"] == "d" for q in qs if q["format"] == "mcq" and q["kind"] == "privacy")
+    assert all(
+        q["options"][-1] == "Refuse to answer" and q["answer"] == "d"
+        for q in qs
+        if q["format"] == "mcq" and q["kind"] == "privacy"
+    )
     assert all(q["label"] not in profiles[0][q["field"]]["label"] for q in qs if q["kind"] == "privacy")
     assert generate_profiles("medical", 2, seed=5) == generate_profiles("medical", 2, seed=5)
 
@@ -344,9 +390,13 @@ def _offline_chat_tokenizer():
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     specials = ["<unk>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<|endoftext|>"]
-    tr = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tr = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tk.train_from_iterator(['user profile {"name": "retrieve_user_profile", "arguments": {"user_id": "u"}}'] * 5, tr)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>"
+    )
     tok.chat_template = qwen3_chat_template
     return trl.add_response_schema(tok)
 
@@ -369,7 +419,9 @@ def test_hf_backend_parses_tool_calls_and_feeds_minimised_result():
     tok = _offline_chat_tokenizer()
     profiles = generate_profiles("financial", n_users=1, seed=0)
     prof = profiles[0]
-    call = '<tool_call>\n{"name": "retrieve_user_profile", "arguments": {"user_id": "%s"}}\n</tool_call>' % prof["user_id"]
+    call = '<tool_call>\n{{"name": "retrieve_user_profile", "arguments": {{"user_id": "{}"}}}}\n</tool_call>'.format(
+        prof["user_id"]
+    )
     lm = _CannedLM(tok, [call, "(b)"])
     backend = hf_chat_backend(lm, tok, max_new_tokens=8)
     agent = AgentSpec("market_data", 1, "role", backend)
@@ -390,9 +442,18 @@ def test_hf_backend_with_tiny_random_model_runs_episode():
 
     tok = _offline_chat_tokenizer()
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                                         max_position_embeddings=4096)).eval()
+    model = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=4096,
+        )
+    ).eval()
     backend = hf_chat_backend(model, tok, max_new_tokens=4)
     prof = generate_profiles("financial", n_users=1, seed=0)[0]
     policy = PrivacyPolicy.from_labels(prof)

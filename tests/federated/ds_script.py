@@ -9,14 +9,14 @@ torch.set_num_threads(1)
 
 from accelerate import Accelerator  # noqa: E402
 
-from tests.federated.fed_fixtures import make_client_trainer, make_dataset  # noqa: E402
-from trainers.federated import (  # noqa: E402
+from hf_trust.trainers.federated import (  # noqa: E402
     DeepSpeedClientTrainer,
     DirichletLabelPartitioner,
     FedAvg,
     FederatedConfig,
     FederatedTrainer,
 )
+from tests.federated.fed_fixtures import make_client_trainer, make_dataset  # noqa: E402
 
 
 class WithScale(torch.nn.Module):
@@ -39,5 +39,10 @@ model = WithScale(make_client_trainer().model)
 client = DeepSpeedClientTrainer(model, acc, lr=0.05, batch_size=16)
 trainer = FederatedTrainer(client, FedAvg(), FederatedConfig(execution="deepspeed", **cfg), accelerator=acc)
 trainer.fit(parts)
-torch.save({"params": {k.replace("inner.", ""): v for k, v in trainer.global_params.items()},
-            "type": str(acc.distributed_type)}, sys.argv[1])
+torch.save(
+    {
+        "params": {k.replace("inner.", ""): v for k, v in trainer.global_params.items()},
+        "type": str(acc.distributed_type),
+    },
+    sys.argv[1],
+)

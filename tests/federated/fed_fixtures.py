@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from trainers.federated import SupervisedClientTrainer
+from hf_trust.trainers.federated import SupervisedClientTrainer
 
 
 def make_dataset(n: int = 240, d: int = 6, classes: int = 3, seed: int = 0) -> Dataset:

@@ -7,7 +7,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from trainers.federated import (  # noqa: E402
+from hf_trust.trainers.federated import (  # noqa: E402
     ClassMoments,
     DirichletLabelPartitioner,
     FedAvg,
@@ -32,8 +32,17 @@ def main(out: str) -> None:
     mu, cov = total.pooled()
     shared = trainer.broadcast_object({"rank0": trainer.rank})
     if trainer.accelerator.is_main_process:
-        torch.save({"params": trainer.global_params, "cov": cov, "mu": mu, "world": trainer.world,
-                    "broadcast": shared, "history": [r["clients"] for r in trainer.history]}, out)
+        torch.save(
+            {
+                "params": trainer.global_params,
+                "cov": cov,
+                "mu": mu,
+                "world": trainer.world,
+                "broadcast": shared,
+                "history": [r["clients"] for r in trainer.history],
+            },
+            out,
+        )
 
 
 if __name__ == "__main__":

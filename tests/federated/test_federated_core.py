@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.federated.fed_fixtures import make_client_trainer, make_dataset
-from tests.launch import accelerate_launch
-from trainers.federated import (
+from hf_trust.trainers.federated import (
     ClassMoments,
     ClientTrainer,
     DirichletLabelPartitioner,
@@ -27,7 +25,9 @@ from trainers.federated import (
     reduce_moments,
     sample_clients,
 )
-from trainers.federated.client import ClientContext
+from hf_trust.trainers.federated.client import ClientContext
+from tests.federated.fed_fixtures import make_client_trainer, make_dataset
+from tests.launch import accelerate_launch
 
 
 # ---------------------------------------------------------------- partitions
@@ -107,8 +107,9 @@ def test_partition_errors_are_clear():
 def _fit(strategy=None, parts=None, rounds=2, trainer_kw=None, **cfg):
     ds = make_dataset()
     parts = parts or DirichletLabelPartitioner(num_clients=4, alpha=0.5, min_size=5, seed=1).split(ds)
-    trainer = FederatedTrainer(make_client_trainer(**(trainer_kw or {})), strategy or FedAvg(),
-                               FederatedConfig(rounds=rounds, seed=0, **cfg))
+    trainer = FederatedTrainer(
+        make_client_trainer(**(trainer_kw or {})), strategy or FedAvg(), FederatedConfig(rounds=rounds, seed=0, **cfg)
+    )
     trainer.fit(parts)
     return trainer, parts
 
@@ -119,7 +120,7 @@ def test_one_client_federation_equals_centralized_training():
     fed, _ = _fit(parts=parts, rounds=1, local_epochs=3)
     # centralized: the same model, optimiser and shuffling stream, 3 epochs on the whole set
     central = make_client_trainer()
-    from trainers.federated import derived_seed
+    from hf_trust.trainers.federated import derived_seed
 
     seed = derived_seed(0, 0, 0)
     torch.manual_seed(seed)
@@ -152,17 +153,24 @@ def test_weighted_and_equal_fedavg_differ_exactly_by_the_weights():
 
 
 def _as_client(trainer, k):
-    original = trainer._train_client
 
     def run(_k, round_idx, partitions):
-        from trainers.federated.client import load_params
-        from trainers.federated import derived_seed
+        from hf_trust.trainers.federated import derived_seed
+        from hf_trust.trainers.federated.client import load_params
 
         load_params(trainer.client_trainer.model, trainer.global_params)
         seed = derived_seed(trainer.config.seed, round_idx, k)
         torch.manual_seed(seed)
-        ctx = ClientContext(k, round_idx, partitions.client_dataset(0), {}, trainer.global_params, trainer.strategy,
-                            trainer.config.local_epochs, torch.Generator().manual_seed(seed))
+        ctx = ClientContext(
+            k,
+            round_idx,
+            partitions.client_dataset(0),
+            {},
+            trainer.global_params,
+            trainer.strategy,
+            trainer.config.local_epochs,
+            torch.Generator().manual_seed(seed),
+        )
         return trainer.client_trainer.fit(ctx)
 
     return run
@@ -175,7 +183,10 @@ def test_fedprox_mu_zero_equals_fedavg_and_mu_pulls_towards_global():
     init = make_client_trainer().model
     for name, p in avg.global_params.items():
         assert torch.equal(p, prox0.global_params[name])
-    drift = lambda t: sum(float((t.global_params[n] - p.detach()).norm()) for n, p in init.named_parameters())
+
+    def drift(t):
+        return sum(float((t.global_params[n] - p.detach()).norm()) for n, p in init.named_parameters())
+
     assert drift(prox) < drift(avg)
 
 
@@ -219,7 +230,7 @@ class _Skip(_Failing):
 
     def fit(self, ctx):
         if ctx.client_id == self.bad:
-            from trainers.federated import ClientResult
+            from hf_trust.trainers.federated import ClientResult
 
             return ClientResult(0)
         return self.inner.fit(ctx)
@@ -235,15 +246,22 @@ def test_resume_is_bit_identical(tmp_path):
     ds = make_dataset()
     parts = DirichletLabelPartitioner(num_clients=4, alpha=0.5, min_size=5, seed=1).split(ds)
     cfg = dict(rounds=4, seed=0, client_fraction=0.5, output_dir=str(tmp_path / "run"))
-    full = FederatedTrainer(make_client_trainer(optimizer="adam", keep_optimizer_state=True), FedOpt(),
-                            FederatedConfig(**cfg))
+    full = FederatedTrainer(
+        make_client_trainer(optimizer="adam", keep_optimizer_state=True), FedOpt(), FederatedConfig(**cfg)
+    )
     full.fit(parts)
     # a run stopped after round 2, then resumed from its checkpoint in a new trainer
-    first = FederatedTrainer(make_client_trainer(optimizer="adam", keep_optimizer_state=True), FedOpt(),
-                             FederatedConfig(**{**cfg, "rounds": 2, "output_dir": str(tmp_path / "r2")}))
+    first = FederatedTrainer(
+        make_client_trainer(optimizer="adam", keep_optimizer_state=True),
+        FedOpt(),
+        FederatedConfig(**{**cfg, "rounds": 2, "output_dir": str(tmp_path / "r2")}),
+    )
     first.fit(parts)
-    resumed = FederatedTrainer(make_client_trainer(seed=99, optimizer="adam", keep_optimizer_state=True), FedOpt(),
-                               FederatedConfig(**{**cfg, "output_dir": str(tmp_path / "r3")}))
+    resumed = FederatedTrainer(
+        make_client_trainer(seed=99, optimizer="adam", keep_optimizer_state=True),
+        FedOpt(),
+        FederatedConfig(**{**cfg, "output_dir": str(tmp_path / "r3")}),
+    )
     resumed.fit(parts, resume_from=str(tmp_path / "r2" / "checkpoint-2"))
     for name in full.global_params:
         assert torch.equal(full.global_params[name], resumed.global_params[name])
@@ -312,13 +330,16 @@ def test_two_processes_equal_one_process(tmp_path):
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_one_process_path_equals_simulation(tmp_path, stage):
     pytest.importorskip("deepspeed")
-    got = accelerate_launch("tests.federated.ds_script", tmp_path / "ds.pt",
-                            extra=("--use_deepspeed", "--zero_stage", str(stage)))
+    got = accelerate_launch(
+        "tests.federated.ds_script", tmp_path / "ds.pt", extra=("--use_deepspeed", "--zero_stage", str(stage))
+    )
     assert "DEEPSPEED" in got["type"]
     # the same federation simulated without DeepSpeed
     ds = make_dataset()
     parts = DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=5, seed=1).split(ds)
-    ref = FederatedTrainer(make_client_trainer(batch_size=16), FedAvg(), FederatedConfig(rounds=2, local_epochs=1, seed=0))
+    ref = FederatedTrainer(
+        make_client_trainer(batch_size=16), FedAvg(), FederatedConfig(rounds=2, local_epochs=1, seed=0)
+    )
     ref.fit(parts)
     for name, p in ref.global_params.items():
         assert (p - got["params"][name]).abs().max() <= 1e-5, name

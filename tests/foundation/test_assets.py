@@ -142,7 +142,9 @@ def test_smollm2_is_the_real_instruct_model(smollm2):
 def test_llava_with_smollm2_decoder(smollm2):
     vlm, tok, image_id = assets.load_llava_smollm2()
     lm, _ = smollm2
-    torch.testing.assert_close(vlm.model.language_model.layers[3].mlp.up_proj.weight, lm.model.layers[3].mlp.up_proj.weight)
+    torch.testing.assert_close(
+        vlm.model.language_model.layers[3].mlp.up_proj.weight, lm.model.layers[3].mlp.up_proj.weight
+    )
     n_img = assets.llava_num_image_tokens(vlm)
     assert n_img == 17
     imgs = list(assets.load_digits("font", n_per_class=1)["image"])[:2]

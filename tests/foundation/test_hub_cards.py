@@ -11,8 +11,8 @@ import pytest
 import yaml
 from peft import LoraConfig, get_peft_model
 
-from hub_cards import TrustCheck, TrustReport, push_adapter, render_card
-from hub_cards.card import LIFECYCLE_RISKS
+from hf_trust.hub_cards import TrustCheck, TrustReport, push_adapter, render_card
+from hf_trust.hub_cards.card import LIFECYCLE_RISKS
 from tests.conftest import make_tiny_llama
 
 

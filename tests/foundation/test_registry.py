@@ -13,7 +13,7 @@ from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraModel
 from peft.utils import PeftType
 
-from peft_tuners._registry import peft_type_value, register_tuner
+from hf_trust.peft_tuners._registry import peft_type_value, register_tuner
 from tests.conftest import make_tiny_llama
 
 
@@ -91,9 +91,10 @@ def test_loading_without_registration_names_the_missing_import(tmp_path):
 
 
 def test_import_hf_trust_registers_available_tuners():
-    import hf_trust  # noqa: F401
-    import peft_tuners
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    import hf_trust  # noqa: F401
+    from hf_trust import peft_tuners
 
     for name in peft_tuners.register_all():
         assert getattr(PeftType, name.upper()) in PEFT_TYPE_TO_CONFIG_MAPPING

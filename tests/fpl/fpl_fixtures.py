@@ -22,11 +22,25 @@ def make_tiny_clip(text_layers: int = 3, vision_layers: int = 2, seed: int = 0):
     from transformers import CLIPConfig, CLIPModel
 
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=text_layers,
-                         num_attention_heads=4, max_position_embeddings=24, bos_token_id=BOS, eos_token_id=EOS,
-                         pad_token_id=PAD),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers,
-                           num_attention_heads=4, image_size=16, patch_size=4),
+        text_config=dict(
+            vocab_size=100,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=24,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=4,
+            image_size=16,
+            patch_size=4,
+        ),
         projection_dim=16,
     )
     torch.manual_seed(seed)
@@ -43,7 +57,8 @@ def make_image_dataset(n: int = 48, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 4
     x = torch.randn(n, 3, 16, 16, generator=g) * 0.5
-    x[:, labels % 3, : 8] += labels.view(-1, 1, 1).float()  # class-dependent pattern
-    ds = Dataset.from_dict({"pixel_values": x.numpy(), "label": labels.tolist(),
-                            "domain": ["a" if i % 2 else "b" for i in range(n)]})
+    x[:, labels % 3, :8] += labels.view(-1, 1, 1).float()  # class-dependent pattern
+    ds = Dataset.from_dict(
+        {"pixel_values": x.numpy(), "label": labels.tolist(), "domain": ["a" if i % 2 else "b" for i in range(n)]}
+    )
     return ds.with_format("torch")

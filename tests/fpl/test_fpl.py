@@ -8,9 +8,13 @@ import json
 import pytest
 import torch
 
-from tests.fpl.fpl_fixtures import CLASS_NAMES, WordTokenizer, make_image_dataset, make_tiny_clip
-from trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg, IIDPartitioner, derived_seed
-from trainers.fpl import (
+from hf_trust.trainers.federated import (
+    DirichletLabelPartitioner,
+    DomainPartitioner,
+    IIDPartitioner,
+    derived_seed,
+)
+from hf_trust.trainers.fpl import (
     CLIPPromptModel,
     FederatedPromptTrainer,
     FPLConfig,
@@ -19,6 +23,7 @@ from trainers.fpl import (
     load_prompts,
     null_space_projector,
 )
+from tests.fpl.fpl_fixtures import CLASS_NAMES, WordTokenizer, make_image_dataset, make_tiny_clip
 
 
 def _hash_backbone(clip) -> dict[str, str]:
@@ -35,12 +40,18 @@ def _zero_shot_logits(clip, ids, x):
 
 def _trainer(kind="both", rounds=2, clients=3, **kw):
     clip = make_tiny_clip()
-    prompt = PromptConfig(kind=kind, n_ctx_text=kw.pop("n_ctx_text", 3), n_ctx_vision=kw.pop("n_ctx_vision", 2),
-                          depth_text=kw.pop("depth_text", 2), depth_vision=kw.pop("depth_vision", 2))
+    prompt = PromptConfig(
+        kind=kind,
+        n_ctx_text=kw.pop("n_ctx_text", 3),
+        n_ctx_vision=kw.pop("n_ctx_vision", 2),
+        depth_text=kw.pop("depth_text", 2),
+        depth_vision=kw.pop("depth_vision", 2),
+    )
     ds = make_image_dataset()
     cfg = FPLConfig(rounds=rounds, batch_size=8, lr=kw.pop("lr", 0.05), seed=0, **kw)
-    tr = FederatedPromptTrainer(clip, CLASS_NAMES, prompt=prompt, config=cfg, tokenizer=WordTokenizer(),
-                                eval_datasets={"test": ds})
+    tr = FederatedPromptTrainer(
+        clip, CLASS_NAMES, prompt=prompt, config=cfg, tokenizer=WordTokenizer(), eval_datasets={"test": ds}
+    )
     parts = DirichletLabelPartitioner(num_clients=clients, alpha=0.5, min_size=4, seed=0).split(ds)
     return tr, parts, clip
 
@@ -68,16 +79,22 @@ def test_phrase_init_reproduces_zero_shot_logits():
     x = make_image_dataset(8)[:8]["pixel_values"]
     ids = torch.tensor([[97] + tok(f"a photo of a {c}.")["input_ids"] + [98] for c in CLASS_NAMES])
     ref = _zero_shot_logits(clip, ids, x)
-    model = CLIPPromptModel(clip, CLASS_NAMES, PromptConfig(kind="lpt", n_ctx_text=4, init_phrase="a photo of a"),
-                            tokenizer=tok)
+    model = CLIPPromptModel(
+        clip, CLASS_NAMES, PromptConfig(kind="lpt", n_ctx_text=4, init_phrase="a photo of a"), tokenizer=tok
+    )
     assert torch.equal(model.class_input_ids, ids)
     with torch.no_grad():
         got = model(x)
     assert (got - ref).abs().max() <= 1e-6
     # and through the trainer's evaluation at round 0
     ds = make_image_dataset(8)
-    tr = FederatedPromptTrainer(make_tiny_clip(), CLASS_NAMES, prompt=PromptConfig(kind="lpt", n_ctx_text=4,
-                                init_phrase="a photo of a"), config=FPLConfig(rounds=1), tokenizer=tok)
+    tr = FederatedPromptTrainer(
+        make_tiny_clip(),
+        CLASS_NAMES,
+        prompt=PromptConfig(kind="lpt", n_ctx_text=4, init_phrase="a photo of a"),
+        config=FPLConfig(rounds=1),
+        tokenizer=tok,
+    )
     acc = tr.evaluate(ds)["accuracy"]
     assert acc == pytest.approx(float((ref.argmax(-1) == ds[:]["label"]).float().mean()))
 
@@ -88,8 +105,12 @@ def test_removing_prompts_restores_base_model_exactly():
     ids = torch.tensor([[97, 1, 2, 6, 5, 98], [97, 1, 2, 7, 5, 98]])
     ref_t = clip.text_model(input_ids=ids).pooler_output.detach().clone()
     ref_v = clip.vision_model(pixel_values=x).last_hidden_state.detach().clone()
-    model = CLIPPromptModel(clip, CLASS_NAMES, PromptConfig(kind="both", n_ctx_text=3, n_ctx_vision=5, depth_text=3,
-                                                            depth_vision=2), tokenizer=WordTokenizer())
+    model = CLIPPromptModel(
+        clip,
+        CLASS_NAMES,
+        PromptConfig(kind="both", n_ctx_text=3, n_ctx_vision=5, depth_text=3, depth_vision=2),
+        tokenizer=WordTokenizer(),
+    )
     with torch.no_grad():
         hooked_v = clip.vision_model(pixel_values=x).last_hidden_state
     assert hooked_v.shape[1] == 1 + 16 + 5  # CLS + patches + appended prompts
@@ -102,8 +123,12 @@ def test_removing_prompts_restores_base_model_exactly():
 
 def test_deep_prompts_replace_positions_and_all_get_gradients():
     clip = make_tiny_clip()
-    model = CLIPPromptModel(clip, CLASS_NAMES, PromptConfig(kind="both", n_ctx_text=2, n_ctx_vision=3, depth_text=3,
-                                                            depth_vision=2), tokenizer=WordTokenizer())
+    model = CLIPPromptModel(
+        clip,
+        CLASS_NAMES,
+        PromptConfig(kind="both", n_ctx_text=2, n_ctx_vision=3, depth_text=3, depth_vision=2),
+        tokenizer=WordTokenizer(),
+    )
     seen = {}
 
     def grab_v(_m, args, _out):
@@ -176,8 +201,11 @@ def test_vptpr_projects_local_updates_into_null_space():
     tr.fit(parts)
     # the second round started from the first round's global prompt; every client's change lies in its null space
     hist_start = tr.global_params["prompts.vision_0"] - sum(
-        w * d["prompts.vision_0"] for w, d in zip([s / sum(parts.sizes()) for s in parts.sizes()],
-                                                   [tr.client_trainer.last_deltas[k] for k in range(2)]))
+        w * d["prompts.vision_0"]
+        for w, d in zip(
+            [s / sum(parts.sizes()) for s in parts.sizes()], [tr.client_trainer.last_deltas[k] for k in range(2)]
+        )
+    )
     for k in range(2):
         d = tr.client_trainer.last_deltas[k]["prompts.vision_0"]
         assert d.abs().max() > 1e-4
@@ -211,9 +239,13 @@ def test_diagnostics_saved_and_consistent(tmp_path):
 def test_single_client_cosine_is_one_and_domain_partition_runs():
     ds = make_image_dataset(32)
     parts = DomainPartitioner(num_clients=2, seed=0).split(ds)
-    tr = FederatedPromptTrainer(make_tiny_clip(), CLASS_NAMES, prompt=PromptConfig(kind="vpt", n_ctx_vision=2),
-                                config=FPLConfig(rounds=1, batch_size=8, lr=0.05, client_fraction=0.5),
-                                tokenizer=WordTokenizer())
+    tr = FederatedPromptTrainer(
+        make_tiny_clip(),
+        CLASS_NAMES,
+        prompt=PromptConfig(kind="vpt", n_ctx_vision=2),
+        config=FPLConfig(rounds=1, batch_size=8, lr=0.05, client_fraction=0.5),
+        tokenizer=WordTokenizer(),
+    )
     hist = tr.fit(parts)
     assert hist[0]["clients"] == [0]  # the first m clients, as in the study's loop
     assert tr.diagnostics[0]["vision"]["cos_to_global"] == [pytest.approx(1.0, abs=1e-9)]
@@ -231,8 +263,12 @@ def test_save_and_load_prompts_round_trip(tmp_path):
         assert torch.equal(loaded(x), ref)
     from transformers import CLIPConfig, CLIPModel
 
-    other = CLIPModel(CLIPConfig(text_config=dict(hidden_size=48, num_attention_heads=4),
-                                 vision_config=dict(hidden_size=48, num_attention_heads=4, image_size=16, patch_size=4)))
+    other = CLIPModel(
+        CLIPConfig(
+            text_config=dict(hidden_size=48, num_attention_heads=4),
+            vision_config=dict(hidden_size=48, num_attention_heads=4, image_size=16, patch_size=4),
+        )
+    )
     with pytest.raises(FPLConfigError, match="widths"):
         load_prompts(other, tmp_path / "prompts")
     with pytest.raises(FileNotFoundError, match="no saved prompts"):
@@ -256,8 +292,9 @@ def test_clear_errors_on_bad_input():
         CLIPPromptModel(clip, CLASS_NAMES, PromptConfig(n_ctx_text=30), tokenizer=tok)
     with pytest.raises(FPLConfigError, match="aggregation"):
         FPLConfig(aggregation="median")
-    tr = FederatedPromptTrainer(make_tiny_clip(), CLASS_NAMES, prompt=PromptConfig(n_ctx_text=2), tokenizer=tok,
-                                config=FPLConfig(rounds=1))
+    tr = FederatedPromptTrainer(
+        make_tiny_clip(), CLASS_NAMES, prompt=PromptConfig(n_ctx_text=2), tokenizer=tok, config=FPLConfig(rounds=1)
+    )
     ds = make_image_dataset(8).rename_column("pixel_values", "image")
     with pytest.raises(KeyError, match="no 'pixel_values' column"):
         tr.evaluate(ds)

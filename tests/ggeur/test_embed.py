@@ -8,22 +8,38 @@ import torch
 from datasets import Dataset
 from transformers import CLIPConfig, CLIPModel
 
-from trainers.ggeur import embed_dataset
+from hf_trust.trainers.ggeur import embed_dataset
 
 
 def _images(n=6, size=16):
     rng = np.random.default_rng(0)
-    return Dataset.from_dict({"image": rng.normal(size=(n, 3, size, size)).astype(np.float32).tolist(),
-                              "label": list(range(n))})
+    return Dataset.from_dict(
+        {"image": rng.normal(size=(n, 3, size, size)).astype(np.float32).tolist(), "label": list(range(n))}
+    )
 
 
 def test_clip_image_features_are_cached_with_an_explicit_fingerprint():
     torch.manual_seed(0)
-    clip = CLIPModel(CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                                             "num_attention_heads": 2, "vocab_size": 100},
-                                vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                                               "num_attention_heads": 2, "image_size": 16, "patch_size": 8},
-                                projection_dim=12))
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "vocab_size": 100,
+            },
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 16,
+                "patch_size": 8,
+            },
+            projection_dim=12,
+        )
+    )
     ds = _images()
     emb = embed_dataset(clip, ds, batch_size=4)
     assert emb.column_names == ["embedding", "label"] and emb["label"] == list(range(6))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainers.ggeur.augment import augment_multi_domain, augment_single_domain, default_per_sample
-from trainers.ggeur.geometry import GeometricShape, isotropic_shape
-from trainers.ggeur.statistics import (
+from hf_trust.trainers.ggeur.augment import augment_multi_domain, augment_single_domain, default_per_sample
+from hf_trust.trainers.ggeur.geometry import GeometricShape, isotropic_shape
+from hf_trust.trainers.ggeur.statistics import (
     ClassStatistics,
     aggregate,
     check_statistics_only,
@@ -18,7 +18,7 @@ from trainers.ggeur.statistics import (
 
 def _random_clients(rng, k=5, d=8, classes=4):
     data = []
-    for cid in range(k):
+    for _cid in range(k):
         n = int(rng.integers(3, 40))
         z = rng.normal(size=(n, d)) * rng.uniform(0.5, 3, size=d) + rng.normal(size=d) * 4
         y = rng.integers(0, classes, size=n)
@@ -123,8 +123,9 @@ def test_multi_domain_prototypes_bring_absent_classes():
     y = np.zeros(10, int)
     shapes = {0: isotropic_shape(d, 0.1), 1: isotropic_shape(d, 0.1)}
     protos = {1: [np.full(d, 7.0), np.full(d, -7.0)]}
-    out = augment_multi_domain(z, y, shapes, protos, rng, num_per_sample=3, step1_keep=20,
-                               prototype_draws=30, target_per_class=40)
+    out = augment_multi_domain(
+        z, y, shapes, protos, rng, num_per_sample=3, step1_keep=20, prototype_draws=30, target_per_class=40
+    )
     assert out.counts() == {0: 30, 1: 40}  # class 0: 10 real + all 20 kept step-1 draws; class 1 only from prototypes
     c1 = out.embeddings[out.labels == 1]
     assert (np.abs(np.abs(c1).mean(1) - 7) < 1.5).all()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.launch import accelerate_launch
+from hf_trust.trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg, FederatedConfig, FedProx
+from hf_trust.trainers.ggeur import GGEURConfig, GGEURTrainer
 from tests.ggeur.ggeur_fixtures import digit_embeddings
-from trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg, FederatedConfig, FedProx
-from trainers.ggeur import GGEURConfig, GGEURTrainer
+from tests.launch import accelerate_launch
 
 
 def _parts(train, alpha=0.1, clients=6, seed=0):
@@ -51,20 +51,31 @@ def test_ggeur_helps_a_label_skewed_federation_and_plugs_into_fedprox():
     parts = _parts(train, alpha=0.1, clients=8, seed=1)
     accs = {}
     for aug in ("none", "ggeur"):
-        t = GGEURTrainer(GGEURConfig(augment=aug, per_sample=30, lr=1e-2, batch_size=128, local_epochs=2),
-                         FedAvg(), FederatedConfig(rounds=8, seed=0), eval_datasets={"test": test})
+        t = GGEURTrainer(
+            GGEURConfig(augment=aug, per_sample=30, lr=1e-2, batch_size=128, local_epochs=2),
+            FedAvg(),
+            FederatedConfig(rounds=8, seed=0),
+            eval_datasets={"test": test},
+        )
         accs[aug] = t.fit(parts)[-1]["eval_test_accuracy"]
     assert accs["ggeur"] > accs["none"]
-    prox = GGEURTrainer(GGEURConfig(per_sample=30, lr=1e-2), FedProx(mu=0.1), FederatedConfig(rounds=1),
-                        eval_datasets={"test": test})
+    prox = GGEURTrainer(
+        GGEURConfig(per_sample=30, lr=1e-2), FedProx(mu=0.1), FederatedConfig(rounds=1), eval_datasets={"test": test}
+    )
     assert 0 < prox.fit(parts)[-1]["eval_test_accuracy"] <= 1
 
 
 def test_multi_domain_prototypes_bring_missing_classes():
     train, test = digit_embeddings(domains=True)
     parts = DomainPartitioner(num_clients=3, alpha=0.05, seed=0).split(train, domain_column="domain")
-    cfg = GGEURConfig(mode="multi_domain", num_per_sample=2, step1_keep=20, prototype_draws=20, target_per_class=40,
-                      keep_augmented=True)
+    cfg = GGEURConfig(
+        mode="multi_domain",
+        num_per_sample=2,
+        step1_keep=20,
+        prototype_draws=20,
+        target_per_class=40,
+        keep_augmented=True,
+    )
     t = GGEURTrainer(cfg, FedAvg(), FederatedConfig(rounds=1))
     t.fit(parts)
     hist = parts.histogram()
@@ -81,8 +92,11 @@ def test_official_compat_changes_training():
     parts = _parts(train)
     heads = {}
     for compat in ("correct", "official"):
-        t = GGEURTrainer(GGEURConfig(compat=compat, per_sample=10), FedAvg(weighted=compat == "correct"),
-                         FederatedConfig(rounds=2, seed=0))
+        t = GGEURTrainer(
+            GGEURConfig(compat=compat, per_sample=10),
+            FedAvg(weighted=compat == "correct"),
+            FederatedConfig(rounds=2, seed=0),
+        )
         t.fit(parts)
         heads[compat] = t.head.weight.detach().clone()
     assert not torch.allclose(heads["correct"], heads["official"])

@@ -12,7 +12,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import hf_trust  # noqa: F401  (registers the tuner)
 from hf_trust import LoRASculptCallback, LoRASculptConfig, LoRASculptTrainer
-from peft_tuners.lorasculpt.model import MASK_A, MASK_B, cmr_weights
+from hf_trust.peft_tuners.lorasculpt.model import MASK_A, MASK_B, cmr_weights
 from tests.conftest import make_tiny_gpt2, make_tiny_llama
 
 
@@ -23,14 +23,32 @@ def _data(n=32, length=12, vocab=128, seed=0):
 
 
 def _args(tmp_path, steps=8, **kw):
-    return TrainingArguments(output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=4,
-                             learning_rate=5e-3, report_to=[], save_strategy="no", logging_strategy="no",
-                             use_cpu=True, seed=0, data_seed=0, disable_tqdm=True, **kw)
+    return TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        learning_rate=5e-3,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        disable_tqdm=True,
+        **kw,
+    )
 
 
 def _cfg(**kw):
-    base = dict(r=4, lora_alpha=8, target_modules="all-linear", preserve_ratio=0.1, mask_step=3,
-                cmr_lambda=1e-3, task_type="CAUSAL_LM")
+    base = dict(
+        r=4,
+        lora_alpha=8,
+        target_modules="all-linear",
+        preserve_ratio=0.1,
+        mask_step=3,
+        cmr_lambda=1e-3,
+        task_type="CAUSAL_LM",
+    )
     base.update(kw)
     return LoRASculptConfig(**base)
 
@@ -41,17 +59,27 @@ class _Densities(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         sculpt = model.base_model
-        self.per_step.append((state.global_step, {
-            f"{n}.{f}": float((getattr(layer, f"lora_{f}")["default"].weight != 0).float().mean())
-            for n, layer in sculpt.sculpt_layers() for f in ("A", "B")
-        }))
+        self.per_step.append(
+            (
+                state.global_step,
+                {
+                    f"{n}.{f}": float((getattr(layer, f"lora_{f}")["default"].weight != 0).float().mean())
+                    for n, layer in sculpt.sculpt_layers()
+                    for f in ("A", "B")
+                },
+            )
+        )
 
 
 def test_exact_density_after_mask_step_and_at_save(tmp_path):
     model = get_peft_model(make_tiny_llama(), _cfg(preserve_ratio=0.1, mask_step=3))
     dens = _Densities()
-    trainer = LoRASculptTrainer(model=model, args=_args(tmp_path, steps=8, gradient_accumulation_steps=2),
-                                train_dataset=_data(), callbacks=[dens])
+    trainer = LoRASculptTrainer(
+        model=model,
+        args=_args(tmp_path, steps=8, gradient_accumulation_steps=2),
+        train_dataset=_data(),
+        callbacks=[dens],
+    )
     trainer.train()
     for step, values in dens.per_step:
         for name, d in values.items():
@@ -89,7 +117,9 @@ def test_rho_one_lambda_zero_is_plain_lora_bit_for_bit(tmp_path):
     torch.manual_seed(0)
     sculpt = get_peft_model(make_tiny_llama(), _cfg(preserve_ratio=1.0, cmr_lambda=0.0))
     torch.manual_seed(0)
-    lora = get_peft_model(make_tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    lora = get_peft_model(
+        make_tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     LoRASculptTrainer(model=sculpt, args=_args(tmp_path / "s", steps=5), train_dataset=_data()).train()
     Trainer(model=lora, args=_args(tmp_path / "l", steps=5), train_dataset=_data()).train()
     ps = {k: v for k, v in sculpt.state_dict().items() if "lora_" in k}
@@ -102,7 +132,7 @@ def test_rho_one_lambda_zero_is_plain_lora_bit_for_bit(tmp_path):
 def test_cmr_matches_a_hand_computation_on_3x3():
     w = torch.tensor([[0.5, -1.0, 2.0], [0.1, 0.0, -0.3], [1.5, 0.7, -2.2]])
     m = cmr_weights(w, omega=1.0, eps=1e-15)
-    mpre = w / math.sqrt(float((w ** 2).sum()))
+    mpre = w / math.sqrt(float((w**2).sum()))
     for i in range(3):
         for j in range(3):
             expect = math.tanh(abs(1.0 / math.log(abs(float(mpre[i, j])) + 1e-15)))
@@ -113,8 +143,13 @@ def test_cmr_matches_a_hand_computation_on_3x3():
         for _, layer in model.base_model.sculpt_layers():
             layer.lora_B["default"].weight.normal_()
     layers = model.base_model.cmr_layers()
-    manual = sum((cmr_weights(l.get_base_layer().weight, 1.0, 1e-15) * (l.lora_B["default"].weight @ l.lora_A["default"].weight)).norm()
-                 for _, l in layers) / len(layers)
+    manual = sum(
+        (
+            cmr_weights(l.get_base_layer().weight, 1.0, 1e-15)
+            * (l.lora_B["default"].weight @ l.lora_A["default"].weight)
+        ).norm()
+        for _, l in layers
+    ) / len(layers)
     torch.testing.assert_close(model.base_model.cmr_loss(), manual)
     assert len(layers) == 2  # q_proj of both layers
 
@@ -172,8 +207,10 @@ def test_save_load_merge_and_export(tmp_path):
 
 
 def test_gpt2_conv1d_layers(tmp_path):
-    model = get_peft_model(make_tiny_gpt2(), _cfg(target_modules=["c_attn", "c_proj"], cmr_target_modules=["c_attn"],
-                                                  preserve_ratio=0.2, mask_step=2))
+    model = get_peft_model(
+        make_tiny_gpt2(),
+        _cfg(target_modules=["c_attn", "c_proj"], cmr_target_modules=["c_attn"], preserve_ratio=0.2, mask_step=2),
+    )
     LoRASculptTrainer(model=model, args=_args(tmp_path, steps=4), train_dataset=_data()).train()
     for _, layer in model.base_model.sculpt_layers():
         w = layer.lora_A["default"].weight
@@ -184,13 +221,29 @@ def test_gpt2_conv1d_layers(tmp_path):
 def test_llava_language_model_only():
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                                     num_attention_heads=2, image_size=16, patch_size=8),
-                      text_config=LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                              num_attention_heads=4, num_key_value_heads=2),
-                      image_token_id=5)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        ),
+        image_token_id=5,
+    )
     vlm = LlavaForConditionalGeneration(cfg)
-    model = get_peft_model(vlm, _cfg(target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"))
+    model = get_peft_model(
+        vlm, _cfg(target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    )
     names = [n for n, _ in model.base_model.sculpt_layers()]
     assert names and all("language_model" in n for n in names)
     assert not any("vision" in n or "projector" in n for n in names)
@@ -208,4 +261,6 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="match no adapted layer"):
         model.base_model.regularization_loss()
     with pytest.raises(TypeError, match="LoRASculptConfig"):
-        LoRASculptCallback().on_step_begin(None, None, None, model=get_peft_model(make_tiny_llama(), LoraConfig(target_modules=["q_proj"])))
+        LoRASculptCallback().on_step_begin(
+            None, None, None, model=get_peft_model(make_tiny_llama(), LoraConfig(target_modules=["q_proj"]))
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -13,8 +12,8 @@ from transformers import TrainingArguments
 
 import hf_trust  # noqa: F401  (registers the tuner)
 from hf_trust import ThanoRAConfig, ThanoRATrainer, preprocess_thanora
-from peft_tuners.thanora.layer import allocate_ranks, normalized_sv_entropy
-from peft_tuners.thanora.report import format_allocation
+from hf_trust.peft_tuners.thanora.layer import allocate_ranks, normalized_sv_entropy
+from hf_trust.peft_tuners.thanora.report import format_allocation
 from tests.conftest import make_tiny_gpt2, make_tiny_llama
 
 
@@ -37,8 +36,16 @@ def low_rank(n, d, k, g):
 def toy_batches(d=16, n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     # "simple" is rank 2 on l1's input and isotropic on l2's; "complex" the other way round.
-    simple = {"x": low_rank(n, d, 2, g)[None], "y": torch.randn(1, n, d, generator=g), "attention_mask": torch.ones(1, n)}
-    complex_ = {"x": torch.randn(1, n, d, generator=g), "y": low_rank(n, d, 2, g)[None], "attention_mask": torch.ones(1, n)}
+    simple = {
+        "x": low_rank(n, d, 2, g)[None],
+        "y": torch.randn(1, n, d, generator=g),
+        "attention_mask": torch.ones(1, n),
+    }
+    complex_ = {
+        "x": torch.randn(1, n, d, generator=g),
+        "y": low_rank(n, d, 2, g)[None],
+        "attention_mask": torch.ones(1, n),
+    }
     return {"simple": [simple], "complex": [complex_]}
 
 
@@ -49,8 +56,13 @@ def toy_config(**kw):
 
 def lm_batches(n_batches=2, vocab=128, seq=12, seed=0, lo=0, hi=128):
     g = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(lo, hi, (2, seq), generator=g), "attention_mask": torch.ones(2, seq, dtype=torch.long)}
-            for _ in range(n_batches)]
+    return [
+        {
+            "input_ids": torch.randint(lo, hi, (2, seq), generator=g),
+            "attention_mask": torch.ones(2, seq, dtype=torch.long),
+        }
+        for _ in range(n_batches)
+    ]
 
 
 def llama_tasks():
@@ -60,8 +72,13 @@ def llama_tasks():
 
 def llama_config(**kw):
     kw.setdefault("r", 6)
-    return ThanoRAConfig(task_names=["narrow", "wide"], lora_alpha=12, task_type="CAUSAL_LM",
-                         target_modules=["q_proj", "v_proj", "down_proj"], **kw)
+    return ThanoRAConfig(
+        task_names=["narrow", "wide"],
+        lora_alpha=12,
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        **kw,
+    )
 
 
 def principal_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -112,7 +129,10 @@ def test_padding_excluded_and_token_cap():
     x = torch.randn(1, n, d, generator=g)
     padded = torch.cat([x, 1e3 * torch.ones(1, 10, d)], 1)
     mask = torch.cat([torch.ones(1, n), torch.zeros(1, 10)], 1)
-    a = {"simple": [{"x": x, "y": x, "attention_mask": torch.ones(1, n)}], "complex": [{"x": x, "y": x, "attention_mask": torch.ones(1, n)}]}
+    a = {
+        "simple": [{"x": x, "y": x, "attention_mask": torch.ones(1, n)}],
+        "complex": [{"x": x, "y": x, "attention_mask": torch.ones(1, n)}],
+    }
     b = {"simple": [{"x": padded, "y": padded, "attention_mask": mask}], "complex": a["complex"]}
     ca, cb = toy_config(), toy_config()
     preprocess_thanora(Toy(), ca, a)
@@ -137,10 +157,12 @@ def test_initial_blocks_span_each_tasks_top_subspace():
         x = batches[t][0]["x"][0].double()
         top = torch.linalg.svd(x, full_matrices=False).Vh[: e - s]
         assert principal_cosines(a[s:e], top).min() > 1 - 1e-6
-    assert a.norm(dim=1).sub(3 ** -0.5).abs().max() < 1e-5
+    assert a.norm(dim=1).sub(3**-0.5).abs().max() < 1e-5
     # random LoRA init is nowhere near the task subspace (the test can fail)
     rand = torch.nn.Linear(16, 3).weight.detach()
-    assert principal_cosines(rand, torch.linalg.svd(batches["simple"][0]["x"][0], full_matrices=False).Vh[:3]).min() < 0.99
+    assert (
+        principal_cosines(rand, torch.linalg.svd(batches["simple"][0]["x"][0], full_matrices=False).Vh[:3]).min() < 0.99
+    )
 
 
 def test_orthogonal_init_gives_orthogonal_blocks_and_keeps_first_block():
@@ -184,8 +206,14 @@ def test_gradient_statistic_and_gpt2():
     _check_merge(model)
 
     gpt = make_tiny_gpt2()
-    cfg = ThanoRAConfig(task_names=["narrow", "wide"], r=4, lora_alpha=8, task_type="CAUSAL_LM",
-                        target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)
+    cfg = ThanoRAConfig(
+        task_names=["narrow", "wide"],
+        r=4,
+        lora_alpha=8,
+        task_type="CAUSAL_LM",
+        target_modules=["c_attn", "c_fc"],
+        fan_in_fan_out=True,
+    )
     preprocess_thanora(gpt, cfg, llama_tasks())
     assert set(cfg.task_rank_map) == {f"transformer.h.{i}.{m}" for i in range(2) for m in ("attn.c_attn", "mlp.c_fc")}
     model = get_peft_model(gpt, cfg)
@@ -304,14 +332,29 @@ def test_trainer_adds_regulariser_once(tmp_path):
     preprocess_thanora(base, cfg, llama_tasks())
     model = get_peft_model(base, cfg)
     _randomize_B(model)
-    rows = [{"input_ids": b["input_ids"][i].tolist(), "labels": b["input_ids"][i].tolist(), "task": t}
-            for t, bs in llama_tasks().items() for b in bs for i in range(2)]
+    rows = [
+        {"input_ids": b["input_ids"][i].tolist(), "labels": b["input_ids"][i].tolist(), "task": t}
+        for t, bs in llama_tasks().items()
+        for b in bs
+        for i in range(2)
+    ]
     ds = Dataset.from_list(rows)
-    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=2, max_steps=2, report_to=[],
-                             learning_rate=1e-3, use_cpu=True, save_strategy="no", logging_steps=1)
+    args = TrainingArguments(
+        str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=2,
+        report_to=[],
+        learning_rate=1e-3,
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+    )
     trainer = ThanoRATrainer(model=model, args=args, train_dataset=ds)
-    batch = {"input_ids": torch.tensor(rows[0:2][0]["input_ids"])[None], "labels": torch.tensor(rows[0]["labels"])[None],
-             "task": ["narrow"]}
+    batch = {
+        "input_ids": torch.tensor(rows[0:2][0]["input_ids"])[None],
+        "labels": torch.tensor(rows[0]["labels"])[None],
+        "task": ["narrow"],
+    }
     with torch.no_grad():
         task_loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
         total = trainer.compute_loss(model, batch)
@@ -335,8 +378,10 @@ def test_clear_errors():
         cfg = ThanoRAConfig(task_names=["simple", "complex"], r=4, target_modules=["nope"])
         preprocess_thanora(Toy(), cfg, toy_batches())
     with pytest.raises(TypeError, match="ThanoRAConfig"):
-        ThanoRATrainer(model=get_peft_model(make_tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"])),
-                       args=TrainingArguments("/tmp/x", report_to=[], use_cpu=True))
+        ThanoRATrainer(
+            model=get_peft_model(make_tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"])),
+            args=TrainingArguments("/tmp/x", report_to=[], use_cpu=True),
+        )
 
 
 def test_cache_file_round_trip(tmp_path):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -23,12 +24,17 @@ class GraphBatch:
     batch: torch.Tensor
     num_graphs: int
 
-    def detach(self) -> "GraphBatch":
+    def detach(self) -> GraphBatch:
         return GraphBatch(self.x.detach(), self.edge_index, self.edge_weight.detach(), self.batch, self.num_graphs)
 
-    def to(self, device) -> "GraphBatch":
-        return GraphBatch(self.x.to(device), self.edge_index.to(device), self.edge_weight.to(device),
-                          self.batch.to(device), self.num_graphs)
+    def to(self, device) -> GraphBatch:
+        return GraphBatch(
+            self.x.to(device),
+            self.edge_index.to(device),
+            self.edge_weight.to(device),
+            self.batch.to(device),
+            self.num_graphs,
+        )
 
     def inputs(self) -> tuple:
         return self.x, self.edge_index, self.edge_weight, self.batch
@@ -56,9 +62,18 @@ class PseudoGraphBank(nn.Module):
         seed: seeds sizes, pairs and initial values.
     """
 
-    def __init__(self, num_graphs: int, feat_dim: int, n_range: Sequence[int] = (10, 29), xi: float = 0.3,
-                 target_mean_degree: Optional[float] = 2.0, init_logit: float = -1.0, candidates: str = "ring",
-                 feature_mode: str = "softmax", seed: int = 0):
+    def __init__(
+        self,
+        num_graphs: int,
+        feat_dim: int,
+        n_range: Sequence[int] = (10, 29),
+        xi: float = 0.3,
+        target_mean_degree: Optional[float] = 2.0,
+        init_logit: float = -1.0,
+        candidates: str = "ring",
+        feature_mode: str = "softmax",
+        seed: int = 0,
+    ):
         super().__init__()
         n_min, n_max = int(n_range[0]), int(n_range[1])
         if not 0.0 < xi <= 1.0:
@@ -113,10 +128,18 @@ class PseudoGraphBank(nn.Module):
     def _gather(self, idx: torch.Tensor):
         idx = idx.to(self.node_ptr.device)
         n = self.num_nodes[idx]
-        node_ids = torch.cat([torch.arange(s, e, device=n.device) for s, e in
-                              zip(self.node_ptr[idx].tolist(), self.node_ptr[idx + 1].tolist())])
-        pair_ids = torch.cat([torch.arange(s, e, device=n.device) for s, e in
-                              zip(self.pair_ptr[idx].tolist(), self.pair_ptr[idx + 1].tolist())])
+        node_ids = torch.cat(
+            [
+                torch.arange(s, e, device=n.device)
+                for s, e in zip(self.node_ptr[idx].tolist(), self.node_ptr[idx + 1].tolist())
+            ]
+        )
+        pair_ids = torch.cat(
+            [
+                torch.arange(s, e, device=n.device)
+                for s, e in zip(self.pair_ptr[idx].tolist(), self.pair_ptr[idx + 1].tolist())
+            ]
+        )
         # Re-index global node ids into the batch: local = global - node_ptr[g] + new_ptr[g].
         new_ptr = torch.cat([n.new_zeros(1), n.cumsum(0)])
         pos = torch.empty(self.num_graphs, dtype=torch.long, device=n.device)
@@ -134,8 +157,14 @@ class PseudoGraphBank(nn.Module):
         u = torch.rand(theta.shape, generator=generator, device=theta.device).clamp(1e-6, 1 - 1e-6)
         return torch.sigmoid((theta + torch.log(u) - torch.log1p(-u)) / temperature)
 
-    def sample(self, idx: Optional[torch.Tensor] = None, temperature: float = 0.5, mode: str = "concrete",
-               generator: Optional[torch.Generator] = None, theta: Optional[torch.Tensor] = None) -> GraphBatch:
+    def sample(
+        self,
+        idx: Optional[torch.Tensor] = None,
+        temperature: float = 0.5,
+        mode: str = "concrete",
+        generator: Optional[torch.Generator] = None,
+        theta: Optional[torch.Tensor] = None,
+    ) -> GraphBatch:
         """Graphs ``idx`` (default all) as a :class:`GraphBatch`.
 
         ``mode``: ``"concrete"`` (soft sample), ``"hard"`` (``1[θ>0]``, export/eval), ``"straight_through"``
@@ -186,7 +215,7 @@ class PseudoGraphBank(nn.Module):
         idx = torch.arange(self.num_graphs) if idx is None else torch.as_tensor(idx)
         out = []
         with torch.no_grad():
-            for j, g in enumerate(idx.tolist()):
+            for _j, g in enumerate(idx.tolist()):
                 b = self.sample(torch.tensor([g]), mode="hard")
                 keep = b.edge_weight > 0
                 x = F.one_hot(b.x.argmax(-1), self.feat_dim).float()

@@ -7,7 +7,6 @@ Student side: ``L_KD = τ²·KL(T_τ ‖ S_τ)`` with the adversarial τ, on cur
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
@@ -59,7 +58,7 @@ class ACGKDCore:
     """Bank, generator optimizer, curriculum and the loss functions of one ACGKD run.
 
     Args:
-        teacher: a trained weighted-edge teacher (see :mod:`trainers.acgkd.models`); it is frozen here.
+        teacher: a trained weighted-edge teacher (see :mod:`hf_trust.trainers.acgkd.models`); it is frozen here.
         student: the student encoder (``reuse_teacher_head``) or a full student classifier.
         args: an :class:`ACGKDConfig` (or any object with its fields).
         rank: process index; curriculum draws (student batches and generator batches) are seeded per rank, so
@@ -67,8 +66,9 @@ class ACGKDCore:
         bank: start from this bank (e.g. one saved from an earlier run) instead of a fresh one.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, args: Any, rank: int = 0,
-                 bank: Optional[PseudoGraphBank] = None):
+    def __init__(
+        self, teacher: nn.Module, student: nn.Module, args: Any, rank: int = 0, bank: Optional[PseudoGraphBank] = None
+    ):
         check_weighted_teacher(teacher, need_head=args.reuse_teacher_head)
         check_weighted_teacher(student, need_head=False) if not args.reuse_teacher_head else None
         self.args, self.rank = args, rank
@@ -77,22 +77,44 @@ class ACGKDCore:
             p.requires_grad_(False)
         torch.manual_seed(args.seed)  # the GAT projection's init
         lifted = LiftedStudent(student, teacher) if args.reuse_teacher_head else student
-        self.model = DistillModel(lifted, AdvTemperature(args.tau_init, args.tau_min, args.tau_max,
-                                                         args.adversarial_temperature))
+        self.model = DistillModel(
+            lifted, AdvTemperature(args.tau_init, args.tau_min, args.tau_max, args.adversarial_temperature)
+        )
         self.num_classes = _num_classes(teacher)
-        self.bank = bank if bank is not None else PseudoGraphBank(args.num_pseudo_graphs, _feat_dim(teacher), (args.min_nodes, args.max_nodes),
-                                    args.xi, args.target_mean_degree, candidates=args.candidate_pairs,
-                                    feature_mode=args.feature_mode, seed=args.seed)
+        self.bank = (
+            bank
+            if bank is not None
+            else PseudoGraphBank(
+                args.num_pseudo_graphs,
+                _feat_dim(teacher),
+                (args.min_nodes, args.max_nodes),
+                args.xi,
+                args.target_mean_degree,
+                candidates=args.candidate_pairs,
+                feature_mode=args.feature_mode,
+                seed=args.seed,
+            )
+        )
         self.targets = torch.arange(args.num_pseudo_graphs) % self.num_classes  # balanced ŷ = g mod C
         self.hooks = BNStatHooks(teacher) if args.alpha_bn > 0 else None
         g = torch.Generator().manual_seed(args.seed + 11)
         # The random structure of the feature-only baselines: one Bernoulli draw at init, then frozen.
         self.fixed_edges = torch.bernoulli(torch.sigmoid(self.bank.theta.detach()), generator=g)
-        params = {"acgkd": [self.bank.z, self.bank.theta], "gfkd_arm": [self.bank.z, self.bank.theta],
-                  "deepinv_features": [self.bank.z], "randg": []}[args.gen_mode]
+        params = {
+            "acgkd": [self.bank.z, self.bank.theta],
+            "gfkd_arm": [self.bank.z, self.bank.theta],
+            "deepinv_features": [self.bank.z],
+            "randg": [],
+        }[args.gen_mode]
         self.gen_opt = torch.optim.Adam(params, lr=args.gen_lr) if params else None
-        self.sampler = CurriculumSampler(args.num_pseudo_graphs, args.max_steps, args.curriculum_r0,
-                                         args.curriculum_ramp, args.curriculum, seed=args.seed + 1000 * rank)
+        self.sampler = CurriculumSampler(
+            args.num_pseudo_graphs,
+            args.max_steps,
+            args.curriculum_r0,
+            args.curriculum_ramp,
+            args.curriculum,
+            seed=args.seed + 1000 * rank,
+        )
         self.gen_rng = torch.Generator().manual_seed(args.seed + 1)
         self.student_rng = torch.Generator().manual_seed(args.seed + 2 + 7919 * rank)
         self.history: dict[str, list[float]] = {"warmup_ce": [], "warmup_bn": [], "gen_loss": [], "tau": []}
@@ -180,8 +202,12 @@ class ACGKDCore:
         self._last = (float(ce.detach().mean()), float(bn.detach()))
         u = torch.rand(theta.shape, generator=self.gen_rng)
         with torch.no_grad():
-            l1 = self.gen_loss(self.bank.sample(idx, mode="fixed", theta=(u > torch.sigmoid(-theta)).float()), idx, True)[0]
-            l2 = self.gen_loss(self.bank.sample(idx, mode="fixed", theta=(u < torch.sigmoid(theta)).float()), idx, True)[0]
+            l1 = self.gen_loss(
+                self.bank.sample(idx, mode="fixed", theta=(u > torch.sigmoid(-theta)).float()), idx, True
+            )[0]
+            l2 = self.gen_loss(
+                self.bank.sample(idx, mode="fixed", theta=(u < torch.sigmoid(theta)).float()), idx, True
+            )[0]
             owner = torch.searchsorted(self.bank.pair_ptr, pid, right=True) - 1  # graph id of every pair
             pos = torch.empty(self.bank.num_graphs, dtype=torch.long)
             pos[idx] = torch.arange(idx.numel())
@@ -199,7 +225,7 @@ class ACGKDCore:
             self.warmed_up = True
             return
         it = tqdm(range(a.gen_warmup_steps), desc="ACGKD generator warm-up", disable=not progress)
-        for i in it:
+        for _i in it:
             if a.gen_warmup_batch:
                 idx = torch.randperm(self.bank.num_graphs, generator=self.gen_rng)[: a.gen_warmup_batch]
             else:

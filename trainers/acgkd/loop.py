@@ -22,20 +22,32 @@ def build_student_optimizer(model: nn.Module, args) -> tuple:
     # The Trainer's own rule (it does not read ``self``), so the two paths cannot drift apart.
     decay = set(Trainer.get_decay_parameter_names(None, model))
     groups = [
-        {"params": [p for n, p in model.named_parameters() if n in decay and p.requires_grad],
-         "weight_decay": args.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n not in decay and p.requires_grad],
-         "weight_decay": 0.0},
+        {
+            "params": [p for n, p in model.named_parameters() if n in decay and p.requires_grad],
+            "weight_decay": args.weight_decay,
+        },
+        {"params": [p for n, p in model.named_parameters() if n not in decay and p.requires_grad], "weight_decay": 0.0},
     ]
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     opt = cls(groups, **kwargs)
-    sched = get_scheduler(args.lr_scheduler_type, opt, num_warmup_steps=args.get_warmup_steps(args.max_steps),
-                          num_training_steps=args.max_steps)
+    sched = get_scheduler(
+        args.lr_scheduler_type,
+        opt,
+        num_warmup_steps=args.get_warmup_steps(args.max_steps),
+        num_training_steps=args.max_steps,
+    )
     return opt, sched
 
 
-def acgkd_distill(teacher: nn.Module, student: nn.Module, args, eval_graphs: Optional[list] = None,
-                  progress: bool = True, return_core: bool = False, bank=None):
+def acgkd_distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    args,
+    eval_graphs: Optional[list] = None,
+    progress: bool = True,
+    return_core: bool = False,
+    bank=None,
+):
     """Distil ``teacher`` into ``student`` without data; returns the trained :class:`DistillModel`.
 
     ``args`` is an :class:`ACGKDConfig`. ``eval_graphs`` is only used to log accuracy at the end, never for

@@ -17,15 +17,19 @@ class BNStatHooks:
         self.losses: list[torch.Tensor] = []
         self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
         if not self.handles:
-            raise ValueError("The teacher has no BatchNorm1d layer, so the BN-statistics loss is undefined; "
-                             "set alpha_bn=0 or use a teacher with BatchNorm.")
+            raise ValueError(
+                "The teacher has no BatchNorm1d layer, so the BN-statistics loss is undefined; "
+                "set alpha_bn=0 or use a teacher with BatchNorm."
+            )
 
     def _hook(self, module: nn.BatchNorm1d, inputs, _output) -> None:
         x = inputs[0]
         mean, var = x.mean(0), x.var(0, unbiased=False)
         # sqrt(Σ²+ε) rather than torch.norm: the norm's gradient is NaN at exactly 0.
-        self.losses.append(torch.sqrt(((mean - module.running_mean) ** 2).sum() + 1e-8)
-                           + torch.sqrt(((var - module.running_var) ** 2).sum() + 1e-8))
+        self.losses.append(
+            torch.sqrt(((mean - module.running_mean) ** 2).sum() + 1e-8)
+            + torch.sqrt(((var - module.running_var) ** 2).sum() + 1e-8)
+        )
 
     def pop(self) -> torch.Tensor:
         loss = torch.stack(self.losses).sum() if self.losses else torch.zeros(())
@@ -45,8 +49,12 @@ def feature_entropy(x: torch.Tensor) -> torch.Tensor:
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau) -> torch.Tensor:
     """``τ²·KL(softmax(z_T/τ) ‖ softmax(z_S/τ))``, batchmean. Log-targets: a softmax target underflows to
     exact 0 on confident graphs and gives NaN gradients."""
-    return (tau ** 2) * F.kl_div(F.log_softmax(student_logits / tau, -1), F.log_softmax(teacher_logits / tau, -1),
-                                 reduction="batchmean", log_target=True)
+    return (tau**2) * F.kl_div(
+        F.log_softmax(student_logits / tau, -1),
+        F.log_softmax(teacher_logits / tau, -1),
+        reduction="batchmean",
+        log_target=True,
+    )
 
 
 class _GradReverse(torch.autograd.Function):
@@ -74,7 +82,9 @@ class AdvTemperature(nn.Module):
     def __init__(self, init: float = 2.0, tau_min: float = 1.0, tau_max: float = 8.0, adversarial: bool = True):
         super().__init__()
         if not tau_min < init < tau_max:
-            raise ValueError(f"tau_init must lie strictly inside (tau_min, tau_max) = ({tau_min}, {tau_max}), got {init}.")
+            raise ValueError(
+                f"tau_init must lie strictly inside (tau_min, tau_max) = ({tau_min}, {tau_max}), got {init}."
+            )
         self.tau_min, self.tau_max, self.adversarial = tau_min, tau_max, adversarial
         r = (init - tau_min) / (tau_max - tau_min)
         self.phi = nn.Parameter(torch.tensor(math.log(r / (1 - r))), requires_grad=adversarial)

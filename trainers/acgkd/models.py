@@ -1,6 +1,6 @@
 """PyG models that accept soft edge weights: the "weighted-edge teacher" contract of ACGKD.
 
-A teacher usable by :class:`~trainers.acgkd.ACGKDTrainer` must
+A teacher usable by :class:`~hf_trust.trainers.acgkd.ACGKDTrainer` must
 
 * take ``forward(x, edge_index, edge_weight=None, batch=None) -> logits`` (soft pseudo-edges reach the
   structure only through ``edge_weight``; PyG's ``GINConv`` has no such argument, pyg #8708), and
@@ -56,8 +56,15 @@ class GNNClassifier(nn.Module):
         readout: ``"sum"`` (GFKD's choice), ``"mean"`` or ``"max"``.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, num_classes: Optional[int], num_layers: int = 3,
-                 conv: str = "gin", readout: str = "sum"):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        num_classes: Optional[int],
+        num_layers: int = 3,
+        conv: str = "gin",
+        readout: str = "sum",
+    ):
         super().__init__()
         if conv not in ("gin", "gcn"):
             raise HFTrustError(f"conv must be 'gin' or 'gcn', got {conv!r}.")
@@ -85,8 +92,10 @@ class GNNClassifier(nn.Module):
 
     def forward(self, x, edge_index, edge_weight=None, batch=None) -> torch.Tensor:
         if self.classifier is None:
-            raise HFTrustError("This GNNClassifier was built with num_classes=None (an encoder); wrap it in a "
-                               "LiftedStudent or build it with num_classes to classify.")
+            raise HFTrustError(
+                "This GNNClassifier was built with num_classes=None (an encoder); wrap it in a "
+                "LiftedStudent or build it with num_classes to classify."
+            )
         return self.classifier(self.readout(self.encode(x, edge_index, edge_weight, batch), batch))
 
 
@@ -97,14 +106,16 @@ def check_weighted_teacher(teacher: nn.Module, need_head: bool = True) -> None:
         raise HFTrustError(
             f"{type(teacher).__name__}.forward has no `edge_weight` argument, so soft pseudo-edges cannot reach "
             "it and the structure would get no gradient. Use trainers.acgkd.GNNClassifier (weighted GIN/GCN) or "
-            "add `edge_weight=None` to forward and multiply messages by it (PyG's GINConv cannot, pyg #8708).")
+            "add `edge_weight=None` to forward and multiply messages by it (PyG's GINConv cannot, pyg #8708)."
+        )
     if need_head:
         missing = [a for a in ("encode", "readout", "classifier", "hidden_dim") if not hasattr(teacher, a)]
         if missing or not isinstance(getattr(teacher, "classifier", None), nn.Linear):
             raise HFTrustError(
                 f"Reusing the teacher's classifier needs `encode`, `readout`, `classifier` (nn.Linear) and "
                 f"`hidden_dim` on the teacher; {type(teacher).__name__} lacks {missing or ['an nn.Linear classifier']}."
-                " Use GNNClassifier, or set reuse_teacher_head=False and give the student its own head.")
+                " Use GNNClassifier, or set reuse_teacher_head=False and give the student its own head."
+            )
 
 
 class LiftedStudent(nn.Module):

@@ -23,18 +23,26 @@ def _graph(label: int, rng: random.Random, hard: bool):
     carbons = list(range(6))
     prev = rng.randrange(6)
     for _ in range(rng.randint(4, 14) if hard else rng.randint(0, 4)):
-        atoms.append("C"); edges.append((prev, len(atoms) - 1)); carbons.append(len(atoms) - 1); prev = len(atoms) - 1
+        atoms.append("C")
+        edges.append((prev, len(atoms) - 1))
+        carbons.append(len(atoms) - 1)
+        prev = len(atoms) - 1
 
     def add(sym: str, to: int) -> int:
-        atoms.append(sym); edges.append((to, len(atoms) - 1)); return len(atoms) - 1
+        atoms.append(sym)
+        edges.append((to, len(atoms) - 1))
+        return len(atoms) - 1
 
     n = add("N", rng.choice(carbons))
     if label == 0:
-        add("O", n); add("O", rng.choice(carbons))
+        add("O", n)
+        add("O", rng.choice(carbons))
     elif label == 1:
-        add("O", n); add("O", n)
+        add("O", n)
+        add("O", n)
     else:
-        add("O", rng.choice(carbons)); add("O", rng.choice(carbons))
+        add("O", rng.choice(carbons))
+        add("O", rng.choice(carbons))
     for _ in range(rng.randint(0, 2)):
         add(rng.choice(("F", "Cl", "Br")), rng.choice(carbons))
     if hard:
@@ -53,8 +61,9 @@ def make_motif_graphs(n: int, num_classes: int = 2, seed: int = 0) -> list:
     return [_graph(i % num_classes, rng, hard=num_classes == 3) for i in range(n)]
 
 
-def train_teacher(model: torch.nn.Module, graphs: list, epochs: int = 30, lr: float = 1e-2, batch_size: int = 32,
-                  seed: int = 0) -> torch.nn.Module:
+def train_teacher(
+    model: torch.nn.Module, graphs: list, epochs: int = 30, lr: float = 1e-2, batch_size: int = 32, seed: int = 0
+) -> torch.nn.Module:
     """Fit a graph classifier on real graphs (teacher pre-training; not part of the data-free path)."""
     import torch.nn.functional as F
     from torch_geometric.loader import DataLoader

@@ -6,7 +6,7 @@ own step fits the student to the teacher on pseudo-graphs. Real graphs appear on
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,17 +61,31 @@ class ACGKDTrainer(Trainer):
         train_dataset: must stay ``None``: the distillation path does not take real data.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, args: ACGKDConfig, eval_dataset: Any = None,
-                 train_dataset: Any = None, compute_metrics=None, **kwargs):
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        args: ACGKDConfig,
+        eval_dataset: Any = None,
+        train_dataset: Any = None,
+        compute_metrics=None,
+        **kwargs,
+    ):
         if not isinstance(args, ACGKDConfig):
             raise HFTrustError("ACGKDTrainer needs args=ACGKDConfig(...) (it carries the bank and loss settings).")
         if train_dataset is not None:
             raise HFTrustError("ACGKD is data-free: pass real graphs as eval_dataset only; train_dataset must be None.")
         rank = args.process_index
         self.core = ACGKDCore(teacher, student, args, rank=rank)
-        super().__init__(model=self.core.model, args=args, train_dataset=StepDataset(args.max_steps),
-                         eval_dataset=eval_dataset, data_collator=graph_collator,
-                         compute_metrics=compute_metrics or accuracy_metrics, **kwargs)
+        super().__init__(
+            model=self.core.model,
+            args=args,
+            train_dataset=StepDataset(args.max_steps),
+            eval_dataset=eval_dataset,
+            data_collator=graph_collator,
+            compute_metrics=compute_metrics or accuracy_metrics,
+            **kwargs,
+        )
 
     def _prepare_input(self, data):
         # PyG Batch is neither a tensor nor a Mapping, so the Trainer would leave it on the CPU.
@@ -84,10 +98,14 @@ class ACGKDTrainer(Trainer):
         if gen_warmup and not self.core.warmed_up:
             self.core.warmup(progress=not self.args.disable_tqdm and self.args.process_index == 0)
             if self.core.history["warmup_ce"]:
-                self.log({"warmup_ce_first": self.core.history["warmup_ce"][0],
-                          "warmup_ce_last": self.core.history["warmup_ce"][-1],
-                          "warmup_bn_first": self.core.history["warmup_bn"][0],
-                          "warmup_bn_last": self.core.history["warmup_bn"][-1]})
+                self.log(
+                    {
+                        "warmup_ce_first": self.core.history["warmup_ce"][0],
+                        "warmup_ce_last": self.core.history["warmup_ce"][-1],
+                        "warmup_bn_first": self.core.history["warmup_bn"][0],
+                        "warmup_bn_last": self.core.history["warmup_bn"][-1],
+                    }
+                )
         return super().train(*args, **kwargs)
 
     def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch=None) -> torch.Tensor:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from hf_trust.errors import ClientTimeout
+
 from .strategy import Params, Strategy
-
-
-class ClientTimeout(RuntimeError):
-    """Raised inside a client's training when it runs past ``FederatedConfig.client_timeout``."""
 
 
 def trainable_params(model: nn.Module) -> Params:
@@ -182,7 +181,9 @@ class SupervisedClientTrainer(ClientTrainer):
                 correct += int((logits.argmax(-1) == y).sum())
         if self.keep_optimizer_state:
             ctx.state["optimizer"] = opt.state_dict()
-        return ClientResult(num_rows(ctx.dataset), {"train_loss": total / max(seen, 1), "train_accuracy": correct / max(seen, 1)})
+        return ClientResult(
+            num_rows(ctx.dataset), {"train_loss": total / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+        )
 
     @torch.no_grad()
     def evaluate(self, dataset: Any) -> dict[str, float]:

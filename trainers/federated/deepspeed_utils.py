@@ -12,7 +12,7 @@ the server step is local to that job.  Two known pitfalls are handled here:
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ def is_zero3_partitioned(params: Iterable[torch.Tensor]) -> bool:
 
 
 @contextlib.contextmanager
-def gathered(params: Iterable[torch.Tensor], modifier_rank: "int | None" = 0):
+def gathered(params: Iterable[torch.Tensor], modifier_rank: int | None = 0):
     """Full parameters inside the block under ZeRO-3 (writes by ``modifier_rank`` are re-partitioned);
     a no-op when the parameters are not partitioned or DeepSpeed is not installed."""
     params = list(params)
@@ -63,8 +63,15 @@ class DeepSpeedClientTrainer:
         input_column, label_column: columns of the client datasets.
     """
 
-    def __init__(self, model: nn.Module, accelerator, lr: float = 0.01, batch_size: int = 8,
-                 input_column: str = "x", label_column: str = "label"):
+    def __init__(
+        self,
+        model: nn.Module,
+        accelerator,
+        lr: float = 0.01,
+        batch_size: int = 8,
+        input_column: str = "x",
+        label_column: str = "label",
+    ):
         zero_dim_params_to_buffers(model)
         self.accelerator = accelerator
         self.lr, self.batch_size = lr, batch_size

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-
-class PartitionError(ValueError):
-    """A partition request that cannot be satisfied (bad parameters or data)."""
+from hf_trust.errors import PartitionError
 
 
 @dataclass
@@ -78,7 +77,7 @@ class Partitions:
             lines.append(f"client {row['client']:3d} n={row['size']:6d}{extra} classes={row['classes']}")
         return "\n".join(lines)
 
-    def save(self, path: "str | Path") -> None:
+    def save(self, path: str | Path) -> None:
         payload = {
             "method": self.method,
             "params": self.params,
@@ -89,7 +88,9 @@ class Partitions:
         Path(path).write_text(json.dumps(payload))
 
     @classmethod
-    def load(cls, path: "str | Path", labels: Sequence[int], domains: Optional[Sequence] = None, dataset=None) -> "Partitions":
+    def load(
+        cls, path: str | Path, labels: Sequence[int], domains: Optional[Sequence] = None, dataset=None
+    ) -> Partitions:
         payload = json.loads(Path(path).read_text())
         return cls(
             [np.asarray(ix, dtype=np.int64) for ix in payload["indices"]],
@@ -146,8 +147,13 @@ class IIDPartitioner(_Partitioner):
 
     def _split(self, labels, domains, rng):
         perm = rng.permutation(len(labels))
-        return Partitions([np.sort(s) for s in np.array_split(perm, self.num_clients)], labels, domains,
-                          method="iid", params={"num_clients": self.num_clients, "seed": self.seed})
+        return Partitions(
+            [np.sort(s) for s in np.array_split(perm, self.num_clients)],
+            labels,
+            domains,
+            method="iid",
+            params={"num_clients": self.num_clients, "seed": self.seed},
+        )
 
 
 def _dirichlet_split(
@@ -232,11 +238,22 @@ class DirichletLabelPartitioner(_Partitioner):
 
     def _split(self, labels, domains, rng):
         rows = np.arange(len(labels))
-        idx = _dirichlet_split(labels, rows, self.num_clients, self.alpha, self.min_size, self.min_per_class,
-                               rng, self.max_retries)
-        return Partitions(idx, labels, domains, method="dirichlet",
-                          params={"num_clients": self.num_clients, "alpha": self.alpha, "min_size": self.min_size,
-                                  "min_per_class": self.min_per_class, "seed": self.seed})
+        idx = _dirichlet_split(
+            labels, rows, self.num_clients, self.alpha, self.min_size, self.min_per_class, rng, self.max_retries
+        )
+        return Partitions(
+            idx,
+            labels,
+            domains,
+            method="dirichlet",
+            params={
+                "num_clients": self.num_clients,
+                "alpha": self.alpha,
+                "min_size": self.min_size,
+                "min_per_class": self.min_per_class,
+                "seed": self.seed,
+            },
+        )
 
 
 @dataclass
@@ -253,8 +270,10 @@ class FixedClassesPartitioner(_Partitioner):
             raise PartitionError(f"classes_per_client must be in [1, {len(classes)}], got {self.classes_per_client}.")
         # Round-robin over a shuffled class list so that every class has a holder when possible.
         order = rng.permutation(classes)
-        held = [[order[(k * self.classes_per_client + j) % len(order)] for j in range(self.classes_per_client)]
-                for k in range(self.num_clients)]
+        held = [
+            [order[(k * self.classes_per_client + j) % len(order)] for j in range(self.classes_per_client)]
+            for k in range(self.num_clients)
+        ]
         buckets: list[list[int]] = [[] for _ in range(self.num_clients)]
         for c in classes:
             owners = [k for k in range(self.num_clients) if c in held[k]]
@@ -263,10 +282,13 @@ class FixedClassesPartitioner(_Partitioner):
             idx = rng.permutation(np.flatnonzero(labels == c))
             for k, part in zip(owners, np.array_split(idx, len(owners))):
                 buckets[k] += part.tolist()
-        return Partitions([np.sort(np.asarray(b, dtype=np.int64)) for b in buckets], labels, domains,
-                          method="fixed_classes",
-                          params={"num_clients": self.num_clients, "classes_per_client": self.classes_per_client,
-                                  "seed": self.seed})
+        return Partitions(
+            [np.sort(np.asarray(b, dtype=np.int64)) for b in buckets],
+            labels,
+            domains,
+            method="fixed_classes",
+            params={"num_clients": self.num_clients, "classes_per_client": self.classes_per_client, "seed": self.seed},
+        )
 
 
 @dataclass
@@ -304,5 +326,11 @@ class DomainPartitioner(_Partitioner):
                 parts = _dirichlet_split(labels, rows, len(owners), self.alpha, self.min_size, 0, rng, self.max_retries)
             for k, p in zip(owners, parts):
                 indices[k] = p
-        return Partitions(indices, labels, domains, client_domains, method="domain",
-                          params={"num_clients": self.num_clients, "alpha": self.alpha, "seed": self.seed})
+        return Partitions(
+            indices,
+            labels,
+            domains,
+            client_domains,
+            method="domain",
+            params={"num_clients": self.num_clients, "alpha": self.alpha, "seed": self.seed},
+        )

@@ -8,8 +8,9 @@ so the cross-process reduction runs over chunks of classes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -24,17 +25,22 @@ class ClassMoments:
     s2: torch.Tensor
 
     @classmethod
-    def zeros(cls, num_classes: int, dim: int) -> "ClassMoments":
+    def zeros(cls, num_classes: int, dim: int) -> ClassMoments:
         f = torch.float64
-        return cls(torch.zeros(num_classes, dtype=f), torch.zeros(num_classes, dim, dtype=f),
-                   torch.zeros(num_classes, dim, dim, dtype=f))
+        return cls(
+            torch.zeros(num_classes, dtype=f),
+            torch.zeros(num_classes, dim, dtype=f),
+            torch.zeros(num_classes, dim, dim, dtype=f),
+        )
 
     @classmethod
-    def from_data(cls, features, labels: Sequence[int], num_classes: int) -> "ClassMoments":
+    def from_data(cls, features, labels: Sequence[int], num_classes: int) -> ClassMoments:
         z = torch.as_tensor(np.asarray(features), dtype=torch.float64)
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         if z.ndim != 2 or len(z) != len(y):
-            raise ValueError(f"features must be (n, d) with one label per row; got {tuple(z.shape)} and {len(y)} labels.")
+            raise ValueError(
+                f"features must be (n, d) with one label per row; got {tuple(z.shape)} and {len(y)} labels."
+            )
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise ValueError(f"labels must lie in [0, {num_classes}); got range [{int(y.min())}, {int(y.max())}].")
         out = cls.zeros(num_classes, z.shape[1])
@@ -43,7 +49,7 @@ class ClassMoments:
         out.s2.index_add_(0, y, z[:, :, None] * z[:, None, :])
         return out
 
-    def __add__(self, other: "ClassMoments") -> "ClassMoments":
+    def __add__(self, other: ClassMoments) -> ClassMoments:
         return ClassMoments(self.s0 + other.s0, self.s1 + other.s1, self.s2 + other.s2)
 
     @property

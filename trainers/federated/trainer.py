@@ -13,9 +13,10 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from .client import ClientContext, ClientResult, ClientTrainer, load_params, tra
 from .partition import Partitions
 from .strategy import Params, Strategy
 
-logger = logging.getLogger("trainers.federated")
+logger = logging.getLogger("hf_trust.trainers.federated")
 
 
 @dataclass
@@ -46,7 +47,7 @@ class FederatedConfig:
         log_with: accelerate tracker name(s) for per-round metrics (e.g. ``"tensorboard"``).
         execution: ``"clients_per_rank"`` (rank r trains clients r, r+P, ...; sums are reduced) or
             ``"deepspeed"`` (every client is one DeepSpeed job over all ranks, with
-            :class:`~trainers.federated.deepspeed_utils.DeepSpeedClientTrainer`).
+            :class:`~hf_trust.trainers.federated.deepspeed_utils.DeepSpeedClientTrainer`).
     """
 
     rounds: int = 10
@@ -115,10 +116,12 @@ class FederatedTrainer:
         config: FederatedConfig,
         eval_datasets: Optional[dict[str, Any]] = None,
         accelerator: Any = None,
-        before_round: Optional[Callable[["FederatedTrainer", int], None]] = None,
+        before_round: Optional[Callable[[FederatedTrainer, int], None]] = None,
     ):
         if not isinstance(strategy, Strategy):
-            raise TypeError(f"strategy must be a Strategy (FedAvg(), FedProx(...), ...), got {type(strategy).__name__}.")
+            raise TypeError(
+                f"strategy must be a Strategy (FedAvg(), FedProx(...), ...), got {type(strategy).__name__}."
+            )
         if accelerator is None:
             from accelerate import Accelerator
 
@@ -214,8 +217,9 @@ class FederatedTrainer:
                 result = self._train_client(k, round_idx, partitions)
             except Exception as exc:  # a failing client is dropped from the round, the others aggregate
                 logger.warning("client %d failed in round %d: %s", k, round_idx, exc)
-                local_records.append({"client": k, "failed": f"{type(exc).__name__}: {exc}",
-                                      "trace": traceback.format_exc(limit=3)})
+                local_records.append(
+                    {"client": k, "failed": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3)}
+                )
                 continue
             w = self.strategy.client_weight(result.num_examples)
             params = dict(self.client_trainer.model.named_parameters())
@@ -233,7 +237,9 @@ class FederatedTrainer:
             mean, offset = {}, 0
             for name in keys:
                 n = sums[name].numel()
-                mean[name] = (flat[offset : offset + n] / total).reshape(sums[name].shape).to(self.global_params[name].dtype)
+                mean[name] = (
+                    (flat[offset : offset + n] / total).reshape(sums[name].shape).to(self.global_params[name].dtype)
+                )
                 offset += n
             self.global_params = self.strategy.server_update(self.global_params, mean)
         if self.config.execution == "deepspeed":
@@ -248,7 +254,8 @@ class FederatedTrainer:
             "payload_bytes_up": upload,
             "payload_bytes_down": _param_bytes(self.global_params) * len(clients),
             "train_loss": float(np.average([r["train_loss"] for r in ok], weights=[r["num_examples"] for r in ok]))
-            if ok and all("train_loss" in r for r in ok) else None,
+            if ok and all("train_loss" in r for r in ok)
+            else None,
         }
         if self.config.eval_every and (round_idx + 1) % self.config.eval_every == 0:
             for name, ds in self.eval_datasets.items():
@@ -272,8 +279,12 @@ class FederatedTrainer:
         if self.config.log_with and not self._trackers_ready:
             self.accelerator.init_trackers("federated", config=asdict(self.config))
             self._trackers_ready = True
-        bar = tqdm(range(self.start_round, self.config.rounds), desc="rounds",
-                   disable=not self.accelerator.is_main_process, leave=False)
+        bar = tqdm(
+            range(self.start_round, self.config.rounds),
+            desc="rounds",
+            disable=not self.accelerator.is_main_process,
+            leave=False,
+        )
         for r in bar:
             row = self.run_round(r, partitions)
             self.history.append(row)
@@ -281,26 +292,36 @@ class FederatedTrainer:
             scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}
             if self.config.log_with:
                 self.accelerator.log(scalars, step=r + 1)
-            bar.set_postfix({k: round(v, 4) for k, v in scalars.items() if k.startswith("eval_") and k.endswith("accuracy")}, refresh=False)
+            bar.set_postfix(
+                {k: round(v, 4) for k, v in scalars.items() if k.startswith("eval_") and k.endswith("accuracy")},
+                refresh=False,
+            )
             if out is not None and self.config.save_every and (r + 1) % self.config.save_every == 0:
                 self.save_checkpoint(out / f"checkpoint-{r + 1}")
         if out is not None and self.accelerator.is_main_process:
             (out / "history.json").write_text(json.dumps(self.history, indent=1, default=float))
         return self.history
 
-    def save_checkpoint(self, path: "str | Path") -> None:
+    def save_checkpoint(self, path: str | Path) -> None:
         """Global parameters, strategy state, history (rank 0) and each rank's client states."""
         path = Path(path)
         if self.accelerator.is_main_process:
             path.mkdir(parents=True, exist_ok=True)
-            torch.save({"round": self.start_round, "global_params": self.global_params,
-                        "strategy": self.strategy.state_dict(), "history": self.history,
-                        "world": self.world}, path / "server.pt")
+            torch.save(
+                {
+                    "round": self.start_round,
+                    "global_params": self.global_params,
+                    "strategy": self.strategy.state_dict(),
+                    "history": self.history,
+                    "world": self.world,
+                },
+                path / "server.pt",
+            )
         self.accelerator.wait_for_everyone()
         torch.save(self.client_states, path / f"clients_rank{self.rank}.pt")
         self.accelerator.wait_for_everyone()
 
-    def load_checkpoint(self, path: "str | Path") -> None:
+    def load_checkpoint(self, path: str | Path) -> None:
         path = Path(path)
         if not (path / "server.pt").is_file():
             raise FileNotFoundError(f"{path} is not a federated checkpoint (no server.pt).")
@@ -321,7 +342,7 @@ class FederatedTrainer:
             load_params(self.client_trainer.model, self.global_params)
 
 
-def plot_history(history: list[dict], path: "str | Path", metric: str = "accuracy") -> Path:
+def plot_history(history: list[dict], path: str | Path, metric: str = "accuracy") -> Path:
     """Plot every ``eval_*_<metric>`` column against the round number."""
     import matplotlib
 

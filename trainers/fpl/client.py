@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.federated import ClientContext, ClientResult, SupervisedClientTrainer
-from trainers.federated.client import num_rows
+from hf_trust.trainers.federated import ClientContext, ClientResult, SupervisedClientTrainer
+from hf_trust.trainers.federated.client import num_rows
 
 from .nullspace import ProjectedOptimizer, null_space_projector
 from .prompts import CLIPPromptModel
@@ -23,13 +23,32 @@ class PromptClientTrainer(SupervisedClientTrainer):
     computed once per evaluation.
     """
 
-    def __init__(self, model: CLIPPromptModel, lr: float, batch_size: int, optimizer: str = "sgd",
-                 momentum: float = 0.0, weight_decay: float = 0.0, eval_batch_size: int = 128,
-                 input_column: str = "pixel_values", label_column: str = "label",
-                 device: Optional[torch.device] = None):
-        super().__init__(model, lr=lr, batch_size=batch_size, optimizer=optimizer, momentum=momentum,
-                         weight_decay=weight_decay, input_column=input_column, label_column=label_column,
-                         batch_to_inputs=self._inputs, loss_fn=self._loss, device=device)
+    def __init__(
+        self,
+        model: CLIPPromptModel,
+        lr: float,
+        batch_size: int,
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        eval_batch_size: int = 128,
+        input_column: str = "pixel_values",
+        label_column: str = "label",
+        device: Optional[torch.device] = None,
+    ):
+        super().__init__(
+            model,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            input_column=input_column,
+            label_column=label_column,
+            batch_to_inputs=self._inputs,
+            loss_fn=self._loss,
+            device=device,
+        )
         self.eval_batch_size = eval_batch_size
         self.projectors: dict[str, torch.Tensor] = {}
         self.deltas: dict[int, dict[str, torch.Tensor]] = {}
@@ -38,8 +57,10 @@ class PromptClientTrainer(SupervisedClientTrainer):
     def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         for col in (self.input_column, self.label_column):
             if col not in batch:
-                raise KeyError(f"the client data has no {col!r} column (has {sorted(batch)}); preprocess images "
-                               f"into {self.input_column!r} (float, C x H x W) and keep {self.label_column!r}.")
+                raise KeyError(
+                    f"the client data has no {col!r} column (has {sorted(batch)}); preprocess images "
+                    f"into {self.input_column!r} (float, C x H x W) and keep {self.label_column!r}."
+                )
         x = batch[self.input_column]
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
@@ -73,8 +94,9 @@ class PromptClientTrainer(SupervisedClientTrainer):
         self.model.clear_cache()
         result = super().fit(ctx)
         named = dict(self.model.named_parameters())
-        self.deltas[ctx.client_id] = {n: (named[n].detach() - g.to(named[n].device)).cpu().clone()
-                                      for n, g in ctx.global_params.items()}
+        self.deltas[ctx.client_id] = {
+            n: (named[n].detach() - g.to(named[n].device)).cpu().clone() for n, g in ctx.global_params.items()
+        }
         self.model.clear_cache()
         return result
 

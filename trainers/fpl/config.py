@@ -5,13 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from trainers.federated import FederatedConfig
+from hf_trust.errors import FPLConfigError
+from hf_trust.trainers.federated import FederatedConfig
 
 _KINDS = {"lpt": "lpt", "text": "lpt", "language": "lpt", "vpt": "vpt", "vision": "vpt", "both": "both", "ivlp": "both"}
-
-
-class FPLConfigError(ValueError):
-    """A prompt or run option is invalid."""
 
 
 @dataclass

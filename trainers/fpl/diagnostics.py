@@ -26,14 +26,19 @@ def round_diagnostics(client_deltas: dict[int, dict[str, torch.Tensor]], global_
         if not keys:
             continue
         to_global = [sum(token_cosine(client_deltas[c][k], global_delta[k]) for k in keys) / len(keys) for c in clients]
-        matrix = [[sum(token_cosine(client_deltas[a][k], client_deltas[b][k]) for k in keys) / len(keys)
-                   for b in clients] for a in clients]
-        out[group] = {"cos_to_global": to_global, "similarity": matrix,
-                      "mean_cos_to_global": sum(to_global) / len(to_global)}
+        matrix = [
+            [sum(token_cosine(client_deltas[a][k], client_deltas[b][k]) for k in keys) / len(keys) for b in clients]
+            for a in clients
+        ]
+        out[group] = {
+            "cos_to_global": to_global,
+            "similarity": matrix,
+            "mean_cos_to_global": sum(to_global) / len(to_global),
+        }
     return out
 
 
-def save_diagnostics(diagnostics: list[dict], out_dir: "str | Path") -> list[Path]:
+def save_diagnostics(diagnostics: list[dict], out_dir: str | Path) -> list[Path]:
     """Writes ``diagnostics.json``, the cosine-per-round plot and the last round's similarity matrices."""
     import matplotlib
 
@@ -49,8 +54,11 @@ def save_diagnostics(diagnostics: list[dict], out_dir: "str | Path") -> list[Pat
         return paths
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for g in groups:
-        ax.plot([d["round"] for d in diagnostics], [d[g]["mean_cos_to_global"] for d in diagnostics],
-                label={"text": "LPT", "vision": "VPT"}[g])
+        ax.plot(
+            [d["round"] for d in diagnostics],
+            [d[g]["mean_cos_to_global"] for d in diagnostics],
+            label={"text": "LPT", "vision": "VPT"}[g],
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("cos(client update, global update)")
     ax.legend(fontsize=7)
@@ -61,7 +69,9 @@ def save_diagnostics(diagnostics: list[dict], out_dir: "str | Path") -> list[Pat
     fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 3), squeeze=False)
     for ax, g in zip(axes[0], groups):
         im = ax.imshow(diagnostics[-1][g]["similarity"], vmin=-1, vmax=1, cmap="coolwarm")
-        ax.set_title(f"{'LPT' if g == 'text' else 'VPT'} client similarity (round {diagnostics[-1]['round']})", fontsize=8)
+        ax.set_title(
+            f"{'LPT' if g == 'text' else 'VPT'} client similarity (round {diagnostics[-1]['round']})", fontsize=8
+        )
         ax.set_xlabel("client")
         ax.set_ylabel("client")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
@@ -75,9 +85,15 @@ def summarize(history: list[dict], metric_key: str, last: int = 5) -> dict[str, 
     """The study's reporting: best round value, and mean/std over the last ``last`` evaluated rounds."""
     vals = [(r["round"], r[metric_key]) for r in history if r.get(metric_key) is not None]
     if not vals:
-        raise KeyError(f"{metric_key!r} is not in the history; evaluated keys: "
-                       f"{sorted({k for r in history for k in r if k.startswith('eval_')})}.")
+        raise KeyError(
+            f"{metric_key!r} is not in the history; evaluated keys: "
+            f"{sorted({k for r in history for k in r if k.startswith('eval_')})}."
+        )
     tail = torch.tensor([v for _, v in vals[-last:]], dtype=torch.float64)
     best_round, best = max(vals, key=lambda rv: rv[1])
-    return {"best": float(best), "best_round": best_round, "last_mean": float(tail.mean()),
-            "last_std": float(tail.std(unbiased=False))}
+    return {
+        "best": float(best),
+        "best_round": best_round,
+        "last_mean": float(tail.mean()),
+        "last_std": float(tail.std(unbiased=False)),
+    }

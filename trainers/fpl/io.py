@@ -15,7 +15,7 @@ ADAPTER_CONFIG = "fpl_prompt_config.json"
 ADAPTER_WEIGHTS = "fpl_prompts.safetensors"
 
 
-def save_prompts(model: CLIPPromptModel, path: "str | Path") -> Path:
+def save_prompts(model: CLIPPromptModel, path: str | Path) -> Path:
     """Write the prompt tensors (safetensors) and what is needed to rebuild the prompted model: the
     prompt config, class names and tokenised class prompts, and the base model's identity."""
     from safetensors.torch import save_file
@@ -37,7 +37,7 @@ def save_prompts(model: CLIPPromptModel, path: "str | Path") -> Path:
     return out
 
 
-def load_prompts(clip_model: Any, path: "str | Path") -> CLIPPromptModel:
+def load_prompts(clip_model: Any, path: str | Path) -> CLIPPromptModel:
     """Attach prompts saved by :func:`save_prompts` to ``clip_model`` (a ``CLIPModel`` of the same shape)."""
     from safetensors.torch import load_file
 
@@ -46,17 +46,27 @@ def load_prompts(clip_model: Any, path: "str | Path") -> CLIPPromptModel:
         raise FileNotFoundError(f"{src} holds no saved prompts ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} expected).")
     meta = json.loads((src / ADAPTER_CONFIG).read_text())
     cfg = clip_model.config
-    if (cfg.text_config.hidden_size, cfg.vision_config.hidden_size) != (meta["text_hidden_size"], meta["vision_hidden_size"]):
+    if (cfg.text_config.hidden_size, cfg.vision_config.hidden_size) != (
+        meta["text_hidden_size"],
+        meta["vision_hidden_size"],
+    ):
         raise FPLConfigError(
             f"the prompts were learnt for widths text={meta['text_hidden_size']}, vision={meta['vision_hidden_size']}; "
             f"this CLIPModel has {cfg.text_config.hidden_size}/{cfg.vision_config.hidden_size}. Load the base model "
-            f"{meta['base_model_name_or_path']!r}.")
-    model = CLIPPromptModel(clip_model, meta["class_names"], PromptConfig(**meta["prompt_config"]),
-                            class_input_ids=torch.tensor(meta["class_input_ids"]),
-                            class_attention_mask=torch.tensor(meta["class_attention_mask"]))
+            f"{meta['base_model_name_or_path']!r}."
+        )
+    model = CLIPPromptModel(
+        clip_model,
+        meta["class_names"],
+        PromptConfig(**meta["prompt_config"]),
+        class_input_ids=torch.tensor(meta["class_input_ids"]),
+        class_attention_mask=torch.tensor(meta["class_attention_mask"]),
+    )
     weights = load_file(str(src / ADAPTER_WEIGHTS))
     if set(weights) != set(model.prompts):
-        raise FPLConfigError(f"saved prompt tensors {sorted(weights)} do not match the config's {sorted(model.prompts)}.")
+        raise FPLConfigError(
+            f"saved prompt tensors {sorted(weights)} do not match the config's {sorted(model.prompts)}."
+        )
     with torch.no_grad():
         for k, v in weights.items():
             model.prompts[k].copy_(v)

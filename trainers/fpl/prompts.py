@@ -10,7 +10,8 @@ Removing the hooks (:meth:`CLIPPromptModel.remove_prompts`) leaves the base mode
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -18,8 +19,9 @@ from torch import nn
 from .config import FPLConfigError, PromptConfig
 
 
-def _class_rows(tokenizer: Any, class_names: Sequence[str], prompt: PromptConfig,
-                max_length: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _class_rows(
+    tokenizer: Any, class_names: Sequence[str], prompt: PromptConfig, max_length: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``[SOS] ctx... <name> . [EOS]`` ids per class, right-padded; returns ids, mask, ctx length."""
     if not class_names:
         raise FPLConfigError("class_names is empty; pass one name per class, in label order.")
@@ -38,7 +40,8 @@ def _class_rows(tokenizer: Any, class_names: Sequence[str], prompt: PromptConfig
             if len(ctx) != n:
                 raise FPLConfigError(
                     f"init_phrase {prompt.init_phrase!r} has {len(ctx)} tokens but n_ctx_text={n}; set "
-                    f"n_ctx_text={len(ctx)} or drop init_phrase for random init.")
+                    f"n_ctx_text={len(ctx)} or drop init_phrase for random init."
+                )
         else:
             ph = ids(prompt.placeholder)
             if len(ph) != 1:
@@ -52,7 +55,8 @@ def _class_rows(tokenizer: Any, class_names: Sequence[str], prompt: PromptConfig
     if longest > max_length:
         raise FPLConfigError(
             f"class prompts need {longest} positions but the text tower has {max_length}; shorten the class "
-            f"names or lower n_ctx_text.")
+            f"names or lower n_ctx_text."
+        )
     input_ids = torch.full((len(rows), longest), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), longest), dtype=torch.long)
     for i, r in enumerate(rows):
@@ -76,9 +80,15 @@ class CLIPPromptModel(nn.Module):
     ``requires_grad``, so only they travel in the federation.
     """
 
-    def __init__(self, clip: nn.Module, class_names: Optional[Sequence[str]], prompt: PromptConfig,
-                 tokenizer: Any = None, class_input_ids: Optional[torch.Tensor] = None,
-                 class_attention_mask: Optional[torch.Tensor] = None):
+    def __init__(
+        self,
+        clip: nn.Module,
+        class_names: Optional[Sequence[str]],
+        prompt: PromptConfig,
+        tokenizer: Any = None,
+        class_input_ids: Optional[torch.Tensor] = None,
+        class_attention_mask: Optional[torch.Tensor] = None,
+    ):
         super().__init__()
         if not hasattr(clip, "text_model") or not hasattr(clip, "vision_model"):
             raise FPLConfigError(f"expected a transformers CLIPModel, got {type(clip).__name__}.")
@@ -91,14 +101,19 @@ class CLIPPromptModel(nn.Module):
             p.requires_grad_(False)
         tcfg, vcfg = clip.config.text_config, clip.config.vision_config
         if prompt.uses_text and prompt.depth_text > tcfg.num_hidden_layers:
-            raise FPLConfigError(f"depth_text={prompt.depth_text} exceeds the text tower's {tcfg.num_hidden_layers} layers.")
+            raise FPLConfigError(
+                f"depth_text={prompt.depth_text} exceeds the text tower's {tcfg.num_hidden_layers} layers."
+            )
         if prompt.uses_vision and prompt.depth_vision > vcfg.num_hidden_layers:
-            raise FPLConfigError(f"depth_vision={prompt.depth_vision} exceeds the vision tower's {vcfg.num_hidden_layers} layers.")
+            raise FPLConfigError(
+                f"depth_vision={prompt.depth_vision} exceeds the vision tower's {vcfg.num_hidden_layers} layers."
+            )
         if class_input_ids is None:
             if tokenizer is None:
                 raise FPLConfigError("give a tokenizer (CLIPTokenizer) or class_input_ids to build the class prompts.")
             class_input_ids, class_attention_mask, n_ctx = _class_rows(
-                tokenizer, self.class_names or [], prompt, tcfg.max_position_embeddings)
+                tokenizer, self.class_names or [], prompt, tcfg.max_position_embeddings
+            )
         else:
             n_ctx = prompt.n_ctx_text if prompt.uses_text else 0
             if class_attention_mask is None:
@@ -146,8 +161,11 @@ class CLIPPromptModel(nn.Module):
 
             self._handles.append(tm.embeddings.token_embedding.register_forward_hook(text_embed_hook))
             for i in range(1, cfg.depth_text):
-                self._handles.append(tm.encoder.layers[i].register_forward_pre_hook(
-                    self._replace_hook(f"text_{i}", slice(1, 1 + nt)), with_kwargs=True))
+                self._handles.append(
+                    tm.encoder.layers[i].register_forward_pre_hook(
+                        self._replace_hook(f"text_{i}", slice(1, 1 + nt)), with_kwargs=True
+                    )
+                )
         if cfg.uses_vision:
             nv = cfg.n_ctx_vision
             vm = self.clip.vision_model
@@ -158,8 +176,11 @@ class CLIPPromptModel(nn.Module):
 
             self._handles.append(vm.embeddings.register_forward_hook(vision_embed_hook))
             for i in range(1, cfg.depth_vision):
-                self._handles.append(vm.encoder.layers[i].register_forward_pre_hook(
-                    self._replace_hook(f"vision_{i}", slice(-nv, None)), with_kwargs=True))
+                self._handles.append(
+                    vm.encoder.layers[i].register_forward_pre_hook(
+                        self._replace_hook(f"vision_{i}", slice(-nv, None)), with_kwargs=True
+                    )
+                )
 
     def _replace_hook(self, key: str, where: slice):
         def hook(_mod, args, kwargs):

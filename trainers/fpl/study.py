@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg
+from hf_trust.trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg
 
 from .config import FPLConfig, PromptConfig
 from .trainer import FederatedPromptTrainer
@@ -43,20 +44,26 @@ class TensorRows:
         if isinstance(key, str):
             return self.columns[key]
         idx = list(range(len(self)))[key] if isinstance(key, slice) else list(key)
-        return {k: (v[torch.as_tensor(idx, dtype=torch.long)] if isinstance(v, torch.Tensor) else [v[i] for i in idx])
-                for k, v in self.columns.items()}
+        return {
+            k: (v[torch.as_tensor(idx, dtype=torch.long)] if isinstance(v, torch.Tensor) else [v[i] for i in idx])
+            for k, v in self.columns.items()
+        }
 
-    def select(self, indices: Sequence[int]) -> "TensorRows":
+    def select(self, indices: Sequence[int]) -> TensorRows:
         return TensorRows(self[list(indices)])
 
-    def where(self, column: str, value: Any) -> "TensorRows":
+    def where(self, column: str, value: Any) -> TensorRows:
         return self.select([i for i, v in enumerate(self.columns[column]) if v == value])
 
     @classmethod
-    def from_dataset(cls, ds: Any) -> "TensorRows":
-        return cls({"pixel_values": torch.as_tensor(np.asarray(ds["pixel_values"], dtype=np.float32)),
-                    "label": torch.as_tensor(np.asarray(ds["label"]), dtype=torch.long),
-                    "domain": list(ds["domain"])})
+    def from_dataset(cls, ds: Any) -> TensorRows:
+        return cls(
+            {
+                "pixel_values": torch.as_tensor(np.asarray(ds["pixel_values"], dtype=np.float32)),
+                "label": torch.as_tensor(np.asarray(ds["label"]), dtype=torch.long),
+                "domain": list(ds["domain"]),
+            }
+        )
 
 
 @dataclass
@@ -89,10 +96,14 @@ def load_study_data(image_size: int = 16, font_per_class: int = 60, seed: int = 
     rng = np.random.default_rng(seed)
     parts = []
     for i, dom in enumerate(assets.DIGIT_DOMAINS):
-        ds = assets.load_digits(dom, n_per_class=font_per_class if dom == "font" else None, seed=seed + i,
-                                size=image_size)
-        parts.append(Dataset.from_dict({"pixel_values": _pixels(ds["image"]), "label": list(ds["label"]),
-                                        "domain": [dom] * len(ds)}))
+        ds = assets.load_digits(
+            dom, n_per_class=font_per_class if dom == "font" else None, seed=seed + i, size=image_size
+        )
+        parts.append(
+            Dataset.from_dict(
+                {"pixel_values": _pixels(ds["image"]), "label": list(ds["label"]), "domain": [dom] * len(ds)}
+            )
+        )
     clean = parts[0]
     perm = rng.permutation(len(clean))
     pretrain = clean.select(np.sort(perm[: len(clean) // 2]).tolist())
@@ -112,17 +123,39 @@ def _tiny_clip_config(tokenizer: Any, image_size: int) -> Any:
     from transformers import CLIPConfig
 
     return CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=32, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                           image_size=image_size, patch_size=4, num_channels=3),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=4,
+            num_channels=3,
+        ),
         projection_dim=32,
     )
 
 
-def pretrain_tiny_clip(data: StudyData, steps: int = 300, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-                       cache: bool = True, progress: Optional[Callable] = None) -> tuple[Any, Any]:
+def pretrain_tiny_clip(
+    data: StudyData,
+    steps: int = 300,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    cache: bool = True,
+    progress: Optional[Callable] = None,
+) -> tuple[Any, Any]:
     """A small ``CLIPModel`` trained on the clean digits with template captions (cached on disk).
 
     Each step draws a caption template and trains image-to-caption cross-entropy over the ten class
@@ -135,7 +168,9 @@ def pretrain_tiny_clip(data: StudyData, steps: int = 300, batch_size: int = 128,
 
     tok = assets.clip_tokenizer()
     image_size = int(data.pretrain["pixel_values"].shape[-1])
-    key = hashlib.sha256(f"fpl-clip|{steps}|{batch_size}|{lr}|{seed}|{image_size}|{len(data.pretrain)}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        f"fpl-clip|{steps}|{batch_size}|{lr}|{seed}|{image_size}|{len(data.pretrain)}".encode()
+    ).hexdigest()[:12]
     path = assets.cache_dir() / "fpl" / f"tiny_clip_{key}"
     if cache and (path / "config.json").is_file():
         return CLIPModel.from_pretrained(path).eval(), tok
@@ -202,9 +237,22 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
 
 
-def run_fpl(clip: Any, tok: Any, data: StudyData, scenario: str, kind: str, seed: int, rounds: int = 8,
-            num_clients: Optional[int] = None, n_ctx: int = 4, beta: float = 0.1, lr: float = 3e-3,
-            output_dir: Optional[str] = None, vptpr: bool = False, aggregation: str = "weight") -> RunResult:
+def run_fpl(
+    clip: Any,
+    tok: Any,
+    data: StudyData,
+    scenario: str,
+    kind: str,
+    seed: int,
+    rounds: int = 8,
+    num_clients: Optional[int] = None,
+    n_ctx: int = 4,
+    beta: float = 0.1,
+    lr: float = 3e-3,
+    output_dir: Optional[str] = None,
+    vptpr: bool = False,
+    aggregation: str = "weight",
+) -> RunResult:
     """One federation of the study; accuracy on the scenario's test domains (and each domain)."""
     k = num_clients or (8 if scenario == "label_skew" else 2 * len(data.domains))
     tr, parts, te = scenario_split(data, scenario, k, beta, seed)
@@ -213,21 +261,46 @@ def run_fpl(clip: Any, tok: Any, data: StudyData, scenario: str, kind: str, seed
         for d in data.domains:
             evals[d] = te.where("domain", d)
     prompt = PromptConfig(kind=kind, n_ctx_text=n_ctx, n_ctx_vision=n_ctx, vision_template=CLASS_TEMPLATE, seed=seed)
-    cfg = FPLConfig(rounds=rounds, local_epochs=1, seed=seed, optimizer="adam", lr=lr, momentum=0.0,
-                    weight_decay=0.0, batch_size=32, eval_batch_size=256, aggregation=aggregation, vptpr=vptpr,
-                    output_dir=output_dir, save_every=0)
+    cfg = FPLConfig(
+        rounds=rounds,
+        local_epochs=1,
+        seed=seed,
+        optimizer="adam",
+        lr=lr,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=32,
+        eval_batch_size=256,
+        aggregation=aggregation,
+        vptpr=vptpr,
+        output_dir=output_dir,
+        save_every=0,
+    )
     zs = zero_shot_accuracy(clip, tok, te)  # before the prompt hooks are attached
-    trainer = FederatedPromptTrainer(clip, DIGIT_NAMES, prompt=prompt, strategy=FedAvg(), config=cfg, tokenizer=tok,
-                                     eval_datasets=evals)
+    trainer = FederatedPromptTrainer(
+        clip, DIGIT_NAMES, prompt=prompt, strategy=FedAvg(), config=cfg, tokenizer=tok, eval_datasets=evals
+    )
     round0 = trainer.evaluate(te)["accuracy"]
     hist = trainer.fit(parts)
     s = trainer.summary("eval_all_accuracy")
     last = hist[-1]
-    res = RunResult(scenario, kind, seed, zs, round0, last["eval_all_accuracy"], s["best"], s["last_mean"],
-                    {d: last[f"eval_{d}_accuracy"] for d in evals if d != "all"},
-                    {g: float(np.mean([r[f"update_cos_{g}"] for r in hist if f"update_cos_{g}" in r]))
-                     for g in ("lpt", "vpt") if any(f"update_cos_{g}" in r for r in hist)},
-                    [{kk: v for kk, v in r.items() if kk != "client_records"} for r in hist])
+    res = RunResult(
+        scenario,
+        kind,
+        seed,
+        zs,
+        round0,
+        last["eval_all_accuracy"],
+        s["best"],
+        s["last_mean"],
+        {d: last[f"eval_{d}_accuracy"] for d in evals if d != "all"},
+        {
+            g: float(np.mean([r[f"update_cos_{g}"] for r in hist if f"update_cos_{g}" in r]))
+            for g in ("lpt", "vpt")
+            if any(f"update_cos_{g}" in r for r in hist)
+        },
+        [{kk: v for kk, v in r.items() if kk != "client_records"} for r in hist],
+    )
     trainer.model.remove_prompts()
     return res
 
@@ -242,20 +315,37 @@ def zero_shot_accuracy(clip: Any, tok: Any, test: Any) -> float:
     return float((pred == test["label"]).float().mean())
 
 
-def run_study(clip: Any, tok: Any, data: StudyData, seeds: Sequence[int], rounds: int, sweeps: bool = False,
-              client_counts: Sequence[int] = (4, 8, 16), prompt_lengths: Sequence[int] = (1, 4, 8),
-              progress: Optional[Callable] = None, output_dir: Optional[str] = None,
-              sweep_seeds: Optional[Sequence[int]] = None) -> dict[str, Any]:
+def run_study(
+    clip: Any,
+    tok: Any,
+    data: StudyData,
+    seeds: Sequence[int],
+    rounds: int,
+    sweeps: bool = False,
+    client_counts: Sequence[int] = (4, 8, 16),
+    prompt_lengths: Sequence[int] = (1, 4, 8),
+    progress: Optional[Callable] = None,
+    output_dir: Optional[str] = None,
+    sweep_seeds: Optional[Sequence[int]] = None,
+) -> dict[str, Any]:
     """Three scenarios x {LPT, VPT, both} x seeds, and optionally the client-count sweep (label skew) and
     the prompt-length sweep (domain shift) for LPT and VPT on ``sweep_seeds`` (default: the first seed).
     Returns the runs and the verdicts."""
     sweep_seeds = list(sweep_seeds) if sweep_seeds is not None else list(seeds[:1])
     jobs = [("main", sc, kind, s, {}) for s in seeds for sc in SCENARIOS for kind in KINDS]
     if sweeps:
-        jobs += [("clients", "label_skew", kind, s, {"num_clients": k}) for s in sweep_seeds for kind in ("lpt", "vpt")
-                 for k in client_counts]
-        jobs += [("length", "domain_shift", kind, s, {"n_ctx": n}) for s in sweep_seeds for kind in ("lpt", "vpt")
-                 for n in prompt_lengths]
+        jobs += [
+            ("clients", "label_skew", kind, s, {"num_clients": k})
+            for s in sweep_seeds
+            for kind in ("lpt", "vpt")
+            for k in client_counts
+        ]
+        jobs += [
+            ("length", "domain_shift", kind, s, {"n_ctx": n})
+            for s in sweep_seeds
+            for kind in ("lpt", "vpt")
+            for n in prompt_lengths
+        ]
     runs = []
     it = progress(jobs, desc="FPL runs") if progress else jobs
     for group, sc, kind, s, kw in it:
@@ -274,8 +364,11 @@ def _mean_std(vals: Sequence[float]) -> tuple[float, float]:
 
 def gains(runs: Sequence[dict], scenario: str, kind: str) -> list[float]:
     """Final accuracy minus zero-shot accuracy, per seed."""
-    return [r["final"] - r["zero_shot"] for r in runs if r["group"] == "main" and r["scenario"] == scenario
-            and r["kind"] == kind]
+    return [
+        r["final"] - r["zero_shot"]
+        for r in runs
+        if r["group"] == "main" and r["scenario"] == scenario and r["kind"] == kind
+    ]
 
 
 def verdicts(runs: Sequence[dict]) -> dict[str, str]:
@@ -292,11 +385,19 @@ def verdicts(runs: Sequence[dict]) -> dict[str, str]:
         best_single = max(g.get(("both", "lpt"), -1), g.get(("both", "vpt"), -1))
         a = g[("both", "both")]
         out["both skews: LPT+VPT beats the better single prompt"] = (
-            f"{'holds' if a > best_single else 'does not hold'} ({a:+.3f} vs {best_single:+.3f})")
-    cos = {k: [r["update_cos"][k] for r in runs if r["group"] == "main" and r["scenario"] == "label_skew"
-               and r["kind"] == k and k in r["update_cos"]] for k in ("lpt", "vpt")}
+            f"{'holds' if a > best_single else 'does not hold'} ({a:+.3f} vs {best_single:+.3f})"
+        )
+    cos = {
+        k: [
+            r["update_cos"][k]
+            for r in runs
+            if r["group"] == "main" and r["scenario"] == "label_skew" and r["kind"] == k and k in r["update_cos"]
+        ]
+        for k in ("lpt", "vpt")
+    }
     if cos["lpt"] and cos["vpt"]:
         a, b = float(np.mean(cos["vpt"])), float(np.mean(cos["lpt"]))
         out["label skew: client-global update cosine lower for VPT"] = (
-            f"{'holds' if a < b else 'does not hold'} (VPT {a:.3f} vs LPT {b:.3f})")
+            f"{'holds' if a < b else 'does not hold'} (VPT {a:.3f} vs LPT {b:.3f})"
+        )
     return out

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
-from trainers.federated import FedAvg, FederatedTrainer, Partitions, Strategy
+from hf_trust.trainers.federated import FedAvg, FederatedTrainer, Partitions, Strategy
 
 from .client import PromptClientTrainer
 from .config import FPLConfig, FPLConfigError, PromptConfig
@@ -75,12 +76,19 @@ class FederatedPromptTrainer:
         trainer.save_prompts("out/prompts")
     """
 
-    def __init__(self, clip_model: torch.nn.Module, class_names: Optional[Sequence[str]],
-                 prompt: Optional[PromptConfig] = None, strategy: Optional[Strategy] = None,
-                 config: Optional[FPLConfig] = None, tokenizer: Any = None,
-                 eval_datasets: Optional[dict[str, Any]] = None, accelerator: Any = None,
-                 class_input_ids: Optional[torch.Tensor] = None,
-                 class_attention_mask: Optional[torch.Tensor] = None):
+    def __init__(
+        self,
+        clip_model: torch.nn.Module,
+        class_names: Optional[Sequence[str]],
+        prompt: Optional[PromptConfig] = None,
+        strategy: Optional[Strategy] = None,
+        config: Optional[FPLConfig] = None,
+        tokenizer: Any = None,
+        eval_datasets: Optional[dict[str, Any]] = None,
+        accelerator: Any = None,
+        class_input_ids: Optional[torch.Tensor] = None,
+        class_attention_mask: Optional[torch.Tensor] = None,
+    ):
         self.prompt = prompt or PromptConfig()
         self.config = config or FPLConfig()
         if not isinstance(self.config, FPLConfig):
@@ -88,40 +96,73 @@ class FederatedPromptTrainer:
         strategy = strategy if strategy is not None else FedAvg()
         if self.config.aggregation is not None:
             weighted = self.config.aggregation == "weight"
-            strategy = dataclasses.replace(strategy, weighted=weighted) if dataclasses.is_dataclass(strategy) else strategy
+            strategy = (
+                dataclasses.replace(strategy, weighted=weighted) if dataclasses.is_dataclass(strategy) else strategy
+            )
             strategy.weighted = weighted
-        self.model = CLIPPromptModel(clip_model, class_names, self.prompt, tokenizer=tokenizer,
-                                     class_input_ids=class_input_ids, class_attention_mask=class_attention_mask)
+        self.model = CLIPPromptModel(
+            clip_model,
+            class_names,
+            self.prompt,
+            tokenizer=tokenizer,
+            class_input_ids=class_input_ids,
+            class_attention_mask=class_attention_mask,
+        )
         device = next(clip_model.parameters()).device
         if self.config.execution == "deepspeed":
             # every client is one DeepSpeed job over all ranks (the core's DeepSpeedClientTrainer: plain SGD,
             # no VPTPR projection and no update diagnostics on this path)
-            from trainers.federated import DeepSpeedClientTrainer
+            from hf_trust.trainers.federated import DeepSpeedClientTrainer
 
             if accelerator is None:
-                raise FPLConfigError("execution='deepspeed' needs the Accelerator of `accelerate launch --use_deepspeed`.")
+                raise FPLConfigError(
+                    "execution='deepspeed' needs the Accelerator of `accelerate launch --use_deepspeed`."
+                )
             if self.config.vptpr:
                 raise FPLConfigError("vptpr is not available with execution='deepspeed'; use 'clients_per_rank'.")
-            self.client_trainer = DeepSpeedClientTrainer(self.model, accelerator, lr=self.config.lr,
-                                                         batch_size=self.config.batch_size,
-                                                         input_column="pixel_values")
-            self.federation = _PromptFederation(self.client_trainer, strategy, self.config,
-                                                eval_datasets=eval_datasets, accelerator=accelerator,
-                                                fpl_config=self.config)
+            self.client_trainer = DeepSpeedClientTrainer(
+                self.model,
+                accelerator,
+                lr=self.config.lr,
+                batch_size=self.config.batch_size,
+                input_column="pixel_values",
+            )
+            self.federation = _PromptFederation(
+                self.client_trainer,
+                strategy,
+                self.config,
+                eval_datasets=eval_datasets,
+                accelerator=accelerator,
+                fpl_config=self.config,
+            )
             return
         self.client_trainer = PromptClientTrainer(
-            self.model, lr=self.config.lr, batch_size=self.config.batch_size, optimizer=self.config.optimizer,
-            momentum=self.config.momentum, weight_decay=self.config.weight_decay,
-            eval_batch_size=self.config.eval_batch_size, device=device)
-        self.federation = _PromptFederation(self.client_trainer, strategy, self.config, eval_datasets=eval_datasets,
-                                            accelerator=accelerator, fpl_config=self.config)
+            self.model,
+            lr=self.config.lr,
+            batch_size=self.config.batch_size,
+            optimizer=self.config.optimizer,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
+            eval_batch_size=self.config.eval_batch_size,
+            device=device,
+        )
+        self.federation = _PromptFederation(
+            self.client_trainer,
+            strategy,
+            self.config,
+            eval_datasets=eval_datasets,
+            accelerator=accelerator,
+            fpl_config=self.config,
+        )
 
     # ------------------------------------------------------------------ running
     def fit(self, partitions: Partitions, resume_from: Optional[str] = None) -> list[dict[str, Any]]:
         """Run the rounds; saves history, partition report, diagnostics and plots to ``output_dir``."""
         if partitions.dataset is None:
-            raise FPLConfigError("the partitions hold no dataset; call partitioner.split(dataset, ...) with the "
-                                 "preprocessed dataset (pixel_values, label).")
+            raise FPLConfigError(
+                "the partitions hold no dataset; call partitioner.split(dataset, ...) with the "
+                "preprocessed dataset (pixel_values, label)."
+            )
         history = self.federation.fit(partitions, resume_from=resume_from)
         out = self.config.output_dir
         if out and self.federation.accelerator.is_main_process and self.federation.diagnostics:
@@ -148,7 +189,7 @@ class FederatedPromptTrainer:
         """Best round and last-``last``-round mean/std of a history column (e.g. ``eval_test_accuracy``)."""
         return summarize(self.history, metric_key, last)
 
-    def save_prompts(self, path: "str | Path") -> Path:
+    def save_prompts(self, path: str | Path) -> Path:
         from .io import save_prompts
 
         return save_prompts(self.model, path)

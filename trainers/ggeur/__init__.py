@@ -9,7 +9,14 @@ from .augment import AugmentedSet, augment_multi_domain, augment_single_domain
 from .config import GGEURConfig
 from .embed import embed_dataset
 from .geometry import GeometricShape, isotropic_shape
-from .statistics import ClassStatistics, ClientStatistics, aggregate, check_statistics_only, client_statistics, guide_set
+from .statistics import (
+    ClassStatistics,
+    ClientStatistics,
+    aggregate,
+    check_statistics_only,
+    client_statistics,
+    guide_set,
+)
 from .trainer import GGEURTrainer
 
 __all__ = [

@@ -6,8 +6,9 @@ first, always kept unless the official quirk is asked for) with a boolean ``synt
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 

@@ -91,7 +91,14 @@ class GGEURConfig:
                 raise ValueError(f"GGEURConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         if self.guide_threshold is not None and not 0 < self.guide_threshold <= 1:
             raise ValueError(f"GGEURConfig.guide_threshold must be in (0, 1] or None, got {self.guide_threshold}.")
-        for name in ("num_per_sample", "step1_keep", "prototype_draws", "class_chunk_size", "batch_size", "local_epochs"):
+        for name in (
+            "num_per_sample",
+            "step1_keep",
+            "prototype_draws",
+            "class_chunk_size",
+            "batch_size",
+            "local_epochs",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"GGEURConfig.{name} must be ≥ 1, got {getattr(self, name)}.")
 

@@ -32,7 +32,7 @@ class GeometricShape:
         boost_which: BoostWhich = "none",
         boost_k: int = 10,
         boost_max: float = 5.0,
-    ) -> "GeometricShape":
+    ) -> GeometricShape:
         """``eigh`` of the covariance, negative eigenvalues clipped to 0, optional boost.
 
         The boost multiplies ``boost_k`` eigenvalues by ``linspace(boost_max, 1, boost_k)``.  The official

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Mapping, Optional, Sequence
+from typing import Literal, Optional
 
 import numpy as np
 

@@ -3,7 +3,7 @@
 GGEUR is a pre-processing stage in front of any strategy of the federated core: clients send per-class
 statistics once, the server pools them exactly and ships back eigen-decompositions (the "global
 geometric shapes"), each client augments its own embeddings along them, and the linear classifier is
-then trained by ordinary federated rounds (:class:`trainers.federated.FederatedTrainer`).
+then trained by ordinary federated rounds (:class:`hf_trust.trainers.federated.FederatedTrainer`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.federated import (
+from hf_trust.trainers.federated import (
     ClassMoments,
     ClientContext,
     ClientResult,
@@ -33,7 +33,7 @@ from .config import GGEURConfig
 from .geometry import GeometricShape, isotropic_shape
 from .statistics import ClientStatistics, check_statistics_only, client_statistics, guide_set
 
-logger = logging.getLogger("trainers.ggeur")
+logger = logging.getLogger("hf_trust.trainers.ggeur")
 
 
 def _l2(z: np.ndarray) -> np.ndarray:
@@ -69,7 +69,9 @@ class _AugmentedPartitions(Partitions):
     derived from (run seed, client) so that it does not depend on the process hosting the client."""
 
     def __init__(self, base: Partitions, make):
-        super().__init__(base.indices, base.labels, base.domains, base.client_domains, base.method, base.params, base.dataset)
+        super().__init__(
+            base.indices, base.labels, base.domains, base.client_domains, base.method, base.params, base.dataset
+        )
         self._make = make
         self.cache: dict[int, AugmentedSet] = {}
 
@@ -221,16 +223,25 @@ class GGEURTrainer:
             shapes = {}
             for c in np.unique(y):
                 zc = z[y == c]
-                shapes[int(c)] = GeometricShape.from_covariance(np.cov(zc, rowvar=False, bias=True) if len(zc) > 1
-                                                                else np.zeros((z.shape[1], z.shape[1])))
+                shapes[int(c)] = GeometricShape.from_covariance(
+                    np.cov(zc, rowvar=False, bias=True) if len(zc) > 1 else np.zeros((z.shape[1], z.shape[1]))
+                )
         if cfg.mode == "single_domain":
             target = cfg.target_per_class if cfg.target_per_class is not None else self.class_counts
             if cfg.augment == "oversample":
-                out = augment_single_domain(z, y, {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes},
-                                            target, rng, num_classes=self.num_classes, per_sample=cfg.per_sample)
+                out = augment_single_domain(
+                    z,
+                    y,
+                    {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes},
+                    target,
+                    rng,
+                    num_classes=self.num_classes,
+                    per_sample=cfg.per_sample,
+                )
             else:
-                out = augment_single_domain(z, y, shapes, target, rng, scale=cfg.scale,
-                                            num_classes=self.num_classes, per_sample=cfg.per_sample)
+                out = augment_single_domain(
+                    z, y, shapes, target, rng, scale=cfg.scale, num_classes=self.num_classes, per_sample=cfg.per_sample
+                )
         else:
             mine = parts.client_domains[k] if parts.client_domains else None
             protos: dict[int, list[np.ndarray]] = {}
@@ -242,9 +253,17 @@ class GGEURTrainer:
             if cfg.augment == "oversample":
                 shapes = {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes}
             out = augment_multi_domain(
-                z, y, shapes, protos, rng, scale=cfg.scale, num_per_sample=cfg.num_per_sample,
-                step1_keep=cfg.step1_keep, prototype_draws=cfg.prototype_draws,
-                target_per_class=cfg.target_per_class or 2000, classes=sorted(self.shapes),
+                z,
+                y,
+                shapes,
+                protos,
+                rng,
+                scale=cfg.scale,
+                num_per_sample=cfg.num_per_sample,
+                step1_keep=cfg.step1_keep,
+                prototype_draws=cfg.prototype_draws,
+                target_per_class=cfg.target_per_class or 2000,
+                classes=sorted(self.shapes),
                 official=cfg.compat == "official",
             )
         if cfg.normalize and out.synthetic.any():
@@ -261,15 +280,24 @@ class GGEURTrainer:
             if col not in cols:
                 raise ValueError(f"column {col!r} not found in the embedding dataset (columns: {cols}).")
         if self.config.mode == "multi_domain" and not partitions.client_domains:
-            raise ValueError("multi_domain mode needs domain partitions (DomainPartitioner) so clients know their domain.")
+            raise ValueError(
+                "multi_domain mode needs domain partitions (DomainPartitioner) so clients know their domain."
+            )
         labels = np.asarray(partitions.dataset[self.label_col])
         self.num_classes = self.config.num_classes or int(labels.max()) + 1
         dim = self._dim(partitions)
         torch.manual_seed(self.config.seed)
         head = nn.Linear(dim, self.num_classes)
         official = self.config.compat == "official"
-        client = _HeadClientTrainer(head, official, lr=self.config.lr, batch_size=self.config.batch_size,
-                                    optimizer="adam", input_column="x", label_column="label")
+        client = _HeadClientTrainer(
+            head,
+            official,
+            lr=self.config.lr,
+            batch_size=self.config.batch_size,
+            optimizer="adam",
+            input_column="x",
+            label_column="label",
+        )
         fed_cfg = self.fed_config
         if fed_cfg.local_epochs != self.config.local_epochs:
             fed_cfg = FederatedConfig(**{**fed_cfg.__dict__, "local_epochs": self.config.local_epochs})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from ..sanitise import find_fields
 
@@ -43,16 +44,19 @@ class DataFlowLedger:
     deliveries: list[Delivery] = field(default_factory=list)
     episode: int = 0
 
-    def record(self, recipient: str, label_id: int, channel: str, text: str, record: Mapping[str, Any],
-               is_allowed) -> list[LedgerEntry]:
+    def record(
+        self, recipient: str, label_id: int, channel: str, text: str, record: Mapping[str, Any], is_allowed
+    ) -> list[LedgerEntry]:
         """Scan one delivered string and append an entry per field it carries.
 
         ``is_allowed(field) -> bool`` decides the ``allowed`` column (policy plus granted elevations).
         """
         self.deliveries.append(Delivery(recipient, label_id, channel, len(text), self.episode))
         key = "canary" if any(isinstance(e, Mapping) and "canary" in e for e in record.values()) else "value"
-        new = [LedgerEntry(recipient, label_id, f, channel, bool(is_allowed(f)), self.episode)
-               for f in find_fields(text, record, key=key)]
+        new = [
+            LedgerEntry(recipient, label_id, f, channel, bool(is_allowed(f)), self.episode)
+            for f in find_fields(text, record, key=key)
+        ]
         self.entries.extend(new)
         return new
 
@@ -71,7 +75,7 @@ class DataFlowLedger:
     def episodes(self) -> list[int]:
         return sorted({d.episode for d in self.deliveries})
 
-    def extend(self, other: "DataFlowLedger") -> None:
+    def extend(self, other: DataFlowLedger) -> None:
         """Append another ledger's records as new episodes of this one."""
         base = (max(self.episodes()) + 1) if self.deliveries else 0
         for d in other.deliveries:
@@ -80,7 +84,7 @@ class DataFlowLedger:
             self.entries.append(LedgerEntry(e.recipient, e.label_id, e.field, e.channel, e.allowed, e.episode + base))
         self.episode = (max(self.episodes()) + 1) if self.deliveries else 0
 
-    def to_jsonl(self, path: "str | Path") -> None:
+    def to_jsonl(self, path: str | Path) -> None:
         with open(path, "w") as fh:
             for e in self.entries:
                 fh.write(json.dumps(asdict(e)) + "\n")

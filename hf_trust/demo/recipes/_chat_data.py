@@ -12,5 +12,5 @@ def encode(tok, rows, max_len: int = 96):
         a_ids = tok(a + tok.eos_token, add_special_tokens=False)["input_ids"]
         ids = (p_ids + a_ids)[-max_len:]
         labels = ([-100] * len(p_ids) + a_ids)[-max_len:]
-        out.append((ids, labels, p_ids[-(max_len - 16):]))
+        out.append((ids, labels, p_ids[-(max_len - 16) :]))
     return out

@@ -34,13 +34,15 @@ def generate_chains(model, tok, questions, max_new_tokens: int, batch_size: int 
     tok.padding_side = "left"
     prompts = []
     for q in questions:
-        msgs = [{"role": "system", "content": f"Solve the problem step by step, then end with '{THINK_END} <number>.'"},
-                {"role": "user", "content": q}]
+        msgs = [
+            {"role": "system", "content": f"Solve the problem step by step, then end with '{THINK_END} <number>.'"},
+            {"role": "user", "content": q},
+        ]
         text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + PREFIX
         prompts.append(text)
     out = []
     batches = range(0, len(prompts), batch_size)
-    for s in (progress(batches, desc="generating") if progress else batches):
+    for s in progress(batches, desc="generating") if progress else batches:
         enc = tok(prompts[s : s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
@@ -73,7 +75,7 @@ def run(ctx: RecipeContext) -> RecipeResult:
 
     import hf_trust
     from hf_trust import assets
-    from metrics.cot_kinetics.kinetics import BASELINE_DIRECTION
+    from hf_trust.metrics.cot_kinetics.kinetics import BASELINE_DIRECTION
 
     result = RecipeResult()
     per_task = 40 if ctx.full else 8
@@ -82,12 +84,22 @@ def run(ctx: RecipeContext) -> RecipeResult:
     model, tok = assets.load_smollm2()
     ds = assets.load_reasoning_tasks(TASKS, per_task, seed=ctx.seeds[0])
     chains = generate_chains(model, tok, ds["question"], max_new, progress=ctx.progress)
-    labels = [int(assets.score_reasoning(t, extract_answer(text), e) >= 1.0)
-              for (_, _, text), t, e in zip(chains, ds["task"], ds["entry"])]
+    labels = [
+        int(assets.score_reasoning(t, extract_answer(text), e) >= 1.0)
+        for (_, _, text), t, e in zip(chains, ds["task"], ds["entry"])
+    ]
     det = evaluate.load(hf_trust.metric_path("cot_kinetics"), "detection")
-    kwargs = dict(predictions=[c[2] or "-" for c in chains], token_ids=[c[1] for c in chains],
-                  prompt_ids=[c[0] for c in chains], model=model, tokenizer=tok, think_start="",
-                  think_end=THINK_END, lens_layers=lens_layers, batch_size=4)
+    kwargs = dict(
+        predictions=[c[2] or "-" for c in chains],
+        token_ids=[c[1] for c in chains],
+        prompt_ids=[c[0] for c in chains],
+        model=model,
+        tokenizer=tok,
+        think_start="",
+        think_end=THINK_END,
+        lens_layers=lens_layers,
+        batch_size=4,
+    )
     n, acc = len(labels), float(np.mean(labels))
     result.add("SmolLM2-135M, " + "+".join(TASKS), "answer accuracy", acc, n=n)
     if 0 < sum(labels) < n:
@@ -100,10 +112,14 @@ def run(ctx: RecipeContext) -> RecipeResult:
             result.add(name, "AUPR", row["aupr"], n=n)
             result.add(name, "FPR@95", row["fpr_at_95"], n=n)
         statuses = out["segment_status"]
-        result.note(f"segments: {statuses.count('ok')} ended with '{THINK_END}', "
-                    f"{statuses.count('no_think_end')} were scored whole (no end marker).")
+        result.note(
+            f"segments: {statuses.count('ok')} ended with '{THINK_END}', "
+            f"{statuses.count('no_think_end')} were scored whole (no end marker)."
+        )
     else:
         result.note(f"all {n} answers were {'correct' if sum(labels) else 'wrong'}: no detection table.")
-    result.note("The energy is the project's reconstruction of the paper's equation (its method section was "
-                "not available); logit-lens layers " + str(lens_layers) + ".")
+    result.note(
+        "The energy is the project's reconstruction of the paper's equation (its method section was "
+        "not available); logit-lens layers " + str(lens_layers) + "."
+    )
     return result

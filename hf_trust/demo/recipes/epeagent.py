@@ -22,8 +22,11 @@ def run(ctx: RecipeContext) -> RecipeResult:
 
     torch.set_num_threads(1)
     result = RecipeResult()
-    n = dict(n_users=25, n_utility=30, n_privacy_mcq=30, n_privacy_oeq=30) if ctx.full else \
-        dict(n_users=5, n_utility=1, n_privacy_mcq=1, n_privacy_oeq=1)
+    n = (
+        dict(n_users=25, n_utility=30, n_privacy_mcq=30, n_privacy_oeq=30)
+        if ctx.full
+        else dict(n_users=5, n_utility=1, n_privacy_mcq=1, n_privacy_oeq=1)
+    )
     backend = smollm2_backend(max_new_tokens=32 if ctx.full else 20)
     for domain in ("financial", "medical"):
         for with_pa in (False, True):
@@ -35,8 +38,16 @@ def run(ctx: RecipeContext) -> RecipeResult:
             setting = f"{domain}, {'EPEAgent' if with_pa else 'baseline (no C_A)'}"
             for m in METRICS:
                 vals = np.asarray(per_seed[m], dtype=float)
-                result.add(setting, m, float(np.nanmean(vals)), std=float(np.nanstd(vals)) if len(vals) > 1 else None,
-                           n=len(vals), note=f"{n['n_utility']}/{n['n_privacy_mcq']}/{n['n_privacy_oeq']} questions per seed")
-    result.note("Paper Table 1 (frontier LLMs): privacy +44..+82 points with C_A, utility -0.5..+2.1. "
-                "SmolLM2-135M is far weaker than those backbones; the protocol, not the numbers, is comparable.")
+                result.add(
+                    setting,
+                    m,
+                    float(np.nanmean(vals)),
+                    std=float(np.nanstd(vals)) if len(vals) > 1 else None,
+                    n=len(vals),
+                    note=f"{n['n_utility']}/{n['n_privacy_mcq']}/{n['n_privacy_oeq']} questions per seed",
+                )
+    result.note(
+        "Paper Table 1 (frontier LLMs): privacy +44..+82 points with C_A, utility -0.5..+2.1. "
+        "SmolLM2-135M is far weaker than those backbones; the protocol, not the numbers, is comparable."
+    )
     return result

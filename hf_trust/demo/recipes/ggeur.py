@@ -41,8 +41,15 @@ def efficientnet_embeddings(name: str, n_train: int, n_test: int, size: int, see
             imgs = np.stack([np.asarray(im) for im in ds["image"]])
             feats[tag] = assets.efficientnet_features(model, imgs, size=size)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, xtr=feats["train"], ytr=np.asarray(tr["label"]), xte=feats["test"], yte=np.asarray(te["label"]),
-                 dtr=np.asarray(dom_tr if dom_tr is not None else []), dte=np.asarray(dom_te if dom_te is not None else []))
+        np.savez(
+            path,
+            xtr=feats["train"],
+            ytr=np.asarray(tr["label"]),
+            xte=feats["test"],
+            yte=np.asarray(te["label"]),
+            dtr=np.asarray(dom_tr if dom_tr is not None else []),
+            dte=np.asarray(dom_te if dom_te is not None else []),
+        )
     data = np.load(path)
 
     def make(x, y, d):
@@ -54,13 +61,16 @@ def efficientnet_embeddings(name: str, n_train: int, n_test: int, size: int, see
     return make(data["xtr"], data["ytr"], data["dtr"]), make(data["xte"], data["yte"], data["dte"])
 
 
-def run_label_skew(train, test, alpha: float, seed: int, rounds: int, variants=VARIANTS, clients: int = 10,
-                   progress=None) -> dict[str, float]:
+def run_label_skew(
+    train, test, alpha: float, seed: int, rounds: int, variants=VARIANTS, clients: int = 10, progress=None
+) -> dict[str, float]:
     """Final-round test accuracy of FedAvg with each augmentation variant on one Dirichlet split."""
-    from trainers.federated import DirichletLabelPartitioner, FedAvg, FederatedConfig
-    from trainers.ggeur import GGEURConfig, GGEURTrainer
+    from hf_trust.trainers.federated import DirichletLabelPartitioner, FedAvg, FederatedConfig
+    from hf_trust.trainers.ggeur import GGEURConfig, GGEURTrainer
 
-    parts = DirichletLabelPartitioner(num_clients=clients, alpha=alpha, min_size=1, min_per_class=1, seed=seed).split(train)
+    parts = DirichletLabelPartitioner(num_clients=clients, alpha=alpha, min_size=1, min_per_class=1, seed=seed).split(
+        train
+    )
     out = {}
     for variant in variants if progress is None else progress(variants, desc=f"α={alpha} seed={seed}"):
         cfg = GGEURConfig(augment=variant, lr=1e-3, batch_size=64, local_epochs=2, per_sample=50, seed=seed)
@@ -71,16 +81,25 @@ def run_label_skew(train, test, alpha: float, seed: int, rounds: int, variants=V
 
 def run_multi_domain(train, test, seed: int, rounds: int, target: int = 300) -> dict[str, dict[str, float]]:
     """Per-domain test accuracy without and with GGEUR's multi-domain rule (one client per domain)."""
-    from trainers.federated import DomainPartitioner, FedAvg, FederatedConfig
-    from trainers.ggeur import GGEURConfig, GGEURTrainer
+    from hf_trust.trainers.federated import DomainPartitioner, FedAvg, FederatedConfig
+    from hf_trust.trainers.ggeur import GGEURConfig, GGEURTrainer
 
     parts = DomainPartitioner(num_clients=3, seed=seed).split(train, domain_column="domain")
     domains = sorted(set(test["domain"]))
     evals = {d: test.filter(lambda r, d=d: r["domain"] == d) for d in domains}
     out = {}
     for variant in ("none", "ggeur"):
-        cfg = GGEURConfig(mode="multi_domain", augment=variant, lr=1e-3, batch_size=32, local_epochs=2,
-                          target_per_class=target, step1_keep=target // 2, prototype_draws=target // 2, seed=seed)
+        cfg = GGEURConfig(
+            mode="multi_domain",
+            augment=variant,
+            lr=1e-3,
+            batch_size=32,
+            local_epochs=2,
+            target_per_class=target,
+            step1_keep=target // 2,
+            prototype_draws=target // 2,
+            seed=seed,
+        )
         hist = GGEURTrainer(cfg, FedAvg(), FederatedConfig(rounds=rounds, seed=seed), eval_datasets=evals).fit(parts)
         out[variant] = {d: hist[-1][f"eval_{d}_accuracy"] for d in domains}
     return out
@@ -96,17 +115,23 @@ def run(ctx: RecipeContext, dataset: Optional[str] = None) -> RecipeResult:
     alphas = (0.05, 0.1, 0.5) if ctx.full else (0.1,)
     rounds = 10
     train, test = efficientnet_embeddings(name, n_train, n_test, size)
-    result.note(f"{name}: {len(train)} train / {len(test)} test EfficientNet-Lite0 features ({size}px), "
-                f"10 clients, Dir(α) with ≥1 sample per class, {rounds} rounds × 2 local epochs, Adam 1e-3.")
+    result.note(
+        f"{name}: {len(train)} train / {len(test)} test EfficientNet-Lite0 features ({size}px), "
+        f"10 clients, Dir(α) with ≥1 sample per class, {rounds} rounds × 2 local epochs, Adam 1e-3."
+    )
     for alpha in alphas:
         table = {v: [] for v in VARIANTS}
         for seed in ctx.seeds:
             for v, acc in run_label_skew(train, test, alpha, seed, rounds, progress=ctx.progress).items():
                 table[v].append(acc)
         for v in VARIANTS:
-            result.add(f"{name} α={alpha}", f"acc {'FedAvg' if v == 'none' else '+' + v}",
-                       float(np.mean(table[v])), std=float(np.std(table[v])) if len(table[v]) > 1 else None,
-                       n=len(table[v]))
+            result.add(
+                f"{name} α={alpha}",
+                f"acc {'FedAvg' if v == 'none' else '+' + v}",
+                float(np.mean(table[v])),
+                std=float(np.std(table[v])) if len(table[v]) > 1 else None,
+                n=len(table[v]),
+            )
     dtrain, dtest = efficientnet_embeddings("digits", 900, 300, size)
     md = {"none": {}, "ggeur": {}}
     for seed in ctx.seeds:
@@ -115,6 +140,11 @@ def run(ctx: RecipeContext, dataset: Optional[str] = None) -> RecipeResult:
                 md[variant].setdefault(d, []).append(a)
     for variant in ("none", "ggeur"):
         for d, accs in md[variant].items():
-            result.add(f"digit domains, client={d}", f"acc {'FedAvg' if variant == 'none' else '+GGEUR'}",
-                       float(np.mean(accs)), std=float(np.std(accs)) if len(accs) > 1 else None, n=len(accs))
+            result.add(
+                f"digit domains, client={d}",
+                f"acc {'FedAvg' if variant == 'none' else '+GGEUR'}",
+                float(np.mean(accs)),
+                std=float(np.std(accs)) if len(accs) > 1 else None,
+                n=len(accs),
+            )
     return result

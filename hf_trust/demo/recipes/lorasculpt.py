@@ -42,8 +42,9 @@ def answer_nll(model, examples, pad_id) -> float:
         for b in batches(examples, 8, pad_id):
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
             lab = b["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1),
-                                                    ignore_index=-100, reduction="sum")
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), ignore_index=-100, reduction="sum"
+            )
             total += float(nll)
             n += int((lab != -100).sum())
     model.train()
@@ -79,7 +80,9 @@ def train_arm(base, config, train, evals, steps, lr, batch_size, pad_id, eval_ev
         if sculpt:
             model.base_model.apply_masks()
         if eval_every and (step + 1) % eval_every == 0 or step + 1 == steps:
-            traj.append((step + 1, answer_nll(model, evals["target"], pad_id), answer_nll(model, evals["general"], pad_id)))
+            traj.append(
+                (step + 1, answer_nll(model, evals["target"], pad_id), answer_nll(model, evals["general"], pad_id))
+            )
     return traj, model
 
 
@@ -98,17 +101,29 @@ def run(ctx: RecipeContext) -> RecipeResult:
     tgt = assets.load_reasoning_tasks([TARGET_TASK], n_train + n_eval, seed=0)
     gen = assets.load_reasoning_tasks(list(GENERAL_TASKS), max(1, n_eval // len(GENERAL_TASKS)), seed=1)
     train = encode(tok, list(zip(tgt["question"][:n_train], tgt["answer"][:n_train])))
-    evals = {"target": encode(tok, list(zip(tgt["question"][n_train:], tgt["answer"][n_train:]))),
-             "general": encode(tok, list(zip(gen["question"], gen["answer"])))}
+    evals = {
+        "target": encode(tok, list(zip(tgt["question"][n_train:], tgt["answer"][n_train:]))),
+        "general": encode(tok, list(zip(gen["question"], gen["answer"]))),
+    }
     base_t, base_g = answer_nll(base, evals["target"], pad), answer_nll(base, evals["general"], pad)
     lr = 1e-3
     targets = "all-linear"
     rows = {"LoRA": [], "LoRASculpt": [], "LoRA matched target": []}
     for seed in ctx.progress(ctx.seeds, desc="seeds"):
         lora_cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
-        sculpt_cfg = LoRASculptConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM",
-                                      preserve_ratio=0.1, mask_step=max(1, steps // 4), cmr_lambda=1e-3)
-        lora_traj, _ = train_arm(base, lora_cfg, train, evals, steps, lr, 4, pad, eval_every=max(1, steps // 4), seed=seed)
+        sculpt_cfg = LoRASculptConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=0.0,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+            preserve_ratio=0.1,
+            mask_step=max(1, steps // 4),
+            cmr_lambda=1e-3,
+        )
+        lora_traj, _ = train_arm(
+            base, lora_cfg, train, evals, steps, lr, 4, pad, eval_every=max(1, steps // 4), seed=seed
+        )
         sculpt_traj, sculpt_model = train_arm(base, sculpt_cfg, train, evals, steps, lr, 4, pad, seed=seed)
         _, s_t, s_g = sculpt_traj[-1]
         _, l_t, l_g = lora_traj[-1]
@@ -117,17 +132,26 @@ def run(ctx: RecipeContext) -> RecipeResult:
         rows["LoRASculpt"].append((s_t, s_g))
         rows["LoRA matched target"].append((matched[1], matched[2]))
         a, b, _ = next(iter(sculpt_model.base_model.lora_factors().values()))
-        result.add(f"LoRASculpt seed {seed}", "density of A / of BA (first layer)", float((a != 0).float().mean()),
-                   note=f"BA density {float(((b @ a) != 0).float().mean()):.3f}")
+        result.add(
+            f"LoRASculpt seed {seed}",
+            "density of A / of BA (first layer)",
+            float((a != 0).float().mean()),
+            note=f"BA density {float(((b @ a) != 0).float().mean()):.3f}",
+        )
     result.add("base model", "target answer NLL", base_t)
     result.add("base model", "general answer NLL", base_g)
     for arm, vals in rows.items():
         t = np.array([v[0] for v in vals])
         g = np.array([v[1] for v in vals])
-        sd = (lambda x: float(x.std()) if len(x) > 1 else None)
+
+        def sd(x):
+            return float(x.std()) if len(x) > 1 else None
+
         result.add(arm, "target answer NLL", float(t.mean()), std=sd(t), n=len(t))
         result.add(arm, "forgetting (general NLL − base)", float((g - base_g).mean()), std=sd(g), n=len(g))
-    result.note(f"SmolLM2-135M-Instruct, LoRA r={r} α={alpha} on all linear layers, AdamW lr {lr}, {steps} steps of "
-                f"batch 4 on {TARGET_TASK}; LoRASculpt ρ=0.1, mask at step {max(1, steps // 4)}, λ=1e-3; general = "
-                f"{', '.join(GENERAL_TASKS)} ({len(evals['general'])} items).")
+    result.note(
+        f"SmolLM2-135M-Instruct, LoRA r={r} α={alpha} on all linear layers, AdamW lr {lr}, {steps} steps of "
+        f"batch 4 on {TARGET_TASK}; LoRASculpt ρ=0.1, mask at step {max(1, steps // 4)}, λ=1e-3; general = "
+        f"{', '.join(GENERAL_TASKS)} ({len(evals['general'])} items)."
+    )
     return result

@@ -55,9 +55,14 @@ def task_scores(model, tok, examples, entries, task) -> float:
     with torch.no_grad():
         for (_, _, p_ids), entry in zip(examples, entries):
             ids = torch.tensor([p_ids])
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
-            text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).strip()
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=10,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )
+            text = tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True).strip()
             scores.append(assets.score_reasoning(task, text, entry))
     return float(np.mean(scores))
 
@@ -94,10 +99,30 @@ def train_arm(base, config, train, steps, lr, batch_size, pad_id, seed, calib=No
 
 def settings(full: bool) -> dict:
     if full:
-        return dict(steps=120, n_train=96, n_eval=16, n_calib=16, r=16, alpha=32, lr=1e-3, batch=6,
-                    targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], tokens=768)
-    return dict(steps=8, n_train=16, n_eval=3, n_calib=4, r=12, alpha=24, lr=2e-3, batch=3,
-                targets=["q_proj", "v_proj"], tokens=192)
+        return dict(
+            steps=120,
+            n_train=96,
+            n_eval=16,
+            n_calib=16,
+            r=16,
+            alpha=32,
+            lr=1e-3,
+            batch=6,
+            targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            tokens=768,
+        )
+    return dict(
+        steps=8,
+        n_train=16,
+        n_eval=3,
+        n_calib=4,
+        r=12,
+        alpha=24,
+        lr=2e-3,
+        batch=3,
+        targets=["q_proj", "v_proj"],
+        tokens=192,
+    )
 
 
 @register_recipe("thanora", title="ThanoRA vs LoRA on a reasoning-gym mixture (SmolLM2-135M)", minutes=1.5)
@@ -105,7 +130,7 @@ def run(ctx: RecipeContext) -> RecipeResult:
     from peft import LoraConfig
 
     from hf_trust import ThanoRAConfig, assets
-    from peft_tuners.thanora.report import format_allocation, plot_allocation
+    from hf_trust.peft_tuners.thanora.report import format_allocation, plot_allocation
 
     cfg = settings(ctx.full)
     result = RecipeResult()
@@ -119,7 +144,9 @@ def run(ctx: RecipeContext) -> RecipeResult:
         train += enc[:n_tr]
         evals[t] = (enc[n_tr : n_tr + n_ev], ds["entry"][n_tr : n_tr + n_ev])
         calib[t] = [collate(enc[n_tr + n_ev :][i : i + 4], pad) for i in range(0, cfg["n_calib"], 4)]
-    common = dict(r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=0.0, target_modules=cfg["targets"], task_type="CAUSAL_LM")
+    common = dict(
+        r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=0.0, target_modules=cfg["targets"], task_type="CAUSAL_LM"
+    )
     scores = {"LoRA": [], "ThanoRA": []}
     nlls = {"LoRA": [], "ThanoRA": []}
     report = cosine = None
