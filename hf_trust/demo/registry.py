@@ -33,13 +33,27 @@ class ResultRow:
         return text
 
 
+#: The verdicts a claims-table row may carry.
+VERDICTS = ("reproduced", "not at this size", "not reproduced")
+
+
+@dataclass
+class Claim:
+    """One row of the report's claims table: the paper's claim, what this run measured, the verdict."""
+
+    claim: str
+    measured: str
+    verdict: str
+
+
 @dataclass
 class RecipeResult:
-    """What a recipe returns: table rows, plot files and free-text notes."""
+    """What a recipe returns: table rows, plot files, claims and free-text notes."""
 
     rows: list[ResultRow] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
 
     def add(
         self,
@@ -59,6 +73,14 @@ class RecipeResult:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def add_claim(self, claim: str, measured: str, verdict: str) -> Claim:
+        """Record the paper's claim in one line, what this run measured, and a verdict from :data:`VERDICTS`."""
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
+        row = Claim(claim, measured, verdict)
+        self.claims.append(row)
+        return row
 
 
 @dataclass
