@@ -27,7 +27,7 @@ def test_missing_package_names_the_install_step(monkeypatch):
 
 
 def test_missing_fashion_mnist_names_the_debian_package(monkeypatch, tmp_path):
-    monkeypatch.setattr(assets, "FASHION_MNIST_DIR", tmp_path)
+    monkeypatch.setattr(assets.vision, "FASHION_MNIST_DIR", tmp_path)
     with pytest.raises(AssetMissingError, match="apt-get install dataset-fashion-mnist"):
         assets.load_fashion_mnist()
 
