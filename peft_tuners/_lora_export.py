@@ -6,17 +6,30 @@ serving stacks that read LoRA) without ``import hf_trust``::
 
     factors = {"model.layers.0.self_attn.q_proj": (A, B, scaling), ...}
     export_lora_adapter(peft_model, "out/lora", factors)
+
+Writes are atomic and the config comes last: an existing ``adapter_config.json`` is removed first, then the
+weights and finally the new config are each written through :mod:`hf_trust.atomic`.  A crash at any point
+leaves either the old complete adapter minus its config (not loadable, so never silently mixed) or the new
+complete adapter; other files in the folder are left alone.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
+
+from hf_trust.atomic import atomic_save, atomic_write_text
+from hf_trust.errors import HFTrustConfigError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
 
 
 def export_lora_adapter(
@@ -32,7 +45,7 @@ def export_lora_adapter(
     every module keeps its exact scaling.  Returns the written ``LoraConfig``.
     """
     if not factors:
-        raise ValueError("no LoRA factors to export; the adapter targets no module.")
+        raise HFTrustConfigError("no LoRA factors to export; the adapter targets no module.")
     ranks = {name: int(a.shape[0]) for name, (a, _, _) in factors.items()}
     r0 = max(set(ranks.values()), key=list(ranks.values()).count)
     scal = {name: float(s) for name, (_, _, s) in factors.items()}
@@ -50,11 +63,18 @@ def export_lora_adapter(
         fan_in_fan_out=fan_in_fan_out,
         init_lora_weights=False,
     )
-    os.makedirs(path, exist_ok=True)
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, (a, b, _) in factors.items():
         tensors[f"base_model.model.{name}.lora_A.weight"] = a.detach().to(torch.float32).contiguous().cpu()
         tensors[f"base_model.model.{name}.lora_B.weight"] = b.detach().to(torch.float32).contiguous().cpu()
-    save_file(tensors, os.path.join(path, "adapter_model.safetensors"))
-    cfg.save_pretrained(str(path))
+    # Serialise the config before touching the folder, so a config error leaves the old adapter intact.
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".export-config-") as tmp:
+        cfg.save_pretrained(tmp)
+        config_text = (Path(tmp) / CONFIG_FILE).read_text(encoding="utf-8")
+    # Invalidate an older adapter first: new weights must never sit next to an old config that loads them.
+    (folder / CONFIG_FILE).unlink(missing_ok=True)
+    atomic_save(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+    atomic_write_text(folder / CONFIG_FILE, config_text)
     return cfg

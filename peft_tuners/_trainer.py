@@ -25,13 +25,18 @@ class RegularizedTrainer(Trainer):
     normalised over the accumulation window (``num_items_in_batch`` given and the model accepts loss kwargs)
     it does not divide by the accumulation steps, so the per-micro-batch regulariser is divided here to be
     counted once per optimizer step.
+
+    ``config_name`` defaults to ``tuner_cls.config_name`` (set on every
+    :class:`~hf_trust.peft_tuners._lora_family.LoraFamilyModel`).
     """
 
     tuner_cls: type = object
     config_name: str = ""
 
     def tuner(self, model=None):
-        return unwrap_tuner(model if model is not None else self.model, self.tuner_cls, self.config_name)
+        """The tuner model (``PeftModel.base_model``) of ``model`` (default: the trained model)."""
+        name = self.config_name or getattr(self.tuner_cls, "config_name", self.tuner_cls.__name__)
+        return unwrap_tuner(model if model is not None else self.model, self.tuner_cls, name)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)

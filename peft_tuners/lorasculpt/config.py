@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Optional
 
-from peft import LoraConfig
 from peft.utils import PeftType
+
+from hf_trust.errors import HFTrustConfigError
+
+from .._lora_family import LoraFamilyConfig
+
+
+def _finite(name: str, value: object) -> float:
+    """``value`` as a float, or a clear error when it is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise HFTrustConfigError(f"LoRASculptConfig.{name} must be a finite number, got {value!r}.")
+    return float(value)
 
 
 @dataclass
-class LoRASculptConfig(LoraConfig):
+class LoRASculptConfig(LoraFamilyConfig):
     """LoRA with one-shot magnitude-pruned factors and the Conflict Mitigation Regularizer (CMR).
 
     Every ``LoraConfig`` field applies (the official setup: ``r=32, lora_alpha=64, lora_dropout=0.05``, every
@@ -19,8 +31,10 @@ class LoRASculptConfig(LoraConfig):
     Args:
         preserve_ratio (`float`, defaults to `0.1`):
             ρ: the fraction of each lora_A and lora_B tensor kept at ``mask_step`` (top-|value|, per tensor).
+            ``get_peft_model`` refuses a ρ that would keep no entry (``floor(ρ·numel) = 0``) of some tensor.
         mask_step (`int`, defaults to `100`):
-            Optimizer steps of dense warm-up before the one-shot pruning.
+            Optimizer steps of dense warm-up before the one-shot pruning.  Training must run more than
+            ``mask_step`` optimizer steps to prune at all (the callback warns otherwise).
         cmr_lambda (`float`, defaults to `1e-3`):
             λ of ``L = L_task + λ·L_CMR``, applied from step 0.
         cmr_omega (`float`, defaults to `1.0`): ω in ``M = tanh(ω·|1/log(|W/‖W‖_F| + ε)|)``.
@@ -51,11 +65,28 @@ class LoRASculptConfig(LoraConfig):
     def __post_init__(self):
         super().__post_init__()
         self.peft_type = PeftType.LORASCULPT
-        if not 0.0 < self.preserve_ratio <= 1.0:
-            raise ValueError(f"LoRASculptConfig.preserve_ratio must be in (0, 1], got {self.preserve_ratio}.")
-        if int(self.mask_step) != self.mask_step or self.mask_step < 1:
-            raise ValueError(f"LoRASculptConfig.mask_step must be an integer ≥ 1, got {self.mask_step}.")
-        if self.cmr_lambda < 0:
-            raise ValueError(f"LoRASculptConfig.cmr_lambda must be ≥ 0, got {self.cmr_lambda}.")
+        rho = _finite("preserve_ratio", self.preserve_ratio)
+        if not 0.0 < rho <= 1.0:
+            raise HFTrustConfigError(
+                f"LoRASculptConfig.preserve_ratio must be in (0, 1] (the kept fraction of each LoRA factor; the "
+                f"official value is 0.1), got {self.preserve_ratio}."
+            )
+        if isinstance(self.mask_step, bool) or int(self.mask_step) != self.mask_step or self.mask_step < 1:
+            raise HFTrustConfigError(
+                f"LoRASculptConfig.mask_step must be an integer ≥ 1 (optimizer steps before pruning), "
+                f"got {self.mask_step!r}."
+            )
+        self.mask_step = int(self.mask_step)
+        if _finite("cmr_lambda", self.cmr_lambda) < 0:
+            raise HFTrustConfigError(
+                f"LoRASculptConfig.cmr_lambda must be ≥ 0 (0 switches the CMR off), got {self.cmr_lambda}."
+            )
+        if _finite("cmr_omega", self.cmr_omega) <= 0:
+            raise HFTrustConfigError(f"LoRASculptConfig.cmr_omega must be > 0 (official: 1.0), got {self.cmr_omega}.")
+        if _finite("cmr_eps", self.cmr_eps) < 0:
+            raise HFTrustConfigError(f"LoRASculptConfig.cmr_eps must be ≥ 0 (official: 1e-15), got {self.cmr_eps}.")
         if self.cmr_target_modules is not None:
+            if isinstance(self.cmr_target_modules, str):
+                # A bare string would be iterated character by character.
+                self.cmr_target_modules = [self.cmr_target_modules]
             self.cmr_target_modules = list(self.cmr_target_modules)

@@ -1,7 +1,9 @@
 """LoRASculptModel: PEFT's LoRA with per-tensor magnitude masks and the Conflict Mitigation Regularizer.
 
 The layer math is PEFT's ``lora.Linear`` unchanged: pruned entries are kept exactly zero in place, so
-forward, merge and ``get_delta_weight`` stay those of LoRA and merging costs nothing at inference.
+forward, merge and ``get_delta_weight`` stay those of LoRA and merging costs nothing at inference.  The
+adapter bookkeeping, the regulariser hook and the export to stock LoRA come from
+:class:`~hf_trust.peft_tuners._lora_family.LoraFamilyModel`.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ from collections.abc import Iterator
 from typing import Optional
 
 import torch
-from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.lora import LoraLayer, LoraModel
+from peft.tuners.lora import LoraLayer
+from peft.utils.integrations import gather_params_ctx
 
-from hf_trust.trainers.federated.deepspeed_utils import gathered
+from hf_trust.errors import HFTrustConfigError
+
+from .._lora_family import LoraFamilyModel
 
 MASK_A, MASK_B = "sculpt_mask_A", "sculpt_mask_B"
+CMR_CACHE = "_sculpt_cmr_m"
 
 
 def _set_full(param: torch.nn.Parameter, value: torch.Tensor) -> None:
     """Write a full tensor into a parameter, and into DeepSpeed's fp32 master copy when one exists
     (ZeRO-1/2 keep one in the optimiser that would overwrite the module's values at the next step)."""
-    with gathered([param], modifier_rank=0), torch.no_grad():
+    # PEFT's helper gathers the ZeRO-3 shards (and re-partitions rank 0's write); a no-op otherwise.
+    with gather_params_ctx([param], modifier_rank=0), torch.no_grad():
         param.copy_(value.to(param.dtype))
     if hasattr(param, "ds_id") or hasattr(param, "_hp_mapping"):
         from deepspeed.utils import safe_set_full_fp32_param
@@ -37,7 +43,7 @@ def _get_full(param: torch.nn.Parameter) -> torch.Tensor:
         full = safe_get_full_fp32_param(param)
         if full is not None:
             return full.detach()
-    with gathered([param], modifier_rank=None):
+    with gather_params_ctx([param], modifier_rank=None):
         return param.detach().clone()
 
 
@@ -48,41 +54,65 @@ def cmr_weights(weight: torch.Tensor, omega: float, eps: float) -> torch.Tensor:
     return torch.tanh(omega * (1.0 / torch.log(m_pre.abs() + eps)).abs())
 
 
-class LoRASculptModel(LoraModel):
-    """PEFT model of LoRASculpt.  Adds :meth:`compute_masks`, :meth:`apply_masks`, :meth:`cmr_loss`,
-    :meth:`regularization_loss` and :meth:`export_as_lora` to ``LoraModel``."""
+class LoRASculptModel(LoraFamilyModel):
+    """PEFT model of LoRASculpt.  Adds :meth:`compute_masks`, :meth:`apply_masks`, :meth:`cmr_loss` and
+    :meth:`is_pruned` to :class:`~hf_trust.peft_tuners._lora_family.LoraFamilyModel` (whose
+    :meth:`regularization_loss` is ``cmr_lambda · cmr_loss()`` here and whose :meth:`export_as_lora` writes
+    the masked factors)."""
 
     prefix: str = "lora_"
+    config_name = "LoRASculptConfig"
+    trainer_name = "LoRASculptTrainer (or a Trainer with LoRASculptCallback plus the regulariser)"
+
+    def __init__(self, *args, **kwargs):
+        # Set before LoraModel.__init__ injects the layers; the callback or a mask call flips it.
+        self._schedule_seen = False
+        super().__init__(*args, **kwargs)
 
     def _create_and_replace(self, lora_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         super()._create_and_replace(lora_config, adapter_name, target, target_name, parent, current_key, **kwargs)
         layer = getattr(parent, target_name)
         if not isinstance(layer, LoraLayer) or adapter_name not in layer.lora_A:
             return
-        for name in (MASK_A, MASK_B):
-            if not hasattr(layer, name):
-                setattr(layer, name, BufferDict({}, persistent=True))
-                layer.other_param_names = tuple(layer.other_param_names) + (name,)
         a, b = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
-        getattr(layer, MASK_A)[adapter_name] = torch.ones_like(a, dtype=torch.bool)
-        getattr(layer, MASK_B)[adapter_name] = torch.ones_like(b, dtype=torch.bool)
-        layer._sculpt_key = current_key
+        rho = lora_config.preserve_ratio
+        for factor, tensor in (("lora_A", a), ("lora_B", b)):
+            n = tensor.numel()
+            if math.floor(rho * n) == 0:
+                raise HFTrustConfigError(
+                    f"LoRASculptConfig.preserve_ratio={rho} keeps floor(ρ·{n}) = 0 entries of {factor} of "
+                    f"{current_key} (shape {tuple(tensor.shape)}): pruning would zero that adapter tensor. Use "
+                    f"preserve_ratio ≥ {1.0 / n:.3g}, a larger r, or exclude the module from target_modules."
+                )
+        self.add_layer_state(layer, MASK_A, adapter_name, torch.ones_like(a, dtype=torch.bool), persistent=True)
+        self.add_layer_state(layer, MASK_B, adapter_name, torch.ones_like(b, dtype=torch.bool), persistent=True)
+
+    # ------------------------------------------------------------------ base-class hooks
+    def _owns_layer(self, layer: LoraLayer, adapter: str) -> bool:
+        return adapter in getattr(layer, MASK_A, {})
+
+    def _effective_factors(self, layer: LoraLayer, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            layer.lora_A[adapter].weight * getattr(layer, MASK_A)[adapter],
+            layer.lora_B[adapter].weight * getattr(layer, MASK_B)[adapter],
+        )
+
+    def _regularizer(self, adapter: str) -> Optional[torch.Tensor]:
+        cfg = self._config(adapter)
+        return None if cfg.cmr_lambda == 0 else cfg.cmr_lambda * self.cmr_loss(adapter)
+
+    def _regularizer_is_off(self, adapter: str) -> bool:
+        return self._config(adapter).cmr_lambda == 0
+
+    def _training_warnings(self, adapter: str) -> list[str]:
+        if self._schedule_seen or self.is_pruned(adapter):
+            return []
+        return ["its masks are never computed (no LoRASculptCallback), so the adapter stays dense"]
 
     # ------------------------------------------------------------------ helpers
-    def _adapter(self, adapter_name: Optional[str] = None) -> str:
-        if adapter_name:
-            return adapter_name
-        active = self.active_adapter
-        return active if isinstance(active, str) else active[0]
-
-    def _config(self, adapter_name: Optional[str] = None):
-        return self.peft_config[self._adapter(adapter_name)]
-
     def sculpt_layers(self, adapter_name: Optional[str] = None) -> Iterator[tuple[str, LoraLayer]]:
-        adapter = self._adapter(adapter_name)
-        for name, module in self.model.named_modules():
-            if isinstance(module, LoraLayer) and adapter in module.lora_A and hasattr(module, MASK_A):
-                yield name, module
+        """(module name, LoRA layer) of every layer carrying LoRASculpt masks for the adapter."""
+        return self.tuner_layers(adapter_name)
 
     def is_pruned(self, adapter_name: Optional[str] = None) -> bool:
         """True once masks were computed (a mask with a zero), e.g. after reloading a pruned checkpoint."""
@@ -99,6 +129,7 @@ class LoRASculptModel(LoraModel):
         """
         adapter = self._adapter(adapter_name)
         rho = self._config(adapter).preserve_ratio
+        self._schedule_seen = True
         if self.is_pruned(adapter) and not force:
             return {}
         out = {}
@@ -119,6 +150,7 @@ class LoRASculptModel(LoraModel):
     def apply_masks(self, adapter_name: Optional[str] = None) -> None:
         """Force pruned entries back to exactly zero (after every optimizer step and before saving)."""
         adapter = self._adapter(adapter_name)
+        self._schedule_seen = True
         for _, layer in self.sculpt_layers(adapter):
             for factor, mask_name in ((layer.lora_A[adapter].weight, MASK_A), (layer.lora_B[adapter].weight, MASK_B)):
                 mask = getattr(layer, mask_name)[adapter]
@@ -141,50 +173,24 @@ class LoRASculptModel(LoraModel):
         cfg = self._config(adapter)
         layers = self.cmr_layers(adapter)
         if not layers:
-            raise ValueError(
-                f"cmr_target_modules={cfg.cmr_target_modules} match no adapted layer; name suffixes of layers "
-                "that carry LoRA (e.g. q_proj) or set cmr_lambda=0."
+            raise HFTrustConfigError(
+                f"LoRASculptConfig.cmr_target_modules={cfg.cmr_target_modules} match no adapted layer; name "
+                "suffixes of layers that carry LoRA (e.g. q_proj) or set cmr_lambda=0."
             )
         total = None
         for _, layer in layers:
-            a = layer.lora_A[adapter].weight * getattr(layer, MASK_A)[adapter]
-            b = layer.lora_B[adapter].weight * getattr(layer, MASK_B)[adapter]
-            m = getattr(layer, "_sculpt_cmr_m", None) if cfg.cmr_cache else None
+            a, b = self._effective_factors(layer, adapter)
+            # M depends on the frozen W and on (ω, ε) only, so one cache per layer serves every adapter.
+            cache = layer.__dict__.setdefault(CMR_CACHE, {}) if cfg.cmr_cache else {}
+            m = cache.get((cfg.cmr_omega, cfg.cmr_eps))
             if m is None:
                 w = layer.get_base_layer().weight
                 w = w.T if getattr(layer, "fan_in_fan_out", False) else w
                 m = cmr_weights(w, cfg.cmr_omega, cfg.cmr_eps)
-                if cfg.cmr_cache:
-                    layer._sculpt_cmr_m = m
+                cache[(cfg.cmr_omega, cfg.cmr_eps)] = m
             delta = b @ a
             if cfg.cmr_apply_scaling:
                 delta = delta * layer.scaling[adapter]
             term = (m.to(delta.device, delta.dtype) * delta).norm()
             total = term if total is None else total + term
         return total / len(layers)
-
-    def regularization_loss(self, adapter_name: Optional[str] = None) -> torch.Tensor:
-        """λ·L_CMR — add once per optimizer step to the task loss (LoRASculptTrainer does this)."""
-        cfg = self._config(adapter_name)
-        if cfg.cmr_lambda == 0:
-            return torch.zeros((), device=next(self.model.parameters()).device)
-        return cfg.cmr_lambda * self.cmr_loss(adapter_name)
-
-    # ------------------------------------------------------------------ export
-    def lora_factors(self, adapter_name: Optional[str] = None) -> dict:
-        adapter = self._adapter(adapter_name)
-        out = {}
-        for name, layer in self.sculpt_layers(adapter):
-            a = layer.lora_A[adapter].weight * getattr(layer, MASK_A)[adapter]
-            b = layer.lora_B[adapter].weight * getattr(layer, MASK_B)[adapter]
-            out[name] = (a, b, layer.scaling[adapter])
-        return out
-
-    def export_as_lora(self, path, adapter_name: Optional[str] = None):
-        """Write the (masked) adapter as a stock PEFT LoRA adapter (no masks, ``peft_type: LORA``)."""
-        from .._lora_export import export_lora_adapter
-
-        cfg = self._config(adapter_name)
-        return export_lora_adapter(
-            self, path, self.lora_factors(adapter_name), task_type=cfg.task_type, fan_in_fan_out=cfg.fan_in_fan_out
-        )
