@@ -26,7 +26,16 @@ from .partition import (
 )
 from .stats import ClassMoments, reduce_moments
 from .strategy import FedAdam, FedAvg, FedOpt, FedProx, Strategy, get_strategy
-from .trainer import FederatedConfig, FederatedTrainer, derived_seed, plot_history, sample_clients
+from .trainer import (
+    FederatedConfig,
+    FederatedTrainer,
+    derived_seed,
+    latest_checkpoint,
+    load_history,
+    plot_history,
+    sample_clients,
+    verify_checkpoint,
+)
 
 __all__ = [
     "ClassMoments",
@@ -52,10 +61,13 @@ __all__ = [
     "derived_seed",
     "gathered",
     "get_strategy",
+    "latest_checkpoint",
+    "load_history",
     "load_params",
     "plot_history",
     "reduce_moments",
     "sample_clients",
     "trainable_params",
+    "verify_checkpoint",
     "zero_dim_params_to_buffers",
 ]

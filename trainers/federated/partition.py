@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from hf_trust.errors import PartitionError
+from hf_trust.atomic import atomic_write_json
+from hf_trust.errors import HFTrustCacheError, PartitionError
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Partitions:
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> None:
+        """Write the partition (indices, method, parameters, report) as JSON, atomically."""
         payload = {
             "method": self.method,
             "params": self.params,
@@ -85,13 +87,31 @@ class Partitions:
             "client_domains": self.client_domains,
             "report": self.report(),
         }
-        Path(path).write_text(json.dumps(payload))
+        atomic_write_json(path, payload, indent=None)
 
     @classmethod
     def load(
         cls, path: str | Path, labels: Sequence[int], domains: Optional[Sequence] = None, dataset=None
     ) -> Partitions:
-        payload = json.loads(Path(path).read_text())
+        """Read a partition written by :meth:`save`; a truncated or foreign file raises
+        :class:`~hf_trust.errors.HFTrustCacheError` naming it."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise HFTrustCacheError(
+                f"{path} is truncated or not JSON ({exc}); re-create it by splitting the dataset again "
+                f"with the partitioner and seed recorded for the run."
+            ) from exc
+        missing = {"indices", "client_domains", "method", "params"} - set(payload if isinstance(payload, dict) else {})
+        if missing:
+            raise HFTrustCacheError(f"{path} is not a saved partition (missing {sorted(missing)}).")
+        n = len(labels)
+        if any(len(ix) and (min(ix) < 0 or max(ix) >= n) for ix in payload["indices"]):
+            raise HFTrustCacheError(
+                f"{path} indexes rows outside the {n} labels given; it was saved for another dataset."
+            )
+        _check_labels(np.asarray(labels), "labels")
         return cls(
             [np.asarray(ix, dtype=np.int64) for ix in payload["indices"]],
             np.asarray(labels),
@@ -101,6 +121,29 @@ class Partitions:
             payload["params"],
             dataset,
         )
+
+
+def _check_labels(labels: np.ndarray, column: str) -> np.ndarray:
+    """Labels must be integer class ids ``0..C-1``: the partitioners group rows by them and every report
+    counts them with ``bincount``.  Strings, floats or negatives are refused with the fix."""
+    if labels.ndim != 1:
+        raise PartitionError(f"column {column!r} must hold one label per row; got an array of shape {labels.shape}.")
+    if labels.dtype == bool or len(labels) == 0:  # an empty column has no dtype to speak of
+        return labels.astype(np.int64)
+    if not np.issubdtype(labels.dtype, np.integer):
+        example = labels[0].item() if len(labels) and hasattr(labels[0], "item") else labels[0] if len(labels) else None
+        kind = "strings" if labels.dtype.kind in "US" or labels.dtype == object else f"{labels.dtype} values"
+        raise PartitionError(
+            f"column {column!r} holds {kind} (e.g. {example!r}); partitioners need integer class ids 0..C-1. "
+            f"Map the labels first, e.g. dataset = dataset.class_encode_column({column!r}) for strings or "
+            f"dataset.cast_column({column!r}, datasets.Value('int64')) for whole-number floats."
+        )
+    if len(labels) and labels.min() < 0:
+        raise PartitionError(
+            f"column {column!r} holds negative labels (min {labels.min()}); use class ids 0..C-1 and drop "
+            f"unlabelled rows (label -1) before partitioning."
+        )
+    return labels
 
 
 def _column(ds: Any, column: str) -> np.ndarray:
@@ -127,7 +170,7 @@ class _Partitioner:
             raise PartitionError(f"{self.num_clients} clients but only {n} samples; use fewer clients.")
 
     def split(self, dataset: Any, label_column: str = "label", domain_column: Optional[str] = None) -> Partitions:
-        labels = _column(dataset, label_column)
+        labels = _check_labels(_column(dataset, label_column), label_column)
         domains = _column(dataset, domain_column) if domain_column else None
         self._check(len(labels))
         parts = self._split(labels, domains, np.random.default_rng(self.seed))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -21,6 +23,9 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from hf_trust.atomic import atomic_save, atomic_write_json, atomic_write_text
+from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustError
 
 from .client import ClientContext, ClientResult, ClientTrainer, load_params, trainable_params
 from .partition import Partitions
@@ -48,6 +53,11 @@ class FederatedConfig:
         execution: ``"clients_per_rank"`` (rank r trains clients r, r+P, ...; sums are reduced) or
             ``"deepspeed"`` (every client is one DeepSpeed job over all ranks, with
             :class:`~hf_trust.trainers.federated.deepspeed_utils.DeepSpeedClientTrainer`).
+        allow_empty_rounds: when every sampled client of a round fails (an exception, a timeout or a
+            non-finite update), ``fit()`` raises :class:`~hf_trust.errors.HFTrustError` by default, because
+            a run whose global model never moves would otherwise look like a finished one.  ``True`` keeps
+            going instead: the round leaves the global parameters unchanged and is recorded in the history
+            with every client under ``failed_clients`` (useful with flaky clients and many rounds).
     """
 
     rounds: int = 10
@@ -61,20 +71,21 @@ class FederatedConfig:
     eval_every: int = 1
     log_with: Optional[str] = None
     execution: str = "clients_per_rank"
+    allow_empty_rounds: bool = False
 
     def __post_init__(self):
         if self.execution not in ("clients_per_rank", "deepspeed"):
-            raise ValueError(
+            raise HFTrustConfigError(
                 f"FederatedConfig.execution must be 'clients_per_rank' or 'deepspeed', got {self.execution!r}."
             )
         if self.rounds < 1:
-            raise ValueError(f"FederatedConfig.rounds must be ≥ 1, got {self.rounds}.")
+            raise HFTrustConfigError(f"FederatedConfig.rounds must be ≥ 1, got {self.rounds}.")
         if self.local_epochs < 1:
-            raise ValueError(f"FederatedConfig.local_epochs must be ≥ 1, got {self.local_epochs}.")
+            raise HFTrustConfigError(f"FederatedConfig.local_epochs must be ≥ 1, got {self.local_epochs}.")
         if not 0 < self.client_fraction <= 1:
-            raise ValueError(f"FederatedConfig.client_fraction must be in (0, 1], got {self.client_fraction}.")
+            raise HFTrustConfigError(f"FederatedConfig.client_fraction must be in (0, 1], got {self.client_fraction}.")
         if self.sampling not in ("random", "first"):
-            raise ValueError(f"FederatedConfig.sampling must be 'random' or 'first', got {self.sampling!r}.")
+            raise HFTrustConfigError(f"FederatedConfig.sampling must be 'random' or 'first', got {self.sampling!r}.")
 
 
 def derived_seed(*parts: int) -> int:
@@ -135,7 +146,7 @@ class FederatedTrainer:
         reader = getattr(client_trainer, "read_params", None)  # DeepSpeed: gathered from the engine
         self.global_params: Params = reader() if reader else trainable_params(client_trainer.model)
         if not self.global_params:
-            raise ValueError("the model has no trainable parameters; nothing would be federated.")
+            raise HFTrustConfigError("the model has no trainable parameters; nothing would be federated.")
         self.client_states: dict[int, dict] = {}
         self.history: list[dict[str, Any]] = []
         self.start_round = 0
@@ -223,6 +234,14 @@ class FederatedTrainer:
                 continue
             w = self.strategy.client_weight(result.num_examples)
             params = dict(self.client_trainer.model.named_parameters())
+            bad = [name for name in keys if not torch.isfinite(params[name].detach()).all()]
+            if bad or not math.isfinite(w):
+                # One NaN/inf in one client's update would make the weighted mean, and so the global
+                # model, NaN for every client from then on: the update is rejected like a failed client.
+                what = f"non-finite values in {bad[:3]}" if bad else f"non-finite client weight {w}"
+                logger.warning("client %d rejected in round %d: %s", k, round_idx, what)
+                local_records.append({"client": k, "failed": f"NonFiniteUpdate: {what}; the update was rejected"})
+                continue
             for name in keys:  # accumulates in float64
                 sums[name].add_(params[name].detach().to(sums[name].device), alpha=w)
             weight += w
@@ -233,6 +252,14 @@ class FederatedTrainer:
         total = float(flat[-1])
         records = sorted(self.gather_objects(local_records), key=lambda r: r["client"])
         ok = [r for r in records if "failed" not in r]
+        if not ok and not self.config.allow_empty_rounds:
+            # Every rank holds the gathered records, so every rank raises here, together.
+            reasons = "; ".join(f"client {r['client']}: {r['failed']}" for r in records[:3])
+            raise HFTrustError(
+                f"no client succeeded in round {round_idx + 1} ({len(records)} sampled; {reasons}), so the "
+                f"global model would not change. Fix the failing clients, or set "
+                f"FederatedConfig(allow_empty_rounds=True) to keep going through such rounds."
+            )
         if total > 0:
             mean, offset = {}, 0
             for name in keys:
@@ -269,7 +296,7 @@ class FederatedTrainer:
     def fit(self, partitions: Partitions, resume_from: Optional[str] = None) -> list[dict[str, Any]]:
         """Run the remaining rounds; returns the per-round history (also saved as JSON)."""
         if partitions.num_clients < 1:
-            raise ValueError("no clients in the partition.")
+            raise HFTrustConfigError("no clients in the partition.")
         out = Path(self.config.output_dir) if self.config.output_dir else None
         if resume_from is not None:
             self.load_checkpoint(resume_from)
@@ -299,57 +326,165 @@ class FederatedTrainer:
             if out is not None and self.config.save_every and (r + 1) % self.config.save_every == 0:
                 self.save_checkpoint(out / f"checkpoint-{r + 1}")
         if out is not None and self.accelerator.is_main_process:
-            (out / "history.json").write_text(json.dumps(self.history, indent=1, default=float))
+            atomic_write_text(out / "history.json", json.dumps(self.history, indent=1, default=float))
         return self.history
 
     def save_checkpoint(self, path: str | Path) -> None:
-        """Global parameters, strategy state, history (rank 0) and each rank's client states."""
+        """Global parameters, strategy state, history (rank 0) and each rank's client states.
+
+        Every file is written atomically, and ``checkpoint.json`` (the SHA-256 of every file) is written
+        last: a checkpoint without it was interrupted and is never resumed from (:func:`latest_checkpoint`
+        skips it, :meth:`load_checkpoint` refuses it).
+        """
         path = Path(path)
+        marker = path / CHECKPOINT_MARKER
         if self.accelerator.is_main_process:
             path.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {
-                    "round": self.start_round,
-                    "global_params": self.global_params,
-                    "strategy": self.strategy.state_dict(),
-                    "history": self.history,
-                    "world": self.world,
-                },
-                path / "server.pt",
-            )
+            # Overwriting an older checkpoint in place: it stops being "complete" before any file changes.
+            marker.unlink(missing_ok=True)
         self.accelerator.wait_for_everyone()
-        torch.save(self.client_states, path / f"clients_rank{self.rank}.pt")
+        if self.accelerator.is_main_process:
+            state = {
+                "round": self.start_round,
+                "global_params": self.global_params,
+                "strategy": self.strategy.state_dict(),
+                "history": self.history,
+                "world": self.world,
+            }
+            atomic_save(path / "server.pt", lambda tmp: torch.save(state, tmp))
+        atomic_save(path / f"clients_rank{self.rank}.pt", lambda tmp: torch.save(self.client_states, tmp))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            files = ["server.pt"] + [f"clients_rank{r}.pt" for r in range(self.world)]
+            atomic_write_json(
+                marker,
+                {"round": self.start_round, "world": self.world, "sha256": {f: _sha256(path / f) for f in files}},
+            )
         self.accelerator.wait_for_everyone()
 
     def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` (verified against its ``checkpoint.json``)."""
         path = Path(path)
-        if not (path / "server.pt").is_file():
-            raise FileNotFoundError(f"{path} is not a federated checkpoint (no server.pt).")
-        state = torch.load(path / "server.pt", weights_only=False)
-        if state["world"] != self.world:
-            raise ValueError(
-                f"checkpoint was written by {state['world']} process(es); resume with the same number "
+        meta = verify_checkpoint(path)
+        if meta["world"] != self.world:
+            raise HFTrustConfigError(
+                f"checkpoint {path} was written by {meta['world']} process(es); resume with the same number "
                 f"(client states live with the rank that hosted them)."
             )
+        state = _torch_load(path / "server.pt")
         self.start_round = state["round"]
         self.global_params = state["global_params"]
         self.strategy.load_state_dict(state["strategy"])
         self.history = state["history"]
-        self.client_states = torch.load(path / f"clients_rank{self.rank}.pt", weights_only=False)
+        self.client_states = _torch_load(path / f"clients_rank{self.rank}.pt")
         if self.config.execution == "deepspeed":
             self.client_trainer.load_global(self.global_params)
         else:
             load_params(self.client_trainer.model, self.global_params)
 
 
+CHECKPOINT_MARKER = "checkpoint.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as exc:  # truncated or foreign file: name it instead of a pickle traceback
+        raise HFTrustCacheError(
+            f"cannot read {path} ({type(exc).__name__}: {exc}); the file is truncated or not a federated "
+            f"checkpoint file. Resume from an earlier checkpoint-N folder (see latest_checkpoint)."
+        ) from exc
+
+
+def verify_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Check that ``path`` is a complete, unmodified federated checkpoint; return its ``checkpoint.json``.
+
+    Raises :class:`~hf_trust.errors.HFTrustCacheError` naming the file when the folder is not a
+    checkpoint, was interrupted while being written, or a file no longer matches its recorded SHA-256.
+    """
+    path = Path(path)
+    marker = path / CHECKPOINT_MARKER
+    if not (path / "server.pt").is_file() and not marker.is_file():
+        raise HFTrustCacheError(f"{path} is not a federated checkpoint (no server.pt); pass a checkpoint-N folder.")
+    if not marker.is_file():
+        raise HFTrustCacheError(
+            f"{path} is incomplete (no {CHECKPOINT_MARKER}): the run stopped while writing it. Resume from "
+            f"an earlier checkpoint-N folder (latest_checkpoint(output_dir) finds the last complete one)."
+        )
+    meta = read_json(marker)
+    if not isinstance(meta, dict) or not {"round", "world", "sha256"} <= set(meta):
+        raise HFTrustCacheError(f"{marker} lacks round/world/sha256; it was not written by save_checkpoint.")
+    for name, expected in meta["sha256"].items():
+        file = path / name
+        if not file.is_file():
+            raise HFTrustCacheError(f"{file} is missing from the checkpoint; resume from an earlier checkpoint-N.")
+        if _sha256(file) != expected:
+            raise HFTrustCacheError(
+                f"{file} does not match the SHA-256 recorded in {marker} (the file was truncated or changed "
+                f"after the checkpoint was written); resume from an earlier checkpoint-N."
+            )
+    return meta
+
+
+def latest_checkpoint(output_dir: str | Path) -> Optional[Path]:
+    """The complete checkpoint of ``output_dir`` with the highest round, or ``None``.
+
+    Interrupted or corrupt ``checkpoint-N`` folders are skipped with a warning, so a run killed while
+    checkpointing resumes from the last checkpoint that was written in full.
+    """
+    found = []
+    for child in Path(output_dir).glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if m and child.is_dir():
+            found.append((int(m.group(1)), child))
+    for _, child in sorted(found, reverse=True):
+        try:
+            verify_checkpoint(child)
+        except HFTrustCacheError as exc:
+            logger.warning("skipping %s: %s", child, exc)
+            continue
+        return child
+    return None
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file hf-trust wrote (``history.json``, ``partition.json``, markers), naming the file
+    when it is truncated or not JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HFTrustCacheError(f"{path} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HFTrustCacheError(
+            f"{path} is truncated or not JSON ({exc}); it was cut off mid-write by an older version or "
+            f"edited by hand. Delete it and re-run the step that writes it."
+        ) from exc
+
+
+def load_history(path: str | Path) -> list[dict[str, Any]]:
+    """The per-round history saved as ``history.json`` by :meth:`FederatedTrainer.fit`."""
+    history = read_json(path)
+    if not isinstance(history, list) or not all(isinstance(r, dict) and "round" in r for r in history):
+        raise HFTrustCacheError(f"{path} is not a federated history (a JSON list of rows with a 'round' key).")
+    return history
+
+
 def plot_history(history: list[dict], path: str | Path, metric: str = "accuracy") -> Path:
     """Plot every ``eval_*_<metric>`` column against the round number."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    # A bare Figure draws without pyplot's global state or a backend choice (the caller's stays as it was).
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     keys = sorted({k for row in history for k in row if k.startswith("eval_") and k.endswith(f"_{metric}")})
     for key in keys:
         ax.plot([r["round"] for r in history], [r.get(key) for r in history], label=key[5 : -len(metric) - 1])
@@ -358,6 +493,5 @@ def plot_history(history: list[dict], path: str | Path, metric: str = "accuracy"
     if keys:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     return Path(path)

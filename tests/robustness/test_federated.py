@@ -1,0 +1,260 @@
+"""The federated core under bad input, failing clients, interrupted writes and a killed process.
+
+Run as a script (``python -m tests.robustness.test_federated child OUT WHICH``) this module is also the
+child of the fault-injection test: a federation that kills itself with SIGKILL halfway through writing
+one file of its third checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Value
+
+from hf_trust.errors import HFTrustCacheError, HFTrustError, PartitionError
+from hf_trust.trainers.federated import (
+    ClientResult,
+    ClientTrainer,
+    DirichletLabelPartitioner,
+    FedAvg,
+    FederatedConfig,
+    FederatedTrainer,
+    FedOpt,
+    Partitions,
+    latest_checkpoint,
+    load_history,
+)
+from tests.federated.fed_fixtures import make_client_trainer, make_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _parts(seed: int = 1) -> Partitions:
+    return DirichletLabelPartitioner(num_clients=4, alpha=0.5, min_size=5, seed=seed).split(make_dataset())
+
+
+class _Wrap(ClientTrainer):
+    """Delegates to a real client trainer; ``after(ctx)`` may spoil the trained model or raise."""
+
+    def __init__(self, inner, after=None, skip=None):
+        self.inner, self.model, self.after, self.skip = inner, inner.model, after, skip
+
+    def fit(self, ctx):
+        if self.skip is not None and ctx.client_id == self.skip:
+            return ClientResult(0)  # the reference: contributes weight 0, as if absent
+        result = self.inner.fit(ctx)
+        if self.after is not None:
+            self.after(ctx, self.model)
+        return result
+
+    def evaluate(self, ds):
+        return self.inner.evaluate(ds)
+
+
+# ---------------------------------------------------------------- non-finite updates, empty rounds
+def test_nan_client_update_is_rejected_and_recorded():
+    def poison(ctx, model):
+        if ctx.client_id == 1:
+            with torch.no_grad():
+                model[0].weight[0, 0] = float("nan")
+
+    parts = _parts()
+    bad = FederatedTrainer(_Wrap(make_client_trainer(), poison), FedAvg(), FederatedConfig(rounds=2, seed=0))
+    hist = bad.fit(parts)
+    assert [r["failed_clients"] for r in hist] == [[1], [1]]
+    assert "NonFiniteUpdate" in hist[0]["client_records"][1]["failed"]
+    # Independent reference: the same federation in which client 1 simply carries no weight.
+    ref = FederatedTrainer(_Wrap(make_client_trainer(), skip=1), FedAvg(), FederatedConfig(rounds=2, seed=0))
+    ref.fit(parts)
+    for name, p in ref.global_params.items():
+        assert torch.isfinite(bad.global_params[name]).all()
+        assert torch.equal(p, bad.global_params[name]), name
+
+
+def test_inf_update_is_rejected_too():
+    def blow_up(ctx, model):
+        if ctx.client_id == 0:
+            with torch.no_grad():
+                model[2].bias.fill_(float("inf"))
+
+    t = FederatedTrainer(_Wrap(make_client_trainer(), blow_up), FedAvg(), FederatedConfig(rounds=1, seed=0))
+    hist = t.fit(_parts())
+    assert hist[0]["failed_clients"] == [0]
+    assert all(torch.isfinite(v).all() for v in t.global_params.values())
+
+
+def _always_fail(ctx, model):
+    raise RuntimeError("out of memory")
+
+
+def test_round_without_a_successful_client_raises_unless_allowed():
+    parts = _parts()
+    t = FederatedTrainer(_Wrap(make_client_trainer(), _always_fail), FedAvg(), FederatedConfig(rounds=2, seed=0))
+    with pytest.raises(HFTrustError, match=r"no client succeeded in round 1.*allow_empty_rounds=True") as err:
+        t.fit(parts)
+    assert "out of memory" in str(err.value)
+    init = {
+        k: v.clone()
+        for k, v in FederatedTrainer(make_client_trainer(), FedAvg(), FederatedConfig()).global_params.items()
+    }
+    allowed = FederatedTrainer(
+        _Wrap(make_client_trainer(), _always_fail), FedAvg(), FederatedConfig(rounds=2, seed=0, allow_empty_rounds=True)
+    )
+    hist = allowed.fit(parts)
+    assert [r["failed_clients"] for r in hist] == [[0, 1, 2, 3]] * 2
+    for name, p in init.items():  # nothing moved, and the history says why
+        assert torch.equal(allowed.global_params[name], p)
+
+
+# ---------------------------------------------------------------- labels the partitioners cannot use
+def test_string_and_float_labels_get_a_clear_error_and_mapping_fixes_it():
+    ds = make_dataset(n=60)
+    names = ds.map(lambda r: {"label": ["cat", "dog", "emu"][r["label"]]})
+    with pytest.raises(PartitionError, match=r"column 'label' holds strings.*class_encode_column"):
+        DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=1).split(names)
+    floats = ds.cast_column("label", Value("float64"))
+    with pytest.raises(PartitionError, match=r"column 'label' holds float64 values.*cast_column"):
+        DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=1).split(floats)
+    with pytest.raises(PartitionError, match="negative labels"):
+        DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=1).split(np.array([-1, 0, 1] * 20))
+    # The fix the message names works, and gives the same partition as integer labels with the same classes.
+    encoded = names.class_encode_column("label")
+    a = DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=1, seed=2).split(encoded)
+    b = DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=1, seed=2).split(ds)
+    assert all(np.array_equal(x, y) for x, y in zip(a.indices, b.indices))
+
+
+# ---------------------------------------------------------------- truncated files name themselves
+def _run(out: Path, rounds: int = 2, seed: int = 0, parts_seed: int = 1) -> FederatedTrainer:
+    t = FederatedTrainer(
+        make_client_trainer(seed=seed), FedAvg(), FederatedConfig(rounds=rounds, seed=0, output_dir=str(out))
+    )
+    t.fit(_parts(parts_seed))
+    return t
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_checkpoint_partition_and_history_are_named(tmp_path):
+    out = tmp_path / "run"
+    _run(out)
+    _truncate(out / "checkpoint-2" / "server.pt")
+    fresh = FederatedTrainer(make_client_trainer(), FedAvg(), FederatedConfig(rounds=3, seed=0))
+    with pytest.raises(HFTrustCacheError, match=r"checkpoint-2/server.pt does not match the SHA-256"):
+        fresh.fit(_parts(), resume_from=str(out / "checkpoint-2"))
+    assert latest_checkpoint(out) == out / "checkpoint-1"  # the intact earlier one is found instead
+    # A checkpoint folder whose marker is missing (killed before it was complete) is refused by name.
+    (out / "checkpoint-1" / "checkpoint.json").unlink()
+    with pytest.raises(HFTrustCacheError, match=r"checkpoint-1 is incomplete"):
+        fresh.fit(_parts(), resume_from=str(out / "checkpoint-1"))
+    assert latest_checkpoint(out) is None
+    _truncate(out / "partition.json")
+    with pytest.raises(HFTrustCacheError, match=r"partition.json is truncated"):
+        Partitions.load(out / "partition.json", make_dataset()["label"])
+    _truncate(out / "history.json")
+    with pytest.raises(HFTrustCacheError, match=r"history.json is truncated"):
+        load_history(out / "history.json")
+
+
+@pytest.mark.parametrize("name", ["history.json", "partition.json", "checkpoint-1/server.pt"])
+def test_a_crash_while_writing_leaves_the_previous_file_intact(tmp_path, monkeypatch, name):
+    """Simulated crash: the fsync of the file being written fails. A plain ``write_text``/``torch.save``
+    would already have replaced the previous content; the atomic writer leaves it whole."""
+    out = tmp_path / "run"
+    _run(out, rounds=1)
+    before = (out / name).read_bytes()
+    target = Path(name).name
+    real_fsync = os.fsync
+
+    def crashing_fsync(fd):
+        if f".{target}." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError("simulated crash during write")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", crashing_fsync)
+    with pytest.raises(OSError, match="simulated crash"):
+        _run(out, rounds=1, seed=5, parts_seed=7)  # other weights, another partition: every file would differ
+    assert (out / name).read_bytes() == before
+    assert not [p for p in out.rglob("*.tmp")]  # no half file left beside it
+
+
+# ---------------------------------------------------------------- SIGKILL while checkpointing
+def _kill_config(out: Path) -> FederatedConfig:
+    return FederatedConfig(rounds=4, seed=0, client_fraction=0.5, output_dir=str(out))
+
+
+def _kill_trainer(out: Path, init_seed: int = 0) -> FederatedTrainer:
+    ct = make_client_trainer(seed=init_seed, optimizer="adam", keep_optimizer_state=True)
+    return FederatedTrainer(ct, FedOpt(), _kill_config(out))
+
+
+def _child(out: str, which: str) -> None:
+    """Run the federation; while writing ``which`` of checkpoint-3, write half of it and SIGKILL ourselves."""
+    torch.set_num_threads(1)
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **kw):
+        p = Path(f)
+        if p.parent.name == "checkpoint-3" and p.name.startswith(f".{which}"):
+            import io
+
+            buf = io.BytesIO()
+            real_save(obj, buf, *a, **kw)
+            with open(p, "wb") as fh:
+                fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, f, *a, **kw)
+
+    torch.save = dying_save
+    _kill_trainer(Path(out)).fit(_parts())
+
+
+@pytest.mark.parametrize("which", ["server.pt", "clients_rank0.pt"])
+def test_sigkill_while_checkpointing_resumes_bit_identically(tmp_path, which):
+    ref = _kill_trainer(tmp_path / "ref")
+    ref.fit(_parts())
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.robustness.test_federated", "child", str(out), which],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    # It died inside the write: checkpoint-3 holds only a half temporary file and no marker.
+    assert not (out / "checkpoint-3" / "checkpoint.json").exists()
+    assert [p.name for p in (out / "checkpoint-3").glob(f".{which}.*")]
+    assert latest_checkpoint(out) == out / "checkpoint-2"
+    resumed = _kill_trainer(out, init_seed=99)  # other initial weights: everything must come from the checkpoint
+    resumed.fit(_parts(), resume_from=str(latest_checkpoint(out)))
+    for name, p in ref.global_params.items():
+        assert torch.equal(p, resumed.global_params[name]), name
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(resumed.history) == strip(ref.history)
+    assert strip(load_history(out / "history.json")) == strip(
+        json.loads((tmp_path / "ref" / "history.json").read_text())
+    )
+    assert latest_checkpoint(out) == out / "checkpoint-4"
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "child":
+    _child(sys.argv[2], sys.argv[3])
