@@ -1,4 +1,8 @@
-"""Command line: ``hf-trust demo [--methods a,b] [--full] [--out DIR]`` and ``hf-trust list``."""
+"""Command line.
+
+``hf-trust demo [--methods a,b] [--full] [--out DIR] [--list] [--push-to URL]``,
+``hf-trust list`` and ``hf-trust push ADAPTER_DIR --repo-id user/name [evidence files]``.
+"""
 
 from __future__ import annotations
 
@@ -18,37 +22,117 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--full", action="store_true", help="the larger setting whose figures go into benchmarks/RESULTS.md"
     )
-    demo.add_argument("--out", default="demo_report", help="report folder (default: demo_report)")
+    demo.add_argument(
+        "--out",
+        default="demo_report",
+        help="report folder (default: demo_report); must be new, empty or a previous hf-trust report",
+    )
     demo.add_argument("--seeds", type=int, nargs="+", help="override the recipes' seeds")
+    demo.add_argument("--list", action="store_true", help="list the methods with their expected time and exit")
+    demo.add_argument(
+        "--push-to",
+        metavar="URL",
+        help="after the run, push every adapter the recipes saved to this Hub endpoint (e.g. a local Hub stand-in)",
+    )
+    demo.add_argument(
+        "--push-namespace", default="hf-trust-demo", help="user or organisation for the pushed repositories"
+    )
+    demo.add_argument("--push-token", help="token for --push-to (default: HF_TOKEN or the stored login)")
     sub.add_parser("list", help="list the available demo recipes")
+
+    push = sub.add_parser(
+        "push",
+        help="upload a ThanoRA / LoRASculpt / LoRA adapter folder with its model card and measured evaluation results",
+    )
+    push.add_argument("adapter_dir", help="folder written by save_pretrained (holds adapter_config.json)")
+    push.add_argument("--repo-id", required=True, help="target model repository, 'user/name' (created if missing)")
+    push.add_argument("--bye-report", metavar="JSON", help="BYE report of the training data (BYEReport.save)")
+    push.add_argument(
+        "--forgetting", metavar="JSON", help="LoRASculpt forgetting measurement (see hf_trust.hub_cards.evidence)"
+    )
+    push.add_argument("--cot-kinetics", metavar="JSON", help="CoT-Kinetics scores (see hf_trust.hub_cards.evidence)")
+    push.add_argument(
+        "--eval-results",
+        metavar="YAML",
+        help="further evaluation results in the Hub's .eval_results format (a YAML or JSON list)",
+    )
+    push.add_argument("--metrics", metavar="JSON", help="name -> value shown in the card's metrics table")
+    push.add_argument(
+        "--legacy-model-index",
+        action="store_true",
+        help="also write the results as 'model-index' in the card (for tools that do not read .eval_results)",
+    )
+    push.add_argument("--base-model", help="base model id (default: from adapter_config.json)")
+    push.add_argument("--endpoint", help="Hub endpoint URL (default: the Hub, or HF_ENDPOINT)")
+    push.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the stored login)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
     return p
+
+
+def _push(args: argparse.Namespace) -> int:
+    from hf_trust.hub_cards import evidence_report, push_adapter
+    from hf_trust.hub_cards.evidence import load_eval_results, load_json
+
+    evidence = {
+        key: load_json(path, what)
+        for key, path, what in (
+            ("bye_report", args.bye_report, "--bye-report"),
+            ("forgetting", args.forgetting, "--forgetting"),
+            ("cot_kinetics", args.cot_kinetics, "--cot-kinetics"),
+        )
+        if path
+    }
+    info = push_adapter(
+        args.adapter_dir,
+        args.repo_id,
+        trust_report=evidence_report(**evidence),
+        evidence=evidence,
+        eval_results=load_eval_results(args.eval_results) if args.eval_results else None,
+        metrics=load_json(args.metrics, "--metrics") if args.metrics else None,
+        legacy_model_index=args.legacy_model_index,
+        base_model=args.base_model,
+        endpoint=args.endpoint,
+        token=args.token,
+        private=args.private,
+    )
+    print(f"Pushed {args.adapter_dir} to {info.commit_url or args.repo_id} (commit {info.oid})")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     # Import after parsing so that --help is instant.
-    from hf_trust.demo.runner import DemoError
+    from hf_trust.errors import HFTrustError
 
     try:
-        if args.command == "list":
-            from hf_trust.demo import available_recipes
+        if args.command == "list" or (args.command == "demo" and args.list):
+            from hf_trust.demo.runner import describe_recipes
 
-            for name, recipe in available_recipes().items():
-                print(f"{name:14s} {recipe.title} (~{recipe.minutes:g} min)")
+            print(describe_recipes())
             return 0
+        if args.command == "push":
+            return _push(args)
         import torch
 
         torch.set_num_threads(1)  # small ops on few cores: one thread is much faster
         from hf_trust.demo import run_demo
 
         methods = [m for item in (args.methods or []) for m in item.split(",") if m]
-        run_demo(methods or None, full=args.full, out_dir=args.out, seeds=args.seeds)
+        run_demo(
+            methods or None,
+            full=args.full,
+            out_dir=args.out,
+            seeds=args.seeds,
+            push_to=args.push_to,
+            push_namespace=args.push_namespace,
+            push_token=args.push_token,
+        )
         return 0
-    except DemoError as exc:
+    except (HFTrustError, FileNotFoundError) as exc:
         print(f"hf-trust: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("hf-trust: interrupted; no report was written", file=sys.stderr)
+        print("hf-trust: interrupted; the previous report (if any) is unchanged", file=sys.stderr)
         return 130
 
 

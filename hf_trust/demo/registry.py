@@ -47,13 +47,32 @@ class Claim:
 
 
 @dataclass
+class AdapterRecord:
+    """An adapter folder a recipe saved, with the evidence measured on it (for ``hf-trust demo --push-to``).
+
+    Attributes:
+        path: the folder written by ``save_pretrained`` (inside the recipe's ``ctx.out_dir``).
+        metrics: name -> value shown in the model card's metrics table.
+        evidence: keyword arguments of :func:`hf_trust.hub_cards.evidence_report` measured in this run:
+            ``bye_report``, ``forgetting`` and/or ``cot_kinetics`` (dicts, see that function).
+        training_data: free-form summary of the training data for the card.
+    """
+
+    path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    training_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RecipeResult:
-    """What a recipe returns: table rows, plot files, claims and free-text notes."""
+    """What a recipe returns: table rows, plot files, claims, free-text notes and saved adapters."""
 
     rows: list[ResultRow] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
+    adapters: list[AdapterRecord] = field(default_factory=list)
 
     def add(
         self,
@@ -81,6 +100,23 @@ class RecipeResult:
         row = Claim(claim, measured, verdict)
         self.claims.append(row)
         return row
+
+    def add_adapter(
+        self,
+        path: str | Path,
+        metrics: Optional[dict[str, Any]] = None,
+        evidence: Optional[dict[str, Any]] = None,
+        training_data: Optional[dict[str, Any]] = None,
+    ) -> AdapterRecord:
+        """Record an adapter folder saved in this run, so ``hf-trust demo --push-to URL`` can publish it.
+
+        ``evidence`` holds what this run measured about the adapter or its data, keyed like the
+        arguments of :func:`hf_trust.hub_cards.evidence_report` (``bye_report``, ``forgetting``,
+        ``cot_kinetics``); the card's trust report is filled from it.
+        """
+        record = AdapterRecord(Path(path), dict(metrics or {}), dict(evidence or {}), dict(training_data or {}))
+        self.adapters.append(record)
+        return record
 
 
 @dataclass

@@ -1,24 +1,35 @@
 """Run the selected recipes, print the results table and write the report folder.
 
-The report is assembled in a temporary folder next to the target and moved into place at the end,
-so an interrupted or failed run never leaves a half-written ``demo_report/``.
+The report is assembled in a staging folder next to the target and renamed into place at the end
+(:func:`hf_trust.atomic.atomic_directory`), so an interrupted or failed run never leaves a
+half-written report and never loses the previous one. Every report carries a marker file
+(:data:`REPORT_MARKER`); ``--out`` may only replace a folder that carries it, or an empty one, so a
+user's own files are never deleted.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import datetime
 import shutil
-import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_directory, atomic_write_json, atomic_write_text
 from ..errors import DemoError, HFTrustError
 from .registry import Recipe, RecipeContext, RecipeResult, available_recipes
+
+#: Written into every report folder; ``--out`` replaces a non-empty folder only when it holds this file.
+REPORT_MARKER = ".hf-trust-report"
+
+#: File suffixes embedded as pictures in the report (anything else is linked).
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
 
 
 def _select(methods: Optional[Sequence[str]]) -> list[Recipe]:
@@ -33,12 +44,39 @@ def _select(methods: Optional[Sequence[str]]) -> list[Recipe]:
     return [recipes[m] for m in dict.fromkeys(methods)]
 
 
-def _check_writable(out_dir: Path) -> Path:
-    parent = out_dir.resolve().parent
+def is_report_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``hf-trust demo`` (it holds :data:`REPORT_MARKER`)."""
+    return (Path(path) / REPORT_MARKER).is_file()
+
+
+def check_report_target(out_dir: str | Path) -> Path:
+    """Refuse any ``--out`` whose replacement could destroy a user's files; return the parent folder.
+
+    Allowed: a path that does not exist yet, an empty folder, or a previous hf-trust report
+    (it holds :data:`REPORT_MARKER`). Refused with a :class:`DemoError` naming the fix: a file, a
+    symbolic link, the working directory or one of its parents, and any other non-empty folder.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink():
+        # Replacing a link would rename the link, not the folder it points to; ask for the real path.
+        raise DemoError(f"report path {out_dir} is a symbolic link; pass the folder it points to, or a new --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise DemoError(f"report path {out_dir} exists and is not a folder; pass another --out")
+    resolved = out_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise DemoError(
+            f"--out {out_dir} is the working directory or contains it, which the report would replace; "
+            "pass a new folder such as --out demo_report"
+        )
+    parent = resolved.parent
     if not parent.is_dir():
         raise DemoError(f"folder {parent} does not exist; create it or pass another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report_folder(out_dir):
+        raise DemoError(
+            f"--out {out_dir} already holds files and is not an hf-trust report (no {REPORT_MARKER} file); "
+            "pass a new or empty folder so nothing of yours is replaced"
+        )
     return parent
 
 
@@ -58,32 +96,268 @@ def format_table(results: dict[str, RecipeResult]) -> str:
     return "\n".join(out)
 
 
+def estimate_seconds_left(expected: Sequence[float], finished: Sequence[float], current_elapsed: float) -> float:
+    """Seconds still to run, from the recipes' expected times and how long the finished ones took.
+
+    Args:
+        expected: every selected recipe's expected seconds, in run order.
+        finished: the measured seconds of the first ``len(finished)`` recipes (those already done).
+        current_elapsed: seconds spent so far in the recipe now running (index ``len(finished)``).
+
+    This machine's speed is learnt from the finished recipes (measured / expected time) and applied
+    to the rest; before any recipe has finished the expectations are taken as they are.
+    """
+    k = len(finished)
+    if k > len(expected):
+        raise ValueError(f"{k} finished recipes but only {len(expected)} expected times")
+    done_expected = sum(expected[:k])
+    speed = sum(finished) / done_expected if k and done_expected > 0 else 1.0
+    if k == len(expected):
+        return 0.0
+    current_left = max(expected[k] * speed - current_elapsed, 0.0)
+    return current_left + speed * sum(expected[k + 1 :])
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` -> ``"1 min 15 s"``; ``8`` -> ``"8 s"``."""
+    seconds = int(round(max(seconds, 0.0)))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+class _Progress:
+    """One overall bar (recipes done, estimated time left) and one bar for the recipe now running.
+
+    A recipe's own bars (``ctx.progress``) sit below these two. A daemon thread refreshes the time
+    left and the running recipe's elapsed time about once a second, because a recipe may spend
+    minutes without touching any bar.
+    """
+
+    def __init__(self, recipes: Sequence[Recipe], interval: float = 1.0) -> None:
+        self.recipes = list(recipes)
+        self.expected = [max(float(r.minutes), 0.0) * 60.0 for r in self.recipes]
+        self.finished: list[float] = []
+        self.interval = interval
+        self.overall = tqdm(total=len(self.recipes), desc="hf-trust demo", unit="recipe", position=0)
+        self.bar: Optional[tqdm] = None
+        self._t0 = time.time()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick_forever, name="hf-trust-demo-progress", daemon=True)
+        self._thread.start()
+
+    def start(self, index: int) -> None:
+        recipe = self.recipes[index]
+        with self._lock:
+            self._t0 = time.time()
+            # The bar counts seconds against the recipe's expected time; it stops just short of full
+            # until the recipe returns, so a slow recipe never shows a finished bar.
+            self.bar = tqdm(
+                total=max(int(round(self.expected[index])), 1),
+                desc=f"{recipe.name} (~{format_duration(self.expected[index])})",
+                unit="s",
+                position=1,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s",
+            )
+        self._tick()
+
+    def _tick(self) -> None:
+        with self._lock:
+            k = len(self.finished)
+            elapsed = time.time() - self._t0 if self.bar is not None else 0.0
+            left = estimate_seconds_left(self.expected, self.finished, elapsed)
+            name = self.recipes[k].name if k < len(self.recipes) else "done"
+            self.overall.set_postfix_str(f"{name}; ~{format_duration(left)} left", refresh=True)
+            if self.bar is not None:
+                self.bar.n = min(int(elapsed), self.bar.total - 1)
+                self.bar.refresh()
+
+    def _tick_forever(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._tick()
+
+    def finish(self, index: int, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self.finished.append(seconds)
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            self.overall.update(1)
+        recipe = self.recipes[index]
+        tqdm.write(
+            f"[{recipe.name}] {'done' if ok else 'FAILED'} in {format_duration(seconds)} "
+            f"(expected ~{format_duration(self.expected[index])})"
+        )
+        self._tick()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with self._lock:
+            if self.bar is not None:
+                self.bar.close()
+            self.overall.close()
+
+
+def _cell(text: Any) -> str:
+    """One markdown table cell: pipes escaped, line breaks flattened."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _collect_plots(name: str, result: RecipeResult, root: Path, warnings: list[str]) -> list[str]:
+    """Report-relative paths of the recipe's plots; plots saved outside the report are copied in."""
+    rdir = root / name
+    out = []
+    for plot in result.plots:
+        path = Path(plot)
+        if not path.is_absolute():
+            path = rdir / path
+        if not path.is_file():
+            warnings.append(f"{name}: plot {plot} was recorded but does not exist; it is missing from the report")
+            continue
+        try:
+            rel = path.resolve().relative_to(root.resolve())
+        except ValueError:  # saved elsewhere: copy it in so the report stays self-contained
+            target = rdir / path.name
+            shutil.copyfile(path, target)
+            rel = target.relative_to(root)
+        out.append(rel.as_posix())
+    if not any(p.lower().endswith(_IMAGE_SUFFIXES) for p in out):
+        warnings.append(f"{name}: the recipe produced no picture")
+    return out
+
+
 def _markdown(
-    results: dict[str, RecipeResult], recipes: dict[str, Recipe], failures: dict[str, str], meta: dict
+    results: dict[str, RecipeResult],
+    recipes: dict[str, Recipe],
+    failures: dict[str, str],
+    plots: dict[str, list[str]],
+    warnings: list[str],
+    meta: dict,
 ) -> str:
     md = ["# hf-trust demo report", ""]
     md.append(
-        f"Mode: {'full' if meta['full'] else 'default'}; device: {meta['device']}; total time {meta['seconds']:.0f} s."
+        f"Mode: {'full' if meta['full'] else 'default'}; device: {meta['device']}; "
+        f"total time {format_duration(meta['seconds'])}; written {meta['created']}."
     )
     md.append("")
-    for name, result in results.items():
-        md += [
-            f"## {name}: {recipes[name].title}",
-            "",
-            "| setting | metric | value | n | note |",
-            "|---|---|---|---|---|",
-        ]
-        for row in result.rows:
-            md.append(f"| {row.setting} | {row.metric} | {row.formatted_value()} | {row.n or ''} | {row.note} |")
+    if warnings:
+        md += ["## Warnings", ""] + [f"- {_cell(w)}" for w in warnings] + [""]
+    for name in recipes:
+        if name in failures:
+            md += [f"## {name}: FAILED", "", "```", failures[name].strip(), "```", ""]
+            continue
+        result = results[name]
+        md += [f"## {name}: {recipes[name].title}", ""]
+        if result.rows:
+            md += ["| setting | metric | value | n | note |", "|---|---|---|---|---|"]
+            for row in result.rows:
+                md.append(
+                    f"| {_cell(row.setting)} | {_cell(row.metric)} | {row.formatted_value()} | "
+                    f"{'' if row.n is None else row.n} | {_cell(row.note)} |"
+                )
+        else:
+            md.append("> **Warning:** this recipe returned no table rows.")
         md.append("")
         for note in result.notes:
             md.append(f"- {note}")
-        for plot in result.plots:
-            md.append(f"![{plot.name}]({name}/{plot.name})")
-        md.append(f"\nTime: {meta['times'][name]:.0f} s\n")
-    for name, err in failures.items():
-        md += [f"## {name}: FAILED", "", "```", err.strip(), "```", ""]
+        md.append("")
+        images = [p for p in plots[name] if p.lower().endswith(_IMAGE_SUFFIXES)]
+        for rel in plots[name]:
+            label = Path(rel).name
+            md.append(f"![{label}]({rel})" if rel in images else f"[{label}]({rel})")
+            md.append("")
+        if not images:
+            md += ["> **Warning:** this recipe produced no picture.", ""]
+        md.append(f"Time: {format_duration(meta['times'][name])}")
+        md.append("")
+    md += ["## Claims", "", "| method | paper's claim | measured in this run | verdict |", "|---|---|---|---|"]
+    for name in recipes:
+        if name in failures:
+            md.append(f"| {name} | – | recipe failed (see its section) | – |")
+        elif not results[name].claims:
+            md.append(f"| {name} | – | **no claim recorded** | – |")
+        for claim in results[name].claims if name in results else []:
+            md.append(f"| {name} | {_cell(claim.claim)} | {_cell(claim.measured)} | {_cell(claim.verdict)} |")
+    md.append("")
     return "\n".join(md)
+
+
+def _adapter_paths(result: RecipeResult, root: Path, name: str) -> list[tuple[str, dict[str, Any]]]:
+    """Report-relative folders of the recipe's adapters, each with its card inputs.
+
+    These are the adapters the recipe recorded with ``add_adapter`` plus any other folder holding an
+    ``adapter_config.json`` that it left in its own folder.
+    """
+    rdir = root / name
+    found: list[tuple[str, dict[str, Any]]] = []
+    seen: set[Path] = set()
+    for record in result.adapters:
+        path = (record.path if record.path.is_absolute() else rdir / record.path).resolve()
+        try:
+            rel = path.relative_to(root.resolve())
+        except ValueError:
+            continue  # saved outside the report: not part of what this run hands over
+        if (path / "adapter_config.json").is_file() and path not in seen:
+            seen.add(path)
+            extra = {"metrics": record.metrics, "evidence": record.evidence, "training_data": record.training_data}
+            found.append((rel.as_posix(), extra))
+    for cfg in sorted(rdir.rglob("adapter_config.json")):
+        path = cfg.parent.resolve()
+        if path not in seen:
+            seen.add(path)
+            found.append((path.relative_to(root.resolve()).as_posix(), {}))
+    return found
+
+
+def _push_adapters(
+    adapters: dict[str, list[tuple[str, dict[str, Any]]]],
+    out_dir: Path,
+    endpoint: str,
+    namespace: str,
+    token: Optional[str],
+) -> dict[str, str]:
+    """Push every adapter of the report to ``endpoint``; return ``{report-relative folder: repo url}``."""
+    from hf_trust.hub_cards import evidence_report, push_adapter
+
+    pushed: dict[str, str] = {}
+    for name, items in adapters.items():
+        for rel, extra in items:
+            path = out_dir / rel
+            # One repository per adapter: the recipe's name, plus the folder when it saved several.
+            tail = Path(rel).relative_to(name).as_posix().replace("/", "-") if rel != name else ""
+            repo_name = f"hf-trust-demo-{name}" + (f"-{tail}" if tail else "")
+            repo_id = f"{namespace}/{repo_name.replace('_', '-')}"
+            info = push_adapter(
+                path,
+                repo_id,
+                trust_report=evidence_report(**extra.get("evidence", {})),
+                metrics=extra.get("metrics") or None,
+                training_data=extra.get("training_data") or None,
+                endpoint=endpoint,
+                token=token,
+                commit_message=f"hf-trust demo: {name} adapter with its measured evidence",
+            )
+            url = f"{endpoint.rstrip('/')}/{repo_id}"
+            pushed[rel] = url
+            tqdm.write(f"[{name}] pushed {rel} to {url} (commit {info.oid})")
+    return pushed
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path, parent: Path) -> Iterator[Path]:
+    """``atomic_directory`` with its first write turned into a one-line :class:`DemoError`."""
+    entered = False
+    try:
+        with atomic_directory(out_dir) as staging:
+            entered = True
+            yield staging
+    except OSError as exc:
+        if entered:
+            raise
+        # A real write probe: os.access says yes to root even on read-only file systems.
+        raise DemoError(f"cannot write the report into {parent} ({exc.strerror}); pass a writable --out") from None
 
 
 def run_demo(
@@ -91,74 +365,129 @@ def run_demo(
     full: bool = False,
     out_dir: str | Path = "demo_report",
     seeds: Optional[Sequence[int]] = None,
+    push_to: Optional[str] = None,
+    push_namespace: str = "hf-trust-demo",
+    push_token: Optional[str] = None,
+    progress_interval: float = 1.0,
 ) -> dict[str, RecipeResult]:
     """Run the recipes and write ``out_dir/README.md``, ``results.json`` and each recipe's plots.
 
-    Returns the results of the recipes that succeeded.  A recipe that raises is reported as failed
+    Args:
+        methods: recipe names (default: all).
+        full: the larger setting whose figures go into ``benchmarks/RESULTS.md``.
+        out_dir: the report folder. It must be new, empty, or a previous report (it holds
+            :data:`REPORT_MARKER`); a previous report is replaced in one rename at the end.
+        seeds: override the recipes' seeds.
+        push_to: a Hub endpoint URL (e.g. a local Hub stand-in); when given, every adapter the
+            recipes saved is pushed there with its card after the report is written. Off by default.
+        push_namespace: the user or organisation the demo's repositories are created under.
+        push_token: token for ``push_to`` (default: the token ``huggingface_hub`` finds).
+        progress_interval: seconds between refreshes of the time-left estimate.
+
+    Returns the results of the recipes that succeeded. A recipe that raises is reported as failed
     (its traceback goes into the report) and the others still run; the CLI exits non-zero then.
     """
     import torch
 
     out_dir = Path(out_dir)
     selected = _select(methods)
-    parent = _check_writable(out_dir)
+    parent = check_report_target(out_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:  # a real write probe: os.access says yes to root even on read-only file systems
-        staging = Path(tempfile.mkdtemp(prefix=".demo_report.", dir=parent))
-    except OSError as exc:
-        raise DemoError(f"cannot write the report into {parent} ({exc.strerror}); pass a writable --out") from None
     results: dict[str, RecipeResult] = {}
     failures: dict[str, str] = {}
     times: dict[str, float] = {}
+    warnings: list[str] = []
     start = time.time()
-    try:
-        bar = tqdm(selected, desc="hf-trust demo", position=0)
-        for recipe in bar:
-            bar.set_postfix_str(recipe.name)
-            rdir = staging / recipe.name
-            rdir.mkdir()
-            run_seeds = list(seeds) if seeds else list(recipe.full_seeds if full else recipe.quick_seeds)
-            ctx = RecipeContext(out_dir=rdir, full=full, seeds=run_seeds, device=device)
-            t0 = time.time()
-            try:
-                result = recipe.run(ctx)
-                if not isinstance(result, RecipeResult):
-                    raise TypeError(f"recipe {recipe.name!r} returned {type(result).__name__}, not RecipeResult")
-                results[recipe.name] = result
-            except KeyboardInterrupt:
-                raise
-            except HFTrustError as exc:  # missing asset, unwritable cache: one clear line, no traceback
-                failures[recipe.name] = f"{type(exc).__name__}: {exc}"
-                tqdm.write(f"[{recipe.name}] FAILED: {failures[recipe.name]}")
-            except Exception:  # one recipe's failure is reported, the rest still run
-                failures[recipe.name] = traceback.format_exc()
-                tqdm.write(f"[{recipe.name}] FAILED: {failures[recipe.name].strip().splitlines()[-1]}")
-            times[recipe.name] = time.time() - t0
-        meta = {"full": full, "device": device, "seconds": time.time() - start, "times": times}
+    with _staging(out_dir, parent) as staging:
+        progress = _Progress(selected, interval=progress_interval)
+        try:
+            for index, recipe in enumerate(selected):
+                rdir = staging / recipe.name
+                rdir.mkdir()
+                run_seeds = list(seeds) if seeds else list(recipe.full_seeds if full else recipe.quick_seeds)
+                ctx = RecipeContext(out_dir=rdir, full=full, seeds=run_seeds, device=device, position=2)
+                progress.start(index)
+                t0 = time.time()
+                try:
+                    result = recipe.run(ctx)
+                    if not isinstance(result, RecipeResult):
+                        raise TypeError(f"recipe {recipe.name!r} returned {type(result).__name__}, not RecipeResult")
+                    results[recipe.name] = result
+                except KeyboardInterrupt:
+                    raise
+                except HFTrustError as exc:  # missing asset, unwritable cache: one clear line, no traceback
+                    failures[recipe.name] = f"{type(exc).__name__}: {exc}"
+                    tqdm.write(f"[{recipe.name}] FAILED: {failures[recipe.name]}")
+                except Exception:  # one recipe's failure is reported, the rest still run
+                    failures[recipe.name] = traceback.format_exc()
+                    tqdm.write(f"[{recipe.name}] FAILED: {failures[recipe.name].strip().splitlines()[-1]}")
+                times[recipe.name] = time.time() - t0
+                progress.finish(index, times[recipe.name], recipe.name not in failures)
+        finally:
+            progress.close()
+        plots = {name: _collect_plots(name, res, staging, warnings) for name, res in results.items()}
+        adapters = {name: _adapter_paths(res, staging, name) for name, res in results.items()}
+        for name, res in results.items():
+            if not res.claims:
+                warnings.append(f"{name}: no claim recorded for the claims table")
+        created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        meta = {"full": full, "device": device, "seconds": time.time() - start, "times": times, "created": created}
         recipes = {r.name: r for r in selected}
-        (staging / "README.md").write_text(_markdown(results, recipes, failures, meta))
+        atomic_write_text(staging / "README.md", _markdown(results, recipes, failures, plots, warnings, meta))
         payload = {
             "meta": meta,
             "results": {
                 n: {
                     "rows": [r.__dict__ for r in res.rows],
                     "notes": res.notes,
-                    "plots": [str(p.name) for p in res.plots],
+                    "plots": plots[n],
+                    "claims": [c.__dict__ for c in res.claims],
+                    "adapters": [rel for rel, _ in adapters[n]],
                 }
                 for n, res in results.items()
             },
             "failures": failures,
+            "warnings": warnings,
         }
-        (staging / "results.json").write_text(json.dumps(payload, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        atomic_write_json(staging / "results.json", payload)
+        atomic_write_json(staging / REPORT_MARKER, {"generator": "hf-trust demo", "format": 1, "created": created})
+        # Between the checks at the start and now the user may have put files into out_dir: check again
+        # so that a report never replaces anything but a report.
+        check_report_target(out_dir)
     print()
     print(format_table(results) if any(r.rows for r in results.values()) else "(no results)")
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(f"\nReport written to {out_dir}/README.md")
+    if push_to:
+        # After the rename: the adapters now live under out_dir, where the user can find them.
+        pushed = _push_adapters(adapters, out_dir, push_to, push_namespace, push_token)
+        if not pushed:
+            print(f"No adapters to push to {push_to}: no recipe saved one.")
+        for folder, url in pushed.items():
+            print(f"Pushed {out_dir / folder} -> {url}")
     if failures:
         raise DemoError(f"recipe(s) failed: {', '.join(failures)} (details in {out_dir}/README.md)")
     return results
+
+
+def describe_recipes(recipes: Optional[dict[str, Recipe]] = None) -> str:
+    """The ``hf-trust demo --list`` text: one line per method with its expected time, then the total."""
+    recipes = available_recipes() if recipes is None else recipes
+    width = max([len(n) for n in recipes] + [6])
+    lines = [f"{name:{width}s}  ~{r.minutes:g} min  {r.title}" for name, r in recipes.items()]
+    total = sum(r.minutes for r in recipes.values())
+    lines.append(f"{'total':{width}s}  ~{total:g} min  (default setting, 2 CPU cores; --full takes longer)")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "REPORT_MARKER",
+    "check_report_target",
+    "describe_recipes",
+    "estimate_seconds_left",
+    "format_duration",
+    "format_table",
+    "is_report_folder",
+    "run_demo",
+]

@@ -50,7 +50,7 @@ def test_demo_writes_report_and_prints_table(tmp_path, capsys):
     assert rows[0]["value"] == 55.0 and rows[1]["value"] == 2.0
     assert (out / "zz_sum" / "line.png").stat().st_size > 0
     assert "![line.png](zz_sum/line.png)" in (out / "README.md").read_text()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".demo_report")]
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging or old copy left beside it
 
 
 def test_unknown_method_is_one_line_and_nonzero(tmp_path, capsys):

@@ -1,0 +1,286 @@
+"""The demo report folder: a user's files are never replaced, a previous report survives a crash,
+every picture and claim reaches the report, and the progress display estimates the time left.
+
+The recipes here are fakes registered by this module (names start with ``zz_``); the real recipes are
+never run by these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from hf_trust.cli import main
+from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
+from hf_trust.demo.registry import VERDICTS
+from hf_trust.demo.runner import (
+    REPORT_MARKER,
+    check_report_target,
+    describe_recipes,
+    estimate_seconds_left,
+    run_demo,
+)
+from hf_trust.errors import DemoError
+
+# Eight bytes of PNG signature are enough: the report links files, it does not decode them.
+_PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+
+
+@register_recipe("zz_value", title="returns one computed value", minutes=0.02)
+def _value(ctx: RecipeContext) -> RecipeResult:
+    result = RecipeResult()
+    result.add("setting", "seed sum", sum(ctx.seeds))
+    return result
+
+
+@register_recipe("zz_interrupt", title="stops like Ctrl-C mid-run", minutes=0.02)
+def _interrupt(ctx: RecipeContext) -> RecipeResult:
+    (ctx.out_dir / "partial.txt").write_text("half a result")
+    raise KeyboardInterrupt
+
+
+@register_recipe("zz_pics", title="two pictures and a claim", minutes=0.05)
+def _pics(ctx: RecipeContext) -> RecipeResult:
+    result = RecipeResult()
+    result.add("toy", "accuracy", 0.75, n=4)
+    for name in ("curve.png", "heatmap.png"):
+        path = ctx.out_dir / name
+        path.write_bytes(_PNG + name.encode())
+        result.add_plot(path)
+    result.add_claim("method beats the baseline", "0.75 vs 0.50 (n = 4)", "reproduced")
+    result.add_claim("it is also faster", "1.3x slower | at this size", "not at this size")
+    return result
+
+
+@register_recipe("zz_bare", title="no picture, no claim", minutes=0.05)
+def _bare(ctx: RecipeContext) -> RecipeResult:
+    result = RecipeResult()
+    result.add("toy", "loss", 1.5)
+    return result
+
+
+_OUTSIDE: dict[str, Path] = {}
+
+
+@register_recipe("zz_outside", title="saves its picture outside the report", minutes=0.01)
+def _outside(ctx: RecipeContext) -> RecipeResult:
+    result = RecipeResult()
+    result.add_plot(_OUTSIDE["png"])
+    result.add_claim("x", "y", "not reproduced")
+    return result
+
+
+@register_recipe("zz_slow", title="takes a moment", minutes=0.01)
+def _slow(ctx: RecipeContext) -> RecipeResult:
+    time.sleep(0.4)
+    return RecipeResult()
+
+
+def _report(out: Path) -> str:
+    return (out / "README.md").read_text()
+
+
+# ---- the output folder: never a user's files ------------------------------------------------------
+
+
+def test_foreign_folder_is_refused_and_its_files_survive(tmp_path, capsys):
+    out = tmp_path / "my_work"
+    out.mkdir()
+    (out / "thesis.tex").write_text("three years of work")
+    (out / "sub").mkdir()
+    (out / "sub" / "data.csv").write_text("1,2,3")
+    assert main(["demo", "--methods", "zz_value", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an hf-trust report" in err[0] and REPORT_MARKER in err[0]
+    assert (out / "thesis.tex").read_text() == "three years of work"
+    assert (out / "sub" / "data.csv").read_text() == "1,2,3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_work"]  # no staging folder left behind
+
+
+def test_out_dot_and_parents_of_the_working_directory_are_refused(tmp_path, monkeypatch):
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "code.py").write_text("print(1)")
+    # Even a folder that carries the marker is refused when it is the working directory.
+    (work / REPORT_MARKER).write_text("{}")
+    monkeypatch.chdir(work)
+    for target in (".", "..", str(work)):
+        with pytest.raises(DemoError, match="working directory"):
+            run_demo(["zz_value"], out_dir=target)
+    assert (work / "code.py").read_text() == "print(1)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+
+
+def test_symlink_and_file_targets_are_refused(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(DemoError, match="symbolic link"):
+        check_report_target(tmp_path / "link")
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(DemoError, match="not a folder"):
+        check_report_target(tmp_path / "f")
+    assert (tmp_path / "f").read_text() == "keep"
+
+
+def test_new_and_empty_folders_are_accepted_and_every_report_carries_the_marker(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (tmp_path / "new", empty):
+        run_demo(["zz_value"], out_dir=out, seeds=[2, 5])
+        marker = json.loads((out / REPORT_MARKER).read_text())
+        assert marker["generator"] == "hf-trust demo"
+        assert json.loads((out / "results.json").read_text())["results"]["zz_value"]["rows"][0]["value"] == 7.0
+
+
+def test_previous_report_is_replaced_whole(tmp_path):
+    out = tmp_path / "report"
+    run_demo(["zz_value"], out_dir=out, seeds=[1])
+    (out / "zz_value" / "stale.txt").write_text("from the old run")
+    run_demo(["zz_value"], out_dir=out, seeds=[3])
+    assert json.loads((out / "results.json").read_text())["results"]["zz_value"]["rows"][0]["value"] == 3.0
+    assert not (out / "zz_value" / "stale.txt").exists()  # nothing of the old report is mixed in
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # old copy removed after the swap
+
+
+def test_interrupted_run_leaves_previous_report_intact(tmp_path):
+    out = tmp_path / "report"
+    run_demo(["zz_value"], out_dir=out, seeds=[4])
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(["zz_value", "zz_interrupt"], out_dir=out, seeds=[9])
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_crash_while_swapping_in_the_new_report_keeps_the_old_one(tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    run_demo(["zz_value"], out_dir=out, seeds=[4])
+    before = _report(out)
+    real_replace, real_rename = os.replace, os.rename
+
+    def crash_on_swap(real):
+        # The move of a freshly built report onto the target fails (disk full, power cut, kill);
+        # putting the old report back (a folder named ".report.old-...") still works.
+        def move(src, dst, *args, **kwargs):
+            if Path(dst) == out and ".old-" not in Path(src).name:
+                raise OSError(28, "simulated crash while moving the new report into place")
+            return real(src, dst, *args, **kwargs)
+
+        return move
+
+    monkeypatch.setattr(os, "replace", crash_on_swap(real_replace))
+    monkeypatch.setattr(os, "rename", crash_on_swap(real_rename))
+    with pytest.raises(OSError, match="simulated crash"):
+        run_demo(["zz_value"], out_dir=out, seeds=[8])
+    monkeypatch.undo()
+    assert _report(out) == before
+    assert json.loads((out / "results.json").read_text())["results"]["zz_value"]["rows"][0]["value"] == 4.0
+
+
+# ---- the report: one picture per method and the claims table ---------------------------------------
+
+
+def test_report_embeds_every_picture_and_the_claims_table(tmp_path, capsys):
+    outside = tmp_path / "elsewhere" / "scatter.png"
+    outside.parent.mkdir()
+    outside.write_bytes(_PNG + b"scatter")
+    _OUTSIDE["png"] = outside
+    out = tmp_path / "report"
+    run_demo(["zz_pics", "zz_bare", "zz_outside"], out_dir=out)
+    text = _report(out)
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert images == ["zz_pics/curve.png", "zz_pics/heatmap.png", "zz_outside/scatter.png"]
+    for rel in images:  # every link resolves, relative to the README, to the bytes the recipe wrote
+        assert (out / rel).read_bytes() == _PNG + Path(rel).stem.encode() + (b".png" if "zz_pics" in rel else b"")
+    # The claims table comes last and has one row per claim, plus a visible row for the silent recipe.
+    claims = text[text.index("## Claims") :].splitlines()
+    assert claims[2:4] == ["| method | paper's claim | measured in this run | verdict |", "|---|---|---|---|"]
+    assert claims[4:8] == [
+        "| zz_pics | method beats the baseline | 0.75 vs 0.50 (n = 4) | reproduced |",
+        "| zz_pics | it is also faster | 1.3x slower \\| at this size | not at this size |",
+        "| zz_bare | – | **no claim recorded** | – |",
+        "| zz_outside | x | y | not reproduced |",
+    ]
+    assert text.index("## zz_outside") < text.index("## Claims")
+    # The recipe with no picture and no claim is called out in the report and on the console.
+    bare = text[text.index("## zz_bare") : text.index("## zz_outside")]
+    assert "> **Warning:** this recipe produced no picture." in bare
+    warnings = text[text.index("## Warnings") : text.index("## zz_pics")]
+    assert "zz_bare: the recipe produced no picture" in warnings
+    assert "zz_bare: no claim recorded" in warnings and "zz_pics" not in warnings
+    printed = capsys.readouterr().out
+    assert "warning: zz_bare: the recipe produced no picture" in printed
+    data = json.loads((out / "results.json").read_text())
+    assert data["results"]["zz_pics"]["claims"][0] == {
+        "claim": "method beats the baseline",
+        "measured": "0.75 vs 0.50 (n = 4)",
+        "verdict": "reproduced",
+    }
+    assert data["results"]["zz_outside"]["plots"] == ["zz_outside/scatter.png"]
+
+
+def test_failed_recipe_has_a_claims_row(tmp_path):
+    @register_recipe("zz_boom", title="raises", minutes=0.01)
+    def _boom(ctx: RecipeContext) -> RecipeResult:
+        raise RuntimeError("broken recipe")
+
+    out = tmp_path / "r"
+    with pytest.raises(DemoError, match="zz_boom"):
+        run_demo(["zz_pics", "zz_boom"], out_dir=out)
+    text = _report(out)
+    assert "| zz_boom | – | recipe failed (see its section) | – |" in text
+    assert "RuntimeError: broken recipe" in text
+
+
+def test_verdicts_are_checked():
+    with pytest.raises(ValueError, match="verdict"):
+        RecipeResult().add_claim("c", "m", "sort of")
+    assert VERDICTS == ("reproduced", "not at this size", "not reproduced")
+
+
+# ---- progress and expected times -------------------------------------------------------------------
+
+
+def test_time_left_estimate():
+    # Nothing finished yet: the expectations as they are, minus what the running recipe has spent.
+    assert estimate_seconds_left([60, 120, 30], [], 20) == 40 + 120 + 30
+    # The first recipe took twice its expected time: the rest are scaled by 2.
+    assert estimate_seconds_left([60, 120, 30], [120], 50) == (240 - 50) + 60
+    # A recipe past its (scaled) expectation counts as finishing now, not as negative time.
+    assert estimate_seconds_left([60, 120, 30], [30], 100) == 0 + 15
+    assert estimate_seconds_left([60, 120], [60, 100], 0) == 0
+    with pytest.raises(ValueError):
+        estimate_seconds_left([60], [1, 2], 0)
+
+
+def test_progress_shows_overall_and_recipe_bars_with_time_left(tmp_path, capsys):
+    run_demo(["zz_slow", "zz_value"], out_dir=tmp_path / "r", progress_interval=0.05)
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "hf-trust demo" in err
+    assert "zz_slow (~1 s)" in err and "zz_value (~1 s)" in err  # one bar per recipe, with its expectation
+    assert re.search(r"zz_slow; ~\d+ s left", err)  # the overall bar names the recipe and the time left
+    # tqdm.write prints the per-recipe summary line on stdout, above the bars.
+    assert re.search(r"\[zz_slow\] done in \d+ s \(expected ~1 s\)", captured.out)
+
+
+def test_demo_list_shows_every_method_with_its_expected_time(capsys):
+    assert main(["demo", "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.match(r"^zz_pics +~0\.05 min +two pictures and a claim$", next(x for x in lines if "zz_pics" in x))
+    assert re.match(r"^zz_slow +~0\.01 min +takes a moment$", next(x for x in lines if "zz_slow" in x))
+    assert lines[-1].startswith("total")
+    from hf_trust.demo import available_recipes
+
+    recipes = available_recipes()
+    assert len(lines) == len(recipes) + 1
+    total = float(re.search(r"~([\d.]+) min", lines[-1]).group(1))
+    assert total == pytest.approx(sum(r.minutes for r in recipes.values()), rel=1e-5, abs=1e-6)
+    assert describe_recipes() == "\n".join(lines)
