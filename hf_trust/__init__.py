@@ -1,9 +1,10 @@
 """hf-trust: research methods for adapting, distilling, federating and securing foundation models,
 reached through the Hugging Face APIs users already know.
 
-``import hf_trust`` registers the PEFT tuner types (ThanoRA, LoRASculpt) so that
-``get_peft_model``, ``PeftConfig.from_pretrained`` and ``PeftModel.from_pretrained`` know them.
-Everything else is imported lazily on first attribute access, so ``import hf_trust`` stays cheap.
+``import hf_trust`` registers the PEFT tuner types (ThanoRA, LoRASculpt) so that ``get_peft_model``,
+``PeftConfig.from_pretrained`` and ``PeftModel.from_pretrained`` know them. Every public class below is
+importable from here and from its own subpackage; they are loaded on first attribute access (PEP 562),
+so ``import hf_trust`` costs no more than the PEFT import that registration needs anyway.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Public name -> module that defines it.  Imported on first access (PEP 562).
+# Public name -> the subpackage that exports it. tests/test_layout.py checks that every entry resolves
+# to the same object as the subpackage export.
 _LAZY: dict[str, str] = {
     # PEFT tuners
     "ThanoRAConfig": "hf_trust.peft_tuners.thanora",
@@ -25,24 +27,56 @@ _LAZY: dict[str, str] = {
     "LoRASculptModel": "hf_trust.peft_tuners.lorasculpt",
     "LoRASculptTrainer": "hf_trust.peft_tuners.lorasculpt",
     "LoRASculptCallback": "hf_trust.peft_tuners.lorasculpt",
-    # trainers
+    # federated core
+    "FederatedConfig": "hf_trust.trainers.federated",
+    "FederatedTrainer": "hf_trust.trainers.federated",
+    "ClientTrainer": "hf_trust.trainers.federated",
+    "SupervisedClientTrainer": "hf_trust.trainers.federated",
+    "DirichletLabelPartitioner": "hf_trust.trainers.federated",
+    "IIDPartitioner": "hf_trust.trainers.federated",
+    "DomainPartitioner": "hf_trust.trainers.federated",
+    "FixedClassesPartitioner": "hf_trust.trainers.federated",
+    "Strategy": "hf_trust.trainers.federated",
+    "FedAvg": "hf_trust.trainers.federated",
+    "FedProx": "hf_trust.trainers.federated",
+    "FedAdam": "hf_trust.trainers.federated",
+    # federated prompt learning
+    "PromptConfig": "hf_trust.trainers.fpl",
+    "FPLConfig": "hf_trust.trainers.fpl",
+    "CLIPPromptModel": "hf_trust.trainers.fpl",
+    "FederatedPromptTrainer": "hf_trust.trainers.fpl",
+    "load_prompts": "hf_trust.trainers.fpl",
+    # GGEUR
+    "GGEURConfig": "hf_trust.trainers.ggeur",
+    "GGEURTrainer": "hf_trust.trainers.ggeur",
+    "embed_dataset": "hf_trust.trainers.ggeur",
+    # ACGKD
     "ACGKDConfig": "hf_trust.trainers.acgkd",
     "ACGKDTrainer": "hf_trust.trainers.acgkd",
     "acgkd_distill": "hf_trust.trainers.acgkd",
-    "PromptConfig": "hf_trust.trainers.fpl",
-    "FederatedPromptTrainer": "hf_trust.trainers.fpl",
-    "FPLConfig": "hf_trust.trainers.fpl",
-    "load_prompts": "hf_trust.trainers.fpl",
-    # trust pieces
+    "GNNClassifier": "hf_trust.trainers.acgkd",
+    # BYE
     "BYEFilter": "hf_trust.filters",
+    "BYEReport": "hf_trust.filters",
+    "bye_select": "hf_trust.filters",
+    "bye_defence": "hf_trust.filters",
+    # EPEAgent
     "AgentSpec": "hf_trust.agents",
     "PrivacyPolicy": "hf_trust.agents",
     "PrivacyEnhancingAgent": "hf_trust.agents",
     "EPEOrchestrator": "hf_trust.agents",
     "hf_chat_backend": "hf_trust.agents",
-    # hub
+    # Hub
     "push_adapter": "hf_trust.hub_cards",
     "render_card": "hf_trust.hub_cards",
+    "TrustReport": "hf_trust.hub_cards",
+    "TrustCheck": "hf_trust.hub_cards",
+    # the one exception family
+    "HFTrustError": "hf_trust.errors",
+    "HFTrustConfigError": "hf_trust.errors",
+    "HFTrustDataError": "hf_trust.errors",
+    "HFTrustCacheError": "hf_trust.errors",
+    "MissingExtraError": "hf_trust.errors",
 }
 
 
@@ -54,13 +88,10 @@ def metric_path(name: str) -> str:
     """
     from hf_trust import metrics
 
-    path = os.path.join(os.path.dirname(os.path.abspath(metrics.__file__)), name)
+    root = os.path.dirname(os.path.abspath(metrics.__file__))
+    path = os.path.join(root, name)
     if not os.path.isfile(os.path.join(path, f"{name}.py")):
-        available = sorted(
-            d
-            for d in os.listdir(os.path.dirname(path))
-            if os.path.isfile(os.path.join(os.path.dirname(path), d, f"{d}.py"))
-        )
+        available = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, f"{d}.py")))
         raise ValueError(f"Unknown metric {name!r}; available: {', '.join(available) or 'none'}.")
     return path
 

@@ -1,0 +1,132 @@
+"""The distribution as a user installs it: a wheel with one top-level package, ranged metadata, and an
+install into an existing stack that leaves the user's packages alone."""
+
+from __future__ import annotations
+
+import email.parser
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.layering import NAMESPACE_ROOTS
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.install
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from the committed tree (what a clean clone holds), without build isolation."""
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "src"
+    src.mkdir()
+    archive = work / "head.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), "HEAD"], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(src, filter="data")
+    dist = work / "dist"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (whl,) = dist.glob("hf_trust-*.whl")
+    return whl
+
+
+def test_wheel_has_only_the_hf_trust_package(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    dist_info = {t for t in tops if t.endswith(".dist-info")}
+    assert tops - dist_info == {"hf_trust"}
+    # every module of the repository folders is in the wheel, under the namespace, with its data files
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True).stdout.split()
+    expected = set()
+    for rel in tracked:
+        top, _, rest = rel.partition("/")
+        wanted = rel.endswith((".py", ".j2")) or rel == "metrics/cot_kinetics/README.md"
+        if top in NAMESPACE_ROOTS and rest and wanted:
+            expected.add(NAMESPACE_ROOTS[top].replace(".", "/") + "/" + rest)
+    assert expected <= set(names), sorted(expected - set(names))
+
+
+def test_wheel_metadata_is_ranged(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = email.parser.Parser().parsestr(zf.read(meta_name).decode())
+    requires = meta.get_all("Requires-Dist")
+    runtime = [r for r in requires if "extra ==" not in r]
+    assert runtime and all("==" not in r for r in runtime), runtime
+    assert not any(r.lower().startswith("pytest") for r in runtime)
+    torch_req = next(r for r in runtime if r.startswith("torch"))
+    assert "+cpu" not in torch_req
+    extras = set(meta.get_all("Provides-Extra"))
+    assert {"deepspeed", "flower", "test"} <= extras
+
+
+def _freeze(python: Path) -> dict[str, str]:
+    out = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {p["name"].lower(): p["version"] for p in json.loads(out)}
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_an_existing_stack_without_changing_it(wheel, tmp_path):
+    """A fresh venv that already holds torch (and an unrelated user package): installing the wheel adds
+    packages but changes none of those already there, and ``pip check`` is clean afterwards."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    torch_version = __import__("torch").__version__.split("+")[0]
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    pre = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", f"torch=={torch_version}", "six"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    before = _freeze(py)
+    inst = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True, timeout=1500, env=env
+    )
+    assert inst.returncode == 0, inst.stderr[-3000:]
+    after = _freeze(py)
+    changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
+    assert not changed, f"pip changed preinstalled packages: {changed}"
+    assert "hf-trust" in after
+    check = subprocess.run([str(py), "-m", "pip", "check"], capture_output=True, text=True, env=env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The installed (non-editable) package works from a folder holding the user's own metrics.py etc.
+    user = tmp_path / "user"
+    user.mkdir()
+    for name in ("metrics", "trainers", "peft_tuners", "hub_cards"):
+        (user / f"{name}.py").write_text(f"raise ImportError('the user file {name}.py was imported')\n")
+    code = textwrap.dedent(
+        """
+        import evaluate, hf_trust
+        from hf_trust.trainers.federated import FedAvg
+        from hf_trust import ThanoRAConfig, LoRASculptConfig
+        assert "site-packages" in hf_trust.__file__
+        evaluate.load(hf_trust.metric_path("cot_kinetics"))
+        print("OK")
+        """
+    )
+    run_env = {**env, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run_env.pop("PYTHONPATH", None)
+    proc = subprocess.run([str(py), "-c", code], cwd=user, capture_output=True, text=True, timeout=600, env=run_env)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
