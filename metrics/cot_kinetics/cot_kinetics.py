@@ -10,7 +10,10 @@ import evaluate
 import numpy as np
 
 from hf_trust.metrics.cot_kinetics.kinetics import (
+    AGGREGATIONS,
     BASELINE_DIRECTION,
+    COE_TOKEN_SETS,
+    ENERGY_DIRECTION,
     EnergyWeights,
     KineticsError,
     detection_metrics,
@@ -29,10 +32,11 @@ _CITATION = """\
 
 _DESCRIPTION = """\
 CoT-Kinetics treats each generated token's hidden state as a particle moved by the transformer layers
-(layer index = time) and scores the reasoning segment by an energy: kinetic (scale-free movement between
-layers), curvature (turning between consecutive moves) and potential (logit-lens surprisal of the emitted
-next token). Lower energy is read as sounder reasoning; `confidence` maps it to (0, 1) against the batch
-(or a calibration set). The energy formula is reconstructed: the paper's equation was not available.
+(layer index = time) and scores the reasoning segment by an energy made of pluggable terms: semantic
+momentum (scale-free movement between layers, with a mass) and curvature (the turn between successive
+layer moves), weighed by `gamma`, plus an optional logit-lens potential (off by default). Lower energy is
+read as sounder reasoning; `confidence` maps it to (0, 1) against the batch (or a calibration set). The
+equation is reconstructed from descriptions of the paper (see the metric card).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -44,22 +48,49 @@ Args:
     token_ids (`list[list[int]]`, optional): exact generated ids (prompt excluded); overrides `predictions`.
     prompt_ids (`list[list[int]]`, optional): exact prompt ids to go with `token_ids`.
     think_start / think_end (`str`): reasoning delimiters (default "<think>" / "</think>").
-    alpha, beta, gamma (`float`): weights of kinetic, potential and curvature terms (1, 1, 0).
-    normalize (`bool`): divide the kinetic term by the token's total displacement squared (default True).
+    gamma (`float` in [0, 1]): energy = gamma·momentum + (1 − gamma)·curvature + beta·potential (0.8).
+    beta (`float`): weight of the logit-lens potential (0 = lens off, the default).
+    term_weights (`dict[str, float]`, optional): override or add term weights by name
+        ("momentum", "curvature", "potential", "kinetic").
+    normalize (`bool`): divide movement by the token's net displacement ‖h^L − h^0‖ (default True).
     mass (`str`): "unit" or "surprisal".
-    lens_layers (`list[int]`, optional): layers used by the potential term (default: all).
+    aggregation (`str`): "average" (default), "median", "max" or "last" over the reasoning tokens.
+    lens_layers (`list[int]`, optional): states 0 … L read by the logit lens (negative = from the end);
+        giving it turns the lens on; beta != 0 without it uses every layer.
+    coe_token_set (`str`): tokens the CoE baselines average: "paper" (output tokens, default) or
+        "authors_code" (first prompt token + outputs without the last, as the CoE release does).
     include_answer (`bool`): also score the answer tokens (default False).
-    batch_size (`int`): samples per forward pass (left padding), default 4.
+    batch_size (`int` >= 1): samples per forward pass (left padding), default 4.
     calibration (`list[float]`, optional): reference energies for `confidence` (default: this batch).
     device (`str`, optional): where to run the model.
 Returns:
-    energy, confidence, kinetic, curvature, potential, per_layer, segment_status, n_reasoning_tokens
-    (one value per sample), mean_energy; baselines (maxprob, perplexity, entropy, coe_r, coe_c per sample);
-    "detection" adds auroc, aupr, fpr_at_95 and a `detection_table` for the energy and every baseline.
+    energy, confidence, momentum, curvature (and potential / kinetic when computed), terms (dict of the
+    per-sample term values), profiles (per-layer values of each term), segment_status, n_reasoning_tokens,
+    mean_energy, weights; baselines (maxprob, perplexity, entropy, coe_r, coe_c per sample);
+    "detection" adds auroc, aupr, fpr_at_95 of the energy and a `detection_table` for the energy, each
+    energy term alone and every baseline.
 Examples:
     >>> ck = evaluate.load(hf_trust.metric_path("cot_kinetics"))  # doctest: +SKIP
     >>> ck.compute(predictions=["<think>2+2=4</think> 4"], prompts=["2+2?"], model=model, tokenizer=tok)  # doctest: +SKIP
 """
+
+
+def _load_local(model_id: str):
+    """Model and tokenizer from a local folder; a clear error when the folder is not there."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(str(model_id)).expanduser()
+    if not (path / "config.json").is_file():
+        raise KineticsError(
+            f"model_id={str(model_id)!r}: no model folder with a config.json at {path.resolve()}; CoT-Kinetics "
+            "never downloads, so pass a local folder (save_pretrained) or model= and tokenizer= objects."
+        )
+    return (
+        AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True),
+        AutoTokenizer.from_pretrained(str(path), local_files_only=True),
+    )
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -73,7 +104,7 @@ class CotKinetics(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(features),
-            reference_urls=["https://arxiv.org/abs/2505.13408"],
+            reference_urls=["https://arxiv.org/abs/2505.13408", "https://github.com/Alsace08/Chain-of-Embedding"],
         )
 
     def _compute(
@@ -88,24 +119,45 @@ class CotKinetics(evaluate.Metric):
         prompt_ids=None,
         think_start="<think>",
         think_end="</think>",
-        alpha=1.0,
-        beta=1.0,
-        gamma=0.0,
+        gamma=0.8,
+        beta=0.0,
+        term_weights=None,
         normalize=True,
         mass="unit",
+        aggregation="average",
         lens_layers=None,
+        coe_token_set="paper",
         include_answer=False,
         batch_size=4,
         calibration=None,
         device=None,
+        alpha=None,
     ):
+        if alpha is not None:
+            raise KineticsError(
+                f"alpha={alpha!r} is not a parameter of this energy: weigh momentum against curvature with gamma "
+                "(energy = gamma·momentum + (1 − gamma)·curvature + beta·potential) or use term_weights."
+            )
+        # validate everything cheap before touching a model
+        weights = EnergyWeights(
+            gamma=gamma,
+            beta=beta,
+            normalize=normalize,
+            mass=mass,
+            aggregation=aggregation,
+            term_weights=dict(term_weights or {}),
+        )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise KineticsError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if coe_token_set not in COE_TOKEN_SETS:
+            raise KineticsError(f"coe_token_set must be one of {COE_TOKEN_SETS}, got {coe_token_set!r}.")
+        if aggregation not in AGGREGATIONS:
+            raise KineticsError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
         if model is None:
             if model_id is None:
                 raise KineticsError("pass model= and tokenizer= (loaded objects) or model_id= (a local model folder).")
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            model = AutoModelForCausalLM.from_pretrained(model_id, local_files_only=True)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_id, local_files_only=True)
+            model, loaded_tok = _load_local(model_id)
+            tokenizer = tokenizer or loaded_tok
         if tokenizer is None:
             raise KineticsError("a tokenizer is needed with model=; pass tokenizer=.")
         n = len(token_ids) if token_ids is not None else len(predictions)
@@ -124,6 +176,7 @@ class CotKinetics(evaluate.Metric):
         locate_parts(model)  # fails clearly for a model without decoder layers / LM head
         if device is not None:
             model = model.to(device)
+        was_training = model.training
         model.eval()
         seqs, plens = [], []
         for i in range(n):
@@ -142,42 +195,48 @@ class CotKinetics(evaluate.Metric):
                 raise KineticsError(f"prediction {i} tokenizes to nothing.")
             seqs.append(p + o)
             plens.append(len(p))
-        weights = EnergyWeights(alpha=alpha, beta=beta, gamma=gamma, normalize=normalize, mass=mass)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         scores = []
-        for s in range(0, n, batch_size):
-            scores += score_batch(
-                model,
-                seqs[s : s + batch_size],
-                plens[s : s + batch_size],
-                start_ids,
-                end_ids,
-                weights,
-                lens_layers=lens_layers,
-                include_answer=include_answer,
-                pad_id=pad,
-            )
+        try:
+            for s in range(0, n, batch_size):
+                scores += score_batch(
+                    model,
+                    seqs[s : s + batch_size],
+                    plens[s : s + batch_size],
+                    start_ids,
+                    end_ids,
+                    weights,
+                    lens_layers=lens_layers,
+                    include_answer=include_answer,
+                    pad_id=pad,
+                    coe_token_set=coe_token_set,
+                )
+        finally:
+            model.train(was_training)  # leave the caller's model as it came
         energy = np.array([r.energy for r in scores])
         ref = np.asarray(calibration if calibration is not None else energy, dtype=np.float64)
         q1, med, q3 = np.percentile(ref, [25, 50, 75])
         tau = max(q3 - q1, 1e-12)
         confidence = 1.0 / (1.0 + np.exp(-(med - energy) / tau))
+        term_names = list(scores[0].terms)
         out = {
             "energy": energy.tolist(),
             "confidence": confidence.tolist(),
-            "kinetic": [r.kinetic for r in scores],
-            "curvature": [r.curvature for r in scores],
-            "potential": [r.potential for r in scores],
-            "per_layer": [r.per_layer for r in scores],
+            **{k: [r.terms[k] for r in scores] for k in term_names},
+            "terms": {k: [r.terms[k] for r in scores] for k in term_names},
+            "profiles": {k: [r.profiles[k] for r in scores] for k in term_names},
             "segment_status": [r.segment_status for r in scores],
             "n_reasoning_tokens": [r.n_reasoning_tokens for r in scores],
             "mean_energy": float(energy.mean()),
+            "weights": weights.weights(),
             "baselines": {k: [r.baselines[k] for r in scores] for k in BASELINE_DIRECTION},
         }
         if self.config_name == "detection":
             if references is None:
                 raise KineticsError("the detection config needs references (1 = answer correct, 0 = wrong).")
-            table = {"cot_kinetics": detection_metrics(-energy, references)}
+            table = {"cot_kinetics": detection_metrics(ENERGY_DIRECTION * energy, references)}
+            for k in term_names:
+                table[k] = detection_metrics(ENERGY_DIRECTION * np.asarray(out["terms"][k]), references)
             for k, sign in BASELINE_DIRECTION.items():
                 table[k] = detection_metrics(sign * np.asarray(out["baselines"][k]), references)
             out.update(table["cot_kinetics"])

@@ -1,0 +1,246 @@
+"""CoT-Kinetics study driver: short greedy arithmetic chains from a causal LM, labelled by reasoning-gym.
+
+Shared by the demo recipe and ``benchmarks/cot_kinetics_eval.py``. The model writes a few-shot chain
+("a + b = c. c - d = e. The answer is e.") for reasoning-gym arithmetic problems; the task's own scorer
+labels the final number. Chains are cached on disk (atomic JSON) under a key built from everything that
+determines them: the model's config and a hash of its weights, the tokenizer, the task configuration,
+sizes and seeds, the prompt template and the generation settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hf_trust.atomic import atomic_write_json
+from hf_trust.errors import HFTrustCacheError, HFTrustConfigError
+
+#: The reasoning ends where this marker starts; the answer follows it.
+ANSWER_MARKER = "The answer is"
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+# Hand-written worked examples (not from any task's data): each shows the step format to imitate.
+FEW_SHOT = (
+    ("Calculate 6 + 3 - 5.", "6 + 3 = 9. 9 - 5 = 4. The answer is 4."),
+    ("Calculate 8 - 2 + 7.", "8 - 2 = 6. 6 + 7 = 13. The answer is 13."),
+    ("Calculate 4 + 9 + 1.", "4 + 9 = 13. 13 + 1 = 14. The answer is 14."),
+)
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One reasoning-gym task with its difficulty settings."""
+
+    name: str
+    config: dict = field(default_factory=dict)
+
+    def key(self) -> dict:
+        return {"name": self.name, "config": self.config}
+
+
+#: Problems SmolLM2-135M-Instruct answers about half the time with the few-shot prompt (probed first).
+DEFAULT_TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec(
+        "basic_arithmetic",
+        {
+            "min_terms": 3,
+            "max_terms": 3,
+            "min_digits": 1,
+            "max_digits": 1,
+            "operators": ["+", "-"],
+            "allow_parentheses": False,
+            "allow_negation": False,
+        },
+    ),
+)
+
+
+@dataclass
+class Chain:
+    """One generated chain and its label."""
+
+    task: str
+    question: str
+    answer: str
+    prompt_ids: list[int]
+    output_ids: list[int]
+    text: str
+    predicted: Optional[str]
+    correct: int
+
+
+def build_prompt(question: str) -> str:
+    """Few-shot completion prompt: worked examples, then the question and an open answer line."""
+    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in FEW_SHOT)
+    return f"{shots}Question: {question}\nAnswer:"
+
+
+def extract_answer(text: str) -> Optional[str]:
+    """The number right after the last answer marker, else the last number in the text, else None."""
+    if ANSWER_MARKER in text:
+        nums = _NUMBER.findall(text.rsplit(ANSWER_MARKER, 1)[-1])
+        if nums:
+            return nums[0]
+    nums = _NUMBER.findall(text)
+    return nums[-1] if nums else None
+
+
+def load_problems(tasks: Sequence[TaskSpec], per_task: int, seed: int) -> list[dict]:
+    """``per_task`` problems of each task (question, answer, entry) from reasoning-gym."""
+    import reasoning_gym
+
+    if per_task < 1:
+        raise HFTrustConfigError(f"per_task must be >= 1, got {per_task}.")
+    rows = []
+    for i, spec in enumerate(tasks):
+        try:
+            ds = reasoning_gym.create_dataset(spec.name, size=per_task, seed=seed + 1000 * i, **spec.config)
+        except Exception as exc:  # reasoning-gym raises assorted types for unknown tasks and bad configs
+            raise HFTrustConfigError(
+                f"reasoning-gym cannot build task {spec.name!r} with {spec.config}: {exc}"
+            ) from None
+        for item in ds:
+            rows.append({"task": spec.name, "question": item["question"], "answer": str(item["answer"]), "entry": item})
+    return rows
+
+
+def model_fingerprint(model: Any, tokenizer: Any) -> str:
+    """Hash of the model config, every parameter's bytes and the tokenizer vocabulary."""
+    import torch
+
+    h = hashlib.sha256()
+    h.update(model.config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, p in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return h.hexdigest()
+
+
+def _newline_ids(tokenizer: Any) -> set[int]:
+    # Any token whose text contains a newline ends the answer line.
+    return {i for t, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([t])}
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    progress: Optional[Callable[[Iterable], Iterable]] = None,
+) -> list[tuple[list[int], list[int]]]:
+    """Greedy continuations up to the first newline: ``(prompt ids, output ids)`` per prompt.
+
+    Left padding is built here, so the caller's tokenizer is never modified.
+    """
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    stop = _newline_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+    class _StopAtNewline(StoppingCriteria):
+        def __init__(self, width: int):
+            self.width = width
+
+        def __call__(self, input_ids, scores, **kwargs):
+            new = input_ids[:, self.width :]
+            hit = torch.zeros(len(new), dtype=torch.bool, device=new.device)
+            for t in stop_tensor:
+                hit |= (new == t).any(-1)
+            return hit
+
+    stop_tensor = torch.tensor(sorted(stop)) if stop else torch.tensor([], dtype=torch.long)
+    results: list[tuple[list[int], list[int]]] = []
+    starts: Iterable[int] = range(0, len(encoded), batch_size)
+    for s in progress(starts) if progress else starts:
+        chunk = encoded[s : s + batch_size]
+        width = max(len(c) for c in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for b, c in enumerate(chunk):
+            ids[b, width - len(c) :] = torch.tensor(c)
+            mask[b, width - len(c) :] = 1
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                stopping_criteria=StoppingCriteriaList([_StopAtNewline(width)]),
+            )
+        for b, c in enumerate(chunk):
+            new = out[b, width:].tolist()
+            cut = next((k for k, t in enumerate(new) if t in stop or t == tokenizer.eos_token_id), len(new))
+            results.append((list(c), new[:cut]))
+    return results
+
+
+def chains_cache_key(fingerprint: str, tasks: Sequence[TaskSpec], per_task: int, seed: int, settings: dict) -> str:
+    """Hex key of a chain set: model fingerprint, tasks and difficulty, sizes, seed, prompt and generation."""
+    blob = {
+        "version": CACHE_VERSION,
+        "model": fingerprint,
+        "tasks": [t.key() for t in tasks],
+        "per_task": per_task,
+        "seed": seed,
+        "prompt": build_prompt("{question}"),
+        "marker": ANSWER_MARKER,
+        "settings": settings,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def make_chains(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[TaskSpec] = DEFAULT_TASKS,
+    per_task: int = 40,
+    seed: int = 0,
+    max_new_tokens: int = 40,
+    batch_size: int = 16,
+    cache_dir: Optional[Path] = None,
+    progress: Optional[Callable[[Iterable], Iterable]] = None,
+) -> list[Chain]:
+    """Generate (or read back from the keyed cache) and label ``per_task`` chains per task."""
+    from hf_trust.assets import score_reasoning
+
+    problems = load_problems(tasks, per_task, seed)
+    path = None
+    if cache_dir is not None:
+        settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "greedy": True}
+        key = chains_cache_key(model_fingerprint(model, tokenizer), tasks, per_task, seed, settings)
+        path = Path(cache_dir) / f"cot_chains-{key}.json"
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                if data.get("key") != key or len(data["chains"]) != len(problems):
+                    raise ValueError("key or size mismatch")
+                return [Chain(**c) for c in data["chains"]]
+            except (ValueError, KeyError, TypeError):
+                path.unlink(missing_ok=True)  # corrupt or stale: regenerate below
+    gens = generate(
+        model, tokenizer, [build_prompt(p["question"]) for p in problems], max_new_tokens, batch_size, progress
+    )
+    chains = []
+    for p, (pids, oids) in zip(problems, gens):
+        text = tokenizer.decode(oids, skip_special_tokens=True)
+        pred = extract_answer(text)
+        correct = int(score_reasoning(p["task"], pred, p["entry"]) >= 1.0)
+        chains.append(Chain(p["task"], p["question"], p["answer"], pids, oids, text, pred, correct))
+    if path is not None:
+        try:
+            atomic_write_json(path, {"key": path.stem.split("-", 1)[1], "chains": [asdict(c) for c in chains]})
+        except OSError as exc:
+            raise HFTrustCacheError(f"cannot write the chain cache {path}: {exc}") from None
+    return chains
