@@ -105,6 +105,27 @@ def imported_modules(tree: ast.AST, this: str | None, is_package: bool, known: s
     return out
 
 
+def _broken_rule(rel: str, this: str | None, target: str) -> str | None:
+    """The rule that importing ``target`` from file ``rel`` (module ``this``) breaks, if any."""
+    if _within(target, OLD_TOP_LEVEL):
+        return "pre-namespace top-level import; use hf_trust." + target
+    if this is not None and _within(this, BASE) and _within(target, ("hf_trust",)):
+        return "base modules are leaves: they import nothing from hf_trust"
+    if this is not None and _within(this, LIBRARY):
+        if _within(target, ("hf_trust",)) and not _within(target, LIBRARY + BASE):
+            return "library code imports only the library and the base (not the harness or the front door)"
+        if _within(target, REPO_ONLY):
+            return "library code never imports tests, benchmarks or examples"
+    if rel.startswith("examples/") and _within(target, ("tests", "hf_trust.demo")):
+        return "examples use the public API only"
+    if rel.startswith("benchmarks/") and (
+        _within(target, ("tests",))
+        or (_within(target, ("hf_trust.demo",)) and not _within(target, ("hf_trust.demo.studies",)))
+    ):
+        return "benchmarks use the public API (and hf_trust.demo.studies drivers) only"
+    return None
+
+
 def check_tree(root: Path) -> list[Violation]:
     """All violations of the rules above in the repository at ``root``."""
     root = Path(root)
@@ -118,26 +139,7 @@ def check_tree(root: Path) -> list[Violation]:
         this = module_name(root, path)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
         for line, target in imported_modules(tree, this, path.name == "__init__.py", known):
-
-            def bad(rule: str, target: str = target, line: int = line) -> None:
+            rule = _broken_rule(rel, this, target)
+            if rule:
                 violations.append(Violation(rel, line, target, rule))
-
-            if _within(target, OLD_TOP_LEVEL):
-                bad("pre-namespace top-level import; use hf_trust." + target)
-                continue
-            if this is not None and _within(this, BASE) and _within(target, ("hf_trust",)):
-                bad("base modules are leaves: they import nothing from hf_trust")
-            elif this is not None and _within(this, LIBRARY):
-                if _within(target, ("hf_trust",)) and not _within(target, LIBRARY + BASE):
-                    bad("library code imports only the library and the base (not the harness or the front door)")
-                elif _within(target, REPO_ONLY):
-                    bad("library code never imports tests, benchmarks or examples")
-            elif rel.startswith("examples/"):
-                if _within(target, ("tests", "hf_trust.demo")):
-                    bad("examples use the public API only")
-            elif rel.startswith("benchmarks/"):
-                if _within(target, ("tests",)) or (
-                    _within(target, ("hf_trust.demo",)) and not _within(target, ("hf_trust.demo.studies",))
-                ):
-                    bad("benchmarks use the public API (and hf_trust.demo.studies drivers) only")
     return sorted(set(violations), key=lambda v: (v.path, v.line, v.target))
