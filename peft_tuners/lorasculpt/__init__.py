@@ -6,7 +6,19 @@ from .model import LoRASculptModel
 
 register_tuner("lorasculpt", LoRASculptConfig, LoRASculptModel, prefix="lora_")
 
-from .callback import LoRASculptCallback  # noqa: E402
-from .trainer import LoRASculptTrainer  # noqa: E402
+
+def __getattr__(name: str):
+    # The callback and Trainer pull in transformers.Trainer (and datasets); loading them on first use keeps the
+    # registration that `import hf_trust` performs as light as importing PEFT.
+    if name == "LoRASculptCallback":
+        from .callback import LoRASculptCallback
+
+        return LoRASculptCallback
+    if name == "LoRASculptTrainer":
+        from .trainer import LoRASculptTrainer
+
+        return LoRASculptTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["LoRASculptCallback", "LoRASculptConfig", "LoRASculptModel", "LoRASculptTrainer"]

@@ -12,6 +12,16 @@ from .model import ThanoRAModel
 register_tuner("thanora", ThanoRAConfig, ThanoRAModel, prefix="lora_")
 
 from .preprocess import preprocess_thanora  # noqa: E402
-from .trainer import ThanoRATrainer  # noqa: E402
+
+
+def __getattr__(name: str):
+    # The Trainer subclass pulls in transformers.Trainer (and datasets); loading it on first use keeps the
+    # registration that `import hf_trust` performs as light as importing PEFT.
+    if name == "ThanoRATrainer":
+        from .trainer import ThanoRATrainer
+
+        return ThanoRATrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ThanoRAConfig", "ThanoRAModel", "ThanoRATrainer", "preprocess_thanora"]
