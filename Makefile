@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hf-trust-installed
 
-.PHONY: setup demo demo-full lint test test-fast test-assets fashion-mnist clean
+.PHONY: setup demo demo-full lint test test-fast test-assets peft-suite gpu-check fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,15 @@ test: setup lint
 
 test-fast: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets and not slow"
+
+# PEFT's own tuner tests (its source distribution, fetched from the package registry at run time) with our
+# configs in place of LoraConfig; slow, so not part of `make test`.
+peft-suite: setup
+	OMP_NUM_THREADS=1 $(PY) benchmarks/peft_suite.py
+
+# The prepared GPU check; on a machine without CUDA it says so and exits 0.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) demo_report .pytest_cache
