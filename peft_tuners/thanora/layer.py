@@ -1,7 +1,11 @@
 """Per-layer math of ThanoRA: spectral entropy, rank split, task-block initialisation and the regulariser.
 
-The adapted layer itself is PEFT's ``lora.Linear`` unchanged (the task blocks are metadata on it), so
-forward, merge and export are exactly those of LoRA.
+Layout of one adapted layer of LoRA rank r with T tasks (rows of A, columns of B)::
+
+    [ task 1 (r_1) | task 2 (r_2) | … | task T (r_T) | cooperative (c) ]      Σ_t r_t + c = r
+
+ΔW = s·(Σ_t B_t A_t + B_c A_c) = s·BA.  The adapted layer itself is PEFT's ``lora.Linear`` unchanged (the
+blocks are metadata on it), so forward, merge and export are exactly those of LoRA.
 """
 
 from __future__ import annotations
@@ -29,24 +33,55 @@ def normalized_sv_entropy(sigma: torch.Tensor, k: Optional[int] = None) -> float
     return float(-(p * p.log()).sum() / math.log(k))
 
 
-def allocate_ranks(entropies: Sequence[float], r: int, temperature: float = 1.0, r_min: int = 1) -> list[int]:
-    """Split ``r`` over tasks ∝ H_t^τ with largest-remainder rounding, every task ≥ ``r_min``, Σ = r.
-
-    Example: H = (0.40, 0.60), r = 32 → [13, 19].
-    """
-    t = len(entropies)
+def _round_with_minimum(weights: torch.Tensor, r: int, r_min: int) -> list[int]:
+    """Largest-remainder rounding of ``weights·(r − T·r_min)`` plus ``r_min`` each: integers, Σ = r exactly."""
+    t = weights.numel()
     if r < t * r_min:
         raise ValueError(f"rank {r} cannot give {t} tasks ≥ {r_min} rank(s) each.")
-    w = torch.tensor([max(float(h), 0.0) for h in entropies], dtype=torch.float64) ** temperature
-    w = torch.full_like(w, 1.0 / t) if w.sum() <= 0 else w / w.sum()
     # Reserve the minimum first, then share the rest proportionally: keeps Σ = r exactly.
     free = r - t * r_min
-    quota = w * free
+    quota = weights * free
     ranks = quota.floor().long()
     left = free - int(ranks.sum())
     order = torch.argsort(quota - ranks, descending=True, stable=True)
     ranks[order[:left]] += 1
     return [int(x) + r_min for x in ranks]
+
+
+def allocate_ranks(entropies: Sequence[float], r: int, temperature: float = 1.0, r_min: int = 1) -> list[int]:
+    """The ``"entropy"`` rule: split ``r`` over tasks ∝ H_t^τ, largest-remainder rounded, each ≥ ``r_min``.
+
+    Example: H = (0.40, 0.60), r = 32 → [13, 19].  Normalised entropies of real tasks differ by a few
+    hundredths, so this rule is close to uniform at τ = 1.
+    """
+    w = torch.tensor([max(float(h), 0.0) for h in entropies], dtype=torch.float64) ** temperature
+    w = torch.full_like(w, 1.0 / len(w)) if w.sum() <= 0 else w / w.sum()
+    return _round_with_minimum(w, r, r_min)
+
+
+def softmax_weights(entropies: Sequence[float], temperature: float, scale: float = 1.0) -> torch.Tensor:
+    """w_t = (1 − γ)/T + γ·softmax_t(H_t / τ)  (τ = ``temperature``, γ = ``scale`` ∈ [0, 1]).
+
+    A reconstruction: the paper names a temperature and a scaling factor for its entropy-driven split but
+    its equation was not available.  τ sets how sharply entropy differences turn into rank differences
+    (τ → ∞: uniform; τ → 0: the most complex task takes everything above the minimum); γ sets how much of
+    the budget follows the entropies at all (γ = 0: uniform).  Equal entropies give equal weights for any
+    τ, γ.
+    """
+    h = torch.tensor([float(x) for x in entropies], dtype=torch.float64)
+    soft = torch.softmax(h / float(temperature), dim=0)
+    return (1.0 - scale) / h.numel() + scale * soft
+
+
+def softmax_allocation(
+    entropies: Sequence[float], r: int, temperature: float = 0.05, scale: float = 1.0, r_min: int = 1
+) -> list[int]:
+    """The ``"softmax"`` rule: r_t = r_min + LRR(w_t · (r − T·r_min)) with w from :func:`softmax_weights`.
+
+    LRR is largest-remainder rounding (floors first, then one more rank to the largest remainders, ties
+    in task order), so Σ_t r_t = r exactly.
+    """
+    return _round_with_minimum(softmax_weights(entropies, temperature, scale), r, r_min)
 
 
 def uniform_ranks(r: int, n_tasks: int) -> list[int]:
@@ -108,28 +143,45 @@ def subspace_terms(
     lora_A: torch.Tensor,
     lora_B: torch.Tensor,
     slices: Slices,
-    regularize_B: bool = True,
+    factors: str = "both",
     eps: float = 1e-8,
     with_intra: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cross-block term Σ_{t<s} ‖Â_t Â_sᵀ‖² + ‖B̂_tᵀ B̂_s‖², within-block term Σ_t ‖Â_t Â_tᵀ − I‖²) of one layer.
+    """(cross-block term, within-block term) of one layer, on the task blocks only.
 
-    Computed on the full r×r Gram matrices with a block mask (one matmul per factor instead of T² small ones);
-    each unordered pair appears twice in the symmetric Gram matrix, hence the halving.
+    cross = Σ_{t<s} ‖Â_t Â_sᵀ‖²_F (if ``factors`` has A) + ‖B̂_tᵀ B̂_s‖²_F (if it has B); within = Σ_t ‖Â_t Â_tᵀ − I‖²_F.
+    Only the rows/columns covered by ``slices`` (the task blocks, which start at 0) enter: the cooperative block
+    after them is exempt.  Computed on the task rows' Gram matrix with a block mask (one matmul per factor
+    instead of T² small ones); each unordered pair appears twice in the symmetric Gram matrix, hence the halving.
     """
+    n_task = slices[-1][1]
     ids = _block_ids(slices, lora_A.device)
     off = ids[:, None] != ids[None, :]
-    a_hat = _unit_rows(lora_A.float(), eps)
+    a_hat = _unit_rows(lora_A[:n_task].float(), eps)
     gram_a = a_hat @ a_hat.T
-    cross = gram_a.pow(2)[off].sum() / 2
-    if regularize_B:
-        b_hat = _unit_rows(lora_B.float().T, eps)
+    cross = gram_a.new_zeros(())
+    if factors in ("both", "A"):
+        cross = cross + gram_a.pow(2)[off].sum() / 2
+    if factors in ("both", "B"):
+        b_hat = _unit_rows(lora_B[:, :n_task].float().T, eps)
         cross = cross + (b_hat @ b_hat.T).pow(2)[off].sum() / 2
     if not with_intra:
         return cross, cross.new_zeros(())
-    eye = torch.eye(len(ids), device=gram_a.device)
+    eye = torch.eye(n_task, device=gram_a.device)
     intra = (gram_a - eye).pow(2)[~off].sum()
     return cross, intra
+
+
+def covariance_basis(weight: torch.Tensor, cov: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` right singular vectors (as rows) and singular values of M = W·C (truncated SVD, CorDA-like).
+
+    ``weight`` is W (d_out × d_in), ``cov`` the task's input covariance C = XᵀX/N (d_in × d_in).  The rows
+    span the input directions along which the task's activations, seen through the frozen W, carry the most
+    energy: the task-relevant input subspace the task block starts in.
+    """
+    m = weight.detach().double().cpu() @ cov.double()
+    _, s, vh = torch.linalg.svd(m, full_matrices=False)
+    return vh[:k], s
 
 
 def cross_block_cosine(m: torch.Tensor, slices: Slices, eps: float = 1e-8) -> float:

@@ -1,15 +1,33 @@
-"""ThanoRAModel: PEFT's LoRA with per-task rank blocks, task-subspace init and the subspace regulariser."""
+"""ThanoRAModel: PEFT's LoRA with per-task rank blocks, a cooperative block, task-subspace init and the regulariser."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from peft.tuners.lora import LoraLayer, LoraModel
 
+from hf_trust.errors import HFTrustConfigError
+
 from .layer import Slices, cross_block_cosine, ranks_to_slices, subspace_terms, uniform_ranks
 from .preprocess import INIT_ATTR
+
+#: Per-adapter state ThanoRA keeps on a LoRA layer (registered so that ``delete_adapter`` removes it).
+SLICES_ATTR = "thanora_slices"
+COOP_ATTR = "thanora_cooperative"
+
+
+def _add_layer_state(layer: LoraLayer, attr: str, adapter: str, value: Any) -> None:
+    """``layer.<attr>[adapter] = value``, with ``attr`` listed in the layer's ``other_param_names`` so that PEFT's
+    ``delete_adapter`` (which walks that list) removes the entry together with the adapter."""
+    if not hasattr(layer, attr):
+        setattr(layer, attr, {})
+    if attr not in layer.other_param_names:
+        # An instance attribute: LoraLayer's class-level tuple stays untouched.
+        layer.other_param_names = tuple(layer.other_param_names) + (attr,)
+    getattr(layer, attr)[adapter] = value
 
 
 class ThanoRAModel(LoraModel):
@@ -22,37 +40,84 @@ class ThanoRAModel(LoraModel):
 
     prefix: str = "lora_"
 
+    # ------------------------------------------------------------------ injection
+    def _check_allocation_source(self, model: torch.nn.Module, adapter_name: str) -> None:
+        """Before injection: decide whether this adapter's task_rank_map is filled in now, and warn when a
+        data-driven config meets a model that was never preprocessed."""
+        config = self.peft_config[adapter_name]
+        # A config that already holds an allocation must cover every target module; an empty one is filled in
+        # (uniform or manual split) while the adapter is injected.
+        if not hasattr(self, "_thanora_fill"):
+            self._thanora_fill: set[str] = set()
+        if not (config.allocation_recorded or config.task_rank_map):
+            self._thanora_fill.add(adapter_name)
+        if config.allocation_recorded or config.task_rank_map or not config.needs_preprocessing:
+            return
+        if any(hasattr(m, INIT_ATTR) for m in model.modules()):
+            return
+        # Legal (the adapter still trains, as uniform task blocks with random init), but almost surely a mistake.
+        warnings.warn(
+            f"get_peft_model got a ThanoRAConfig (rank_allocation={config.rank_allocation!r}, "
+            f"task_init={config.task_init!r}) but preprocess_thanora was not run on this model: every layer gets a "
+            "uniform split with random init, i.e. no task-aware allocation. Call "
+            "preprocess_thanora(model, config, task_batches) before get_peft_model, or set "
+            "rank_allocation='uniform' and task_init='random' to ask for this on purpose.",
+            UserWarning,
+            stacklevel=4,
+        )
+
     def _create_and_replace(self, lora_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         super()._create_and_replace(lora_config, adapter_name, target, target_name, parent, current_key, **kwargs)
         layer = getattr(parent, target_name)
         if not isinstance(layer, LoraLayer) or adapter_name not in layer.lora_A:
             return
         r = layer.r[adapter_name]
+        n_tasks = len(lora_config.task_names)
         ranks = lora_config.task_rank_map.get(current_key)
         if ranks is None:
+            if adapter_name not in getattr(self, "_thanora_fill", ()):
+                raise HFTrustConfigError(
+                    f"ThanoRAConfig.task_rank_map has no entry for {current_key} although the adapter's allocation "
+                    "was recorded: the saved adapter_config.json is incomplete or edited, so its task blocks cannot "
+                    "be rebuilt. Restore adapter_config.json from the training run, or rerun preprocess_thanora."
+                )
+            budget = r - lora_config.cooperative_rank_for(r)
             ranks = list(lora_config.manual_ranks) if lora_config.rank_allocation == "manual" else None
-            ranks = ranks or uniform_ranks(r, len(lora_config.task_names))
-        if len(ranks) != len(lora_config.task_names) or sum(ranks) != r:
-            raise ValueError(
-                f"ThanoRA: task ranks {ranks} of {current_key} do not split its LoRA rank {r} over "
-                f"{len(lora_config.task_names)} tasks; rerun preprocess_thanora with this config."
+            ranks = ranks or uniform_ranks(budget, n_tasks)
+            # Recorded in the config so that the saved adapter rebuilds exactly this split.
+            lora_config.task_rank_map[current_key] = list(ranks)
+        ranks = [int(x) for x in ranks]
+        if len(ranks) != n_tasks or sum(ranks) > r or min(ranks) < 1:
+            raise HFTrustConfigError(
+                f"ThanoRAConfig.task_rank_map[{current_key!r}] = {ranks} does not split the LoRA rank {r} of that "
+                f"layer into {n_tasks} task blocks (plus a cooperative block); rerun preprocess_thanora with this config."
             )
-        if not hasattr(layer, "thanora_slices"):
-            layer.thanora_slices = {}
-        layer.thanora_slices[adapter_name] = ranks_to_slices(ranks)
+        n_task_rows = sum(ranks)
+        _add_layer_state(layer, SLICES_ATTR, adapter_name, ranks_to_slices(ranks))
+        _add_layer_state(layer, COOP_ATTR, adapter_name, (n_task_rows, r))
         layer._thanora_key = current_key
         base = layer.get_base_layer()
         init = getattr(base, INIT_ATTR, None)
         if init is not None:
             a, b = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
-            if tuple(init.shape) != tuple(a.shape):
-                raise ValueError(
-                    f"ThanoRA init for {current_key} has shape {tuple(init.shape)}, LoRA A is {tuple(a.shape)}."
+            if tuple(init.shape) != (n_task_rows, a.shape[1]):
+                raise HFTrustConfigError(
+                    f"ThanoRA init for {current_key} has shape {tuple(init.shape)}, the task rows of LoRA A are "
+                    f"{(n_task_rows, a.shape[1])}; rerun preprocess_thanora with this config."
                 )
             with torch.no_grad():
-                a.copy_(init.to(a.device, a.dtype))
+                # Task rows from the data; the cooperative rows keep PEFT's random LoRA init.
+                a[:n_task_rows].copy_(init.to(a.device, a.dtype))
                 b.zero_()  # ΔW = 0 at init: the model's output is unchanged
             delattr(base, INIT_ATTR)
+
+    def inject_adapter(self, model, adapter_name, *args, **kwargs):
+        # PeftModel.add_adapter calls inject_adapter directly (no _pre_injection_hook), so the check lives here.
+        self._check_allocation_source(model, adapter_name)
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        # Every target module's split is now in task_rank_map (preprocessed or filled at injection).
+        self.peft_config[adapter_name].allocation_recorded = True
+        getattr(self, "_thanora_fill", set()).discard(adapter_name)
 
     # ------------------------------------------------------------------ helpers
     def _adapter(self, adapter_name: Optional[str] = None) -> str:
@@ -62,35 +127,33 @@ class ThanoRAModel(LoraModel):
         return active if isinstance(active, str) else active[0]
 
     def thanora_layers(self, adapter_name: Optional[str] = None) -> Iterator[tuple[str, LoraLayer, Slices]]:
-        """(module name, LoRA layer, task slices) of every adapted layer."""
+        """(module name, LoRA layer, task slices) of every adapted layer (the cooperative block follows the slices)."""
         adapter = self._adapter(adapter_name)
         for name, module in self.model.named_modules():
-            if isinstance(module, LoraLayer) and adapter in getattr(module, "thanora_slices", {}):
-                yield name, module, module.thanora_slices[adapter]
+            if isinstance(module, LoraLayer) and adapter in getattr(module, SLICES_ATTR, {}):
+                yield name, module, getattr(module, SLICES_ATTR)[adapter]
 
     # ------------------------------------------------------------------ regulariser
     def subspace_loss(self, adapter_name: Optional[str] = None) -> torch.Tensor:
-        """L_sp = mean over layers of Σ_{t<s} ‖Â_t Â_sᵀ‖²_F + ‖B̂_tᵀ B̂_s‖²_F (unweighted)."""
+        """L_sp = mean over layers of Σ_{t<s} ‖Â_t Â_sᵀ‖²_F + ‖B̂_tᵀ B̂_s‖²_F over task blocks (unweighted)."""
         return self._terms(adapter_name, with_intra=False)[0]
 
     def _terms(self, adapter_name: Optional[str] = None, with_intra: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         adapter = self._adapter(adapter_name)
         cfg = self.peft_config[adapter]
-        cross, intra, n = [], [], 0
+        cross, intra = [], []
         for _, layer, slices in self.thanora_layers(adapter):
             c, i = subspace_terms(
                 layer.lora_A[adapter].weight,
                 layer.lora_B[adapter].weight,
                 slices,
-                cfg.regularize_B,
+                cfg.subspace_factors,
                 with_intra=with_intra,
             )
             cross.append(c)
             intra.append(i)
-            n += 1
-        if n == 0:
-            p = next(self.model.parameters())
-            zero = p.new_zeros((), dtype=torch.float32)
+        if not cross:
+            zero = next(self.model.parameters()).new_zeros((), dtype=torch.float32)
             return zero, zero
         dev = cross[0].device
         return (torch.stack([c.to(dev) for c in cross]).mean(), torch.stack([i.to(dev) for i in intra]).mean())
@@ -99,8 +162,7 @@ class ThanoRAModel(LoraModel):
         """λ_sp · L_sp + λ_in · L_in, the term to add to the task loss once per optimisation step."""
         cfg = self.peft_config[self._adapter(adapter_name)]
         if cfg.subspace_lambda == 0 and cfg.intra_lambda == 0:
-            p = next(self.model.parameters())
-            return p.new_zeros((), dtype=torch.float32)
+            return next(self.model.parameters()).new_zeros((), dtype=torch.float32)
         cross, intra = self._terms(adapter_name, with_intra=cfg.intra_lambda > 0)
         return cfg.subspace_lambda * cross + cfg.intra_lambda * intra
 
@@ -117,7 +179,7 @@ class ThanoRAModel(LoraModel):
 
     # ------------------------------------------------------------------ reporting
     def allocation_report(self, adapter_name: Optional[str] = None) -> list[dict]:
-        """One row per adapted layer: ``{"module", "ranks": {task: r_t}, "entropy": {task: H_t}}``.
+        """One row per adapted layer: ``{"module", "ranks": {task: r_t}, "cooperative": c, "entropy": {task: H_t}}``.
 
         Use :func:`hf_trust.peft_tuners.thanora.report.format_allocation` for a text table and
         :func:`hf_trust.peft_tuners.thanora.report.plot_allocation` for the per-layer plot.
@@ -128,10 +190,12 @@ class ThanoRAModel(LoraModel):
         for name, layer, slices in self.thanora_layers(adapter):
             key = getattr(layer, "_thanora_key", name)
             ent = cfg.task_entropy_map.get(key)
+            start, end = getattr(layer, COOP_ATTR)[adapter]
             rows.append(
                 {
                     "module": key,
                     "ranks": {t: e - s for t, (s, e) in zip(cfg.task_names, slices)},
+                    "cooperative": end - start,
                     "entropy": dict(zip(cfg.task_names, ent)) if ent else None,
                 }
             )
@@ -139,7 +203,7 @@ class ThanoRAModel(LoraModel):
 
     # ------------------------------------------------------------------ export
     def lora_factors(self, adapter_name: Optional[str] = None) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-        """module name → (A, B, scaling): the adapter as plain LoRA factors."""
+        """module name → (A, B, scaling): the whole adapter (task and cooperative blocks) as plain LoRA factors."""
         adapter = self._adapter(adapter_name)
         out = {}
         for name, layer, _ in self.thanora_layers(adapter):

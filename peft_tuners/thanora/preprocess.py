@@ -1,15 +1,22 @@
-"""``preprocess_thanora``: per-task, per-layer spectra → rank split + task-block init (before ``get_peft_model``).
+"""``preprocess_thanora``: per-task, per-layer statistics → rank split + task-block init (before ``get_peft_model``).
 
-Modelled on PEFT's ``preprocess_loraga``: it attaches the initial A of every target layer to the base module
-(``module._peft_thanora_init``) and fills ``config.task_rank_map`` / ``task_entropy_map``; ``get_peft_model``
-then builds the adapter from them.
+Modelled on PEFT's ``preprocess_loraga``: it attaches the initial task rows of A of every target layer to the
+base module (``module._peft_thanora_init``) and fills ``config.task_rank_map`` / ``task_entropy_map``;
+``get_peft_model`` then builds the adapter from them.
+
+Each task is read once, as a stream of batches capped at ``preview_samples_per_task`` examples; every
+statistic is accumulated on the fly (a d_in × d_in matrix per layer, whatever the preview size) and reduced
+to its top directions as soon as the task is done, so peak memory is one task's covariances.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Optional
 
 import torch
@@ -18,10 +25,22 @@ from peft.utils.other import get_pattern_key
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
+from hf_trust.atomic import atomic_save
+from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataError
+
 from .config import ThanoRAConfig
-from .layer import allocate_ranks, normalized_sv_entropy, task_block_init, uniform_ranks
+from .layer import (
+    allocate_ranks,
+    covariance_basis,
+    normalized_sv_entropy,
+    softmax_allocation,
+    task_block_init,
+    uniform_ranks,
+)
 
 INIT_ATTR = "_peft_thanora_init"
+#: Version of the cache file layout; a file of another version is recomputed.
+CACHE_FORMAT = 2
 
 
 def target_modules(model: torch.nn.Module, config: ThanoRAConfig) -> dict[str, torch.nn.Module]:
@@ -35,15 +54,16 @@ def target_modules(model: torch.nn.Module, config: ThanoRAConfig) -> dict[str, t
         if hit and type(hit).__name__ != "_ExcludedModule":
             found[name] = module
     if not found:
-        raise ValueError(
-            f"ThanoRA: target_modules={config.target_modules!r} matched no Linear/Conv1D layer of "
+        raise HFTrustConfigError(
+            f"ThanoRAConfig.target_modules={config.target_modules!r} matched no Linear/Conv1D layer of "
             f"{type(model).__name__}; check the module names with `[n for n, _ in model.named_modules()]`."
         )
     return found
 
 
-def _in_features(module: torch.nn.Module) -> int:
-    return module.weight.shape[0] if isinstance(module, Conv1D) else module.in_features
+def _weight(module: torch.nn.Module) -> torch.Tensor:
+    """W as (d_out × d_in) whatever the layer type (Conv1D stores it transposed)."""
+    return module.weight.T if isinstance(module, Conv1D) else module.weight
 
 
 def _layer_rank(config: ThanoRAConfig, name: str) -> int:
@@ -55,95 +75,204 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-class _ActivationStats:
-    """Streams XᵀX of every target layer's input over the first N non-padding tokens of one task.
+# ---------------------------------------------------------------------- the preview stream
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    for key in ("input_ids", "attention_mask"):
+        if torch.is_tensor(batch.get(key)):
+            return int(batch[key].shape[0])
+    for v in batch.values():
+        if torch.is_tensor(v) and v.dim() > 0:
+            return int(v.shape[0])
+    raise HFTrustDataError("ThanoRA calibration batches must be dicts of tensors with a batch dimension.")
 
-    Memory is at most min(N, d_in)·d_in per layer, so long calibration sets and wide layers stay bounded.
+
+def _preview(batches: Iterable[Mapping[str, Any]], n_samples: int) -> Iterator[dict[str, Any]]:
+    """Yield batches until ``n_samples`` examples were given; the last one is cut to fit exactly."""
+    left = n_samples
+    for batch in batches:
+        if left <= 0:
+            return
+        if not isinstance(batch, Mapping):
+            raise HFTrustDataError(
+                f"ThanoRA calibration batches must be dicts of model inputs, got {type(batch).__name__}."
+            )
+        n = _batch_size(batch)
+        if n > left:
+            batch = {
+                k: v[:left] if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n else v for k, v in batch.items()
+            }
+            n = left
+        left -= n
+        yield dict(batch)
+
+
+def _fingerprint_batches(batches: Iterable[Mapping[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for batch in batches:
+        for key in sorted(batch):
+            v = batch[key]
+            h.update(key.encode())
+            if torch.is_tensor(v):
+                t = v.detach().cpu().contiguous()
+                h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            else:
+                h.update(repr(v).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module, modules: Mapping[str, torch.nn.Module]) -> str:
+    """SHA-256 of the model class, its config and the name, shape, dtype and bytes of every target weight."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "to_json_string"):
+        h.update(cfg.to_json_string(use_diff=False).encode())
+    for name in sorted(modules):
+        w = modules[name].weight.detach().cpu().contiguous()
+        h.update(f"{name}{w.dtype}{tuple(w.shape)}".encode())
+        h.update(w.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def settings_fingerprint(config: ThanoRAConfig, modules: Mapping[str, torch.nn.Module], seed: int) -> str:
+    """SHA-256 of every config field (and the seed) that changes what preprocessing produces."""
+    fields = {
+        "format": CACHE_FORMAT,
+        "task_names": list(config.task_names),
+        "r": int(config.r),
+        "rank_pattern": {str(k): int(v) for k, v in sorted((config.rank_pattern or {}).items())},
+        "cooperative_rank": config.cooperative_rank,
+        "rank_allocation": config.rank_allocation,
+        "temperature": config.temperature,
+        "allocation_scale": float(config.allocation_scale),
+        "min_rank_per_task": int(config.min_rank_per_task),
+        "manual_ranks": list(config.manual_ranks or []),
+        "allocation_statistic": config.allocation_statistic,
+        "task_init": config.task_init,
+        "orthogonal_init": bool(config.orthogonal_init),
+        "init_row_norm": float(config.init_row_norm),
+        "calib_tokens_per_task": int(config.calib_tokens_per_task),
+        "preview_samples_per_task": int(config.preview_samples_per_task),
+        "modules": sorted(modules),
+        "seed": int(seed),
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------- activation statistics
+class _ActivationStats:
+    """Forward pre-hooks that stream two statistics of every target layer's input over one task:
+
+    * for the entropy, the first N = ``n_tokens`` non-padding tokens (rows are kept while fewer than d_in, an
+      N×d_in SVD being cheaper than a d_in² eigh; past that they fold into XᵀX);
+    * for the covariance init, XᵀX over every non-padding token of the preview (and the token count).
+
+    Memory is at most two d_in × d_in matrices per layer, however long the preview.
     """
 
-    def __init__(self, modules: Mapping[str, torch.nn.Module], n_tokens: int):
-        self.n_tokens, self.seen = n_tokens, 0
-        # Rows are kept while there are fewer than d_in of them (an N×d_in SVD is then cheaper than a d_in² eigh);
-        # past that the rows fold into XᵀX, so memory never exceeds min(N, d_in)·d_in per layer.
+    def __init__(self, modules: Mapping[str, torch.nn.Module], n_tokens: int, entropy: bool, covariance: bool):
+        self.n_tokens, self.seen, self.total = n_tokens, 0, 0
+        self.want_entropy, self.want_cov = entropy, covariance
         self.rows: dict[str, list[torch.Tensor]] = {n: [] for n in modules}
         self.n_rows = {n: 0 for n in modules}
+        self.gram: dict[str, Optional[torch.Tensor]] = {n: None for n in modules}
         self.cov: dict[str, Optional[torch.Tensor]] = {n: None for n in modules}
-        self.select: Optional[torch.Tensor] = None
+        self.cov_rows = {n: 0 for n in modules}
+        self.capped: Optional[torch.Tensor] = None
+        self.valid: Optional[torch.Tensor] = None
         self.handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in modules.items()]
+
+    def _select(self, x: torch.Tensor, sel: Optional[torch.Tensor]) -> torch.Tensor:
+        if sel is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(sel.shape):
+            return x[sel]
+        # a layer that does not see the (batch, seq) layout: cap its rows the same way
+        return x.reshape(-1, x.shape[-1])[: int(sel.sum()) if sel is not None else None]
 
     def _hook(self, name: str):
         def hook(module, args, kwargs=None):
             x = args[0].detach()
-            sel = self.select
-            if sel is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(sel.shape):
-                rows = x[sel]
-            else:  # a layer that does not see the (batch, seq) layout: cap its rows the same way
-                rows = x.reshape(-1, x.shape[-1])[: int(sel.sum()) if sel is not None else None]
-            rows = rows.double().cpu()
-            self.n_rows[name] += rows.shape[0]
-            if self.cov[name] is None and self.n_rows[name] <= rows.shape[1]:
-                self.rows[name].append(rows)
-                return
-            if self.cov[name] is None:
-                kept = torch.cat(self.rows[name] + [rows]) if self.rows[name] else rows
-                self.cov[name], self.rows[name] = kept.T @ kept, []
-            else:
-                self.cov[name] += rows.T @ rows
+            if self.want_entropy and self.capped is not None and bool(self.capped.any()):
+                rows = self._select(x, self.capped).double().cpu()
+                self.n_rows[name] += rows.shape[0]
+                if self.gram[name] is None and self.n_rows[name] <= rows.shape[1]:
+                    self.rows[name].append(rows)
+                elif self.gram[name] is None:
+                    kept = torch.cat(self.rows[name] + [rows]) if self.rows[name] else rows
+                    self.gram[name], self.rows[name] = kept.T @ kept, []
+                else:
+                    self.gram[name] += rows.T @ rows
+            if self.want_cov:
+                rows = self._select(x, self.valid).double().cpu()
+                self.cov_rows[name] += rows.shape[0]
+                part = rows.T @ rows
+                self.cov[name] = part if self.cov[name] is None else self.cov[name] + part
 
         return hook
 
-    def set_batch(self, batch: Mapping[str, Any]) -> int:
-        """Choose this batch's tokens (padding excluded, capped at N in total); returns how many."""
+    def set_batch(self, batch: Mapping[str, Any]) -> None:
+        """Choose this batch's tokens: non-padding ones for the covariance, the first N of them for the entropy."""
         ids = batch.get("input_ids")
         mask = batch.get("attention_mask")
         if mask is None:
             if ids is None:
-                raise ValueError("ThanoRA calibration batches need `input_ids` or `attention_mask`.")
+                raise HFTrustDataError("ThanoRA calibration batches need `input_ids` or `attention_mask`.")
             mask = torch.ones(ids.shape[:2], dtype=torch.bool, device=ids.device)
         mask = mask.bool()
         left = self.n_tokens - self.seen
-        keep = mask & (mask.flatten().cumsum(0).view_as(mask) <= left)
-        self.select = keep
-        n = int(keep.sum())
-        self.seen += n
-        return n
+        self.capped = mask & (mask.flatten().cumsum(0).view_as(mask) <= left)
+        self.valid = mask
+        self.seen += int(self.capped.sum())
+        self.total += int(mask.sum())
 
     def close(self) -> None:
         for h in self.handles:
             h.remove()
 
+    def entropy_spectra(self, r_max: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
+        """module → (σ, top right singular vectors as rows, k) of the first-N-token activation matrix."""
+        out = {}
+        for name, gram in self.gram.items():
+            if gram is None:
+                if not self.rows[name]:
+                    continue
+                x = torch.cat(self.rows[name])
+                _, sigma, vh = torch.linalg.svd(x, full_matrices=False)
+                out[name] = (sigma, vh[:r_max], min(x.shape))
+                continue
+            evals, evecs = torch.linalg.eigh(gram)
+            k = min(self.n_rows[name], gram.shape[0])
+            sigma = evals.flip(0)[:k].clamp_min(0).sqrt()
+            out[name] = (sigma, evecs.flip(1).T[:r_max], k)  # rows = right singular vectors, descending
+        return out
 
-def _activation_spectra(model, modules, batches, n_tokens, device, desc):
-    stats = _ActivationStats(modules, n_tokens)
+
+def _activation_pass(model, modules, batches, config, device, desc, entropy: bool, covariance: bool):
+    stats = _ActivationStats(modules, config.calib_tokens_per_task, entropy, covariance)
+    n_batches = 0
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc=desc, leave=False):
-                if stats.set_batch(batch) == 0:
-                    break
+                stats.set_batch(batch)
                 model(**_to_device(batch, device))
+                n_batches += 1
     finally:
         stats.close()
-    if stats.seen == 0:
-        raise ValueError(f"ThanoRA: {desc} produced no (non-padding) tokens.")
-    out = {}
-    for name, cov in stats.cov.items():
-        if cov is None:
-            x = torch.cat(stats.rows[name])
-            _, sigma, vh = torch.linalg.svd(x, full_matrices=False)
-            out[name] = (sigma, vh, min(x.shape))
-            continue
-        evals, evecs = torch.linalg.eigh(cov)
-        k = min(stats.n_rows[name], cov.shape[0])
-        sigma = evals.flip(0)[:k].clamp_min(0).sqrt()
-        out[name] = (sigma, evecs.flip(1).T, k)  # rows = right singular vectors, descending
-    return out, stats.seen
+    if n_batches == 0:
+        raise HFTrustDataError(f"ThanoRA: {desc} has no calibration batches; give every task at least one.")
+    if stats.total == 0:
+        raise HFTrustDataError(f"ThanoRA: {desc} produced no (non-padding) tokens.")
+    return stats
 
 
 def _gradient_spectra(model, modules, batches, device, desc, r_max):
     weights = {n: m.weight for n, m in modules.items()}
     for n, w in weights.items():
         if not w.dtype.is_floating_point:
-            raise ValueError(f"ThanoRA's gradient statistic needs a float weight; {n} is {w.dtype} (quantised).")
+            raise HFTrustConfigError(
+                f"ThanoRAConfig.allocation_statistic='gradient' needs float weights; {n} is {w.dtype} (quantised). "
+                "Use allocation_statistic='activation'."
+            )
     saved = {p: p.requires_grad for p in model.parameters()}
     grads = {n: torch.zeros(w.shape, dtype=torch.float32) for n, w in weights.items()}
     n_batches = 0
@@ -158,7 +287,7 @@ def _gradient_spectra(model, modules, batches, device, desc, r_max):
                 batch["labels"] = batch["input_ids"]
             loss = model(**batch).loss
             if loss is None:
-                raise ValueError(
+                raise HFTrustDataError(
                     "ThanoRA's gradient statistic needs batches whose forward returns a loss (add `labels`)."
                 )
             loss.backward()
@@ -169,16 +298,95 @@ def _gradient_spectra(model, modules, batches, device, desc, r_max):
     finally:
         for p, flag in saved.items():
             p.requires_grad_(flag)
+    if n_batches == 0:
+        raise HFTrustDataError(f"ThanoRA: {desc} has no calibration batches; give every task at least one.")
     out = {}
     for n, g in grads.items():
-        g = g / max(n_batches, 1)
+        g = g / n_batches
         if isinstance(modules[n], Conv1D):  # Conv1D stores (in, out)
             g = g.T
         _, s, vh = torch.linalg.svd(g.double(), full_matrices=False)
         out[n] = (s, vh[:r_max], min(g.shape))
-    return out, n_batches
+    return out
 
 
+def _task_statistics(model, modules, batches, config, device, task, r_max):
+    """(entropy spectra, init bases) of one task: module → (σ, V_top, k) and module → V_top (rows)."""
+    desc = f"task {task!r}"
+    want_cov = config.task_init == "covariance"
+    use_act = config.allocation_statistic == "activation"
+    spectra, bases, count = {}, {}, None
+    if config.allocation_statistic == "gradient":
+        # The gradient pass needs the batches a second time when the covariance init also reads them.
+        batches = list(batches) if want_cov else batches
+        spectra = _gradient_spectra(model, modules, batches, device, desc, r_max)
+    if use_act or want_cov:
+        stats = _activation_pass(model, modules, batches, config, device, desc, entropy=use_act, covariance=want_cov)
+        if use_act:
+            spectra, count = stats.entropy_spectra(r_max), stats.seen
+        if want_cov:
+            for name, module in modules.items():
+                cov = stats.cov[name] / max(stats.cov_rows[name], 1)
+                bases[name] = covariance_basis(_weight(module), cov, r_max)[0]
+                stats.cov[name] = None  # free as we go
+    if config.task_init == "spectrum":
+        bases = {n: v for n, (_, v, _) in spectra.items()}
+    return spectra, bases, count
+
+
+def _allocate(config: ThanoRAConfig, entropies: list[float], budget: int) -> list[int]:
+    if config.rank_allocation == "softmax":
+        return softmax_allocation(
+            entropies, budget, config.temperature, config.allocation_scale, config.min_rank_per_task
+        )
+    if config.rank_allocation == "entropy":
+        return allocate_ranks(entropies, budget, config.temperature, config.min_rank_per_task)
+    if config.rank_allocation == "uniform":
+        return uniform_ranks(budget, len(entropies))
+    return [int(x) for x in config.manual_ranks]
+
+
+# ---------------------------------------------------------------------- cache
+def _payload_digest(payload: Mapping[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps([payload["task_rank_map"], payload["task_entropy_map"]], sort_keys=True).encode())
+    for name in sorted(payload["init"]):
+        t = payload["init"][name].contiguous()
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_cache(path: str, keys: Mapping[str, Optional[str]], config: ThanoRAConfig, modules) -> tuple[Any, str]:
+    """(payload, "") when the cache is valid for ``keys``; (None, reason) when it is absent, corrupt or stale."""
+    if not os.path.exists(path):
+        return None, "absent"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        payload = saved["payload"]
+        ok = (
+            saved.get("format") == CACHE_FORMAT
+            and saved.get("digest") == _payload_digest(payload)
+            and set(payload["task_rank_map"]) == set(modules)
+        )
+    except Exception as exc:  # truncated zip, pickling error, missing keys: all mean "unreadable"
+        return None, f"corrupt ({type(exc).__name__}: {exc})"
+    if not ok:
+        return None, "corrupt (format, checksum or module list does not match its contents)"
+    for field in ("settings", "model", "data"):
+        want = keys.get(field)
+        if want is not None and saved.get(field) != want:
+            return None, f"stale (made for other {'config settings' if field == 'settings' else field})"
+    for name, ranks in payload["task_rank_map"].items():
+        a = payload["init"].get(name)
+        budget = _layer_rank(config, name) - config.cooperative_rank_for(_layer_rank(config, name))
+        if len(ranks) != len(config.task_names) or sum(ranks) != budget:
+            return None, f"stale (task ranks of {name} do not fit this config)"
+        if a is not None and tuple(a.shape) != (budget, _weight(modules[name]).shape[1]):
+            return None, f"stale (init of {name} has shape {tuple(a.shape)})"
+    return payload, ""
+
+
+# ---------------------------------------------------------------------- entry point
 def preprocess_thanora(
     model: torch.nn.Module,
     config: ThanoRAConfig,
@@ -189,86 +397,118 @@ def preprocess_thanora(
     """Measure every task on every target layer, split the rank budget and prepare the task-block init.
 
     Args:
-        model: the base transformers model (before ``get_peft_model``).
-        config: its :class:`ThanoRAConfig`; ``task_rank_map``/``task_entropy_map`` are filled in place.
-        task_batches: ``{task name: iterable of model-input dicts}``, one entry per ``config.task_names``.
-            Only used here; training later runs on the ordinary mixed dataset without task ids.
-        cache_file: where to save (or, when it exists, load) the result, so repeated runs skip the statistics.
-        seed: seeds the random fill-in directions (a task basis shorter than its rank).
+        model (`torch.nn.Module`): the base transformers model (before ``get_peft_model``); not modified except
+            for the init tensors it attaches to the target modules (removed again by ``get_peft_model``).
+        config (`ThanoRAConfig`): filled in place: ``task_rank_map``, ``task_entropy_map``,
+            ``allocation_recorded``.
+        task_batches (`Mapping[str, Iterable[dict]]`): ``{task name: iterable of model-input dicts}``, one entry
+            per ``config.task_names``; read once each, up to ``config.preview_samples_per_task`` examples.  Only
+            used here; training later runs on the ordinary mixed dataset without task ids.  May be empty when
+            ``cache_file`` holds a result for this config and model.
+        cache_file (`str | os.PathLike`, *optional*): where to keep the result.  Its key covers every config field
+            that changes the result, the seed, a fingerprint of the target weights and (when ``task_batches`` are
+            given) of the preview data; it is verified on read (checksum, shapes) and recomputed when stale or
+            corrupt, and written atomically.
+        seed (`int`, defaults to `0`): seeds the random fill-in directions (a task basis shorter than its rank).
 
     Returns:
-        ``config.task_rank_map``.
+        ``config.task_rank_map``: module name → task ranks (summing to r − cooperative rank).
     """
     if not isinstance(config, ThanoRAConfig):
-        raise TypeError(f"preprocess_thanora needs a ThanoRAConfig, got {type(config).__name__}.")
+        raise HFTrustConfigError(f"preprocess_thanora needs a ThanoRAConfig, got {type(config).__name__}.")
     modules = target_modules(model, config)
-    if cache_file is not None and os.path.exists(cache_file):
-        saved = torch.load(cache_file, map_location="cpu", weights_only=True)
-        if saved.get("task_names") != list(config.task_names) or set(saved["init"]) != set(modules):
-            raise ValueError(f"ThanoRA cache {cache_file} was made for other tasks or modules; delete it to recompute.")
-        _attach(config, modules, saved)
-        return config.task_rank_map
-
     names = list(config.task_names)
-    given = list(task_batches)
-    if sorted(given) != sorted(names):
-        raise ValueError(f"task_batches keys {sorted(given)} must equal ThanoRAConfig.task_names {sorted(names)}.")
+    given = list(task_batches or {})
+    if given and sorted(given) != sorted(names):
+        raise HFTrustConfigError(
+            f"task_batches keys {sorted(given)} must equal ThanoRAConfig.task_names {sorted(names)}."
+        )
+    previews: dict[str, Iterable] = {}
+    data_key = None
+    if given:
+        for t in names:
+            src = task_batches[t]
+            # A one-shot iterator is read into memory (at most the preview); a re-iterable source is read twice
+            # (fingerprint, then statistics) instead, so it is never held whole.
+            previews[t] = list(_preview(src, config.preview_samples_per_task)) if iter(src) is src else src
+        if cache_file is not None:
+            data_key = hashlib.sha256(
+                "".join(
+                    _fingerprint_batches(_preview(previews[t], config.preview_samples_per_task)) for t in names
+                ).encode()
+            ).hexdigest()
+    keys = {"settings": settings_fingerprint(config, modules, seed), "model": None, "data": data_key}
+    if cache_file is not None:
+        cache_file = os.fspath(cache_file)
+        keys["model"] = model_fingerprint(model, modules)
+        payload, reason = _read_cache(cache_file, keys, config, modules)
+        if payload is not None:
+            _attach(config, modules, payload)
+            return config.task_rank_map
+        if not given:
+            raise HFTrustCacheError(
+                f"ThanoRA cache {cache_file} is {reason} for this config and model, and no task_batches were given "
+                "to recompute it; pass the calibration batches."
+            )
+        if reason != "absent":
+            warnings.warn(f"ThanoRA cache {cache_file} is {reason}; recomputing it.", stacklevel=2)
+    elif not given:
+        raise HFTrustConfigError("preprocess_thanora needs task_batches (one entry per task) or a valid cache_file.")
+
+    payload = _compute(model, config, modules, previews, seed)
+    if cache_file is not None:
+        obj = {**keys, "format": CACHE_FORMAT, "payload": payload, "digest": _payload_digest(payload)}
+        atomic_save(cache_file, lambda p: torch.save(obj, p))
+    _attach(config, modules, payload)
+    return config.task_rank_map
+
+
+def _compute(model, config: ThanoRAConfig, modules, previews, seed: int) -> dict[str, Any]:
+    names = list(config.task_names)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout while measuring
     r_max = max(_layer_rank(config, n) for n in modules)
     spectra: dict[str, dict] = {}
+    bases: dict[str, dict] = {}
     counts = {}
     try:
         for task in tqdm(names, desc="ThanoRA statistics"):
-            batches = list(task_batches[task])
-            if not batches:
-                raise ValueError(f"ThanoRA: task {task!r} has no calibration batches; give it at least one.")
-            desc = f"task {task!r}"
-            if config.allocation_statistic == "activation":
-                spectra[task], counts[task] = _activation_spectra(
-                    model, modules, batches, config.calib_tokens_per_task, device, desc
-                )
-            else:
-                spectra[task], counts[task] = _gradient_spectra(model, modules, batches, device, desc, r_max)
+            batches = _preview(previews[task], config.preview_samples_per_task)
+            spectra[task], bases[task], counts[task] = _task_statistics(
+                model, modules, batches, config, device, task, r_max
+            )
     finally:
         model.train(was_training)
-    # Only the top r_max directions can ever be used for init: drop the rest now.
-    spectra = {t: {n: (s, v[:r_max], k) for n, (s, v, k) in sp.items()} for t, sp in spectra.items()}
     if config.allocation_statistic == "activation" and len(set(counts.values())) > 1:
-        import warnings
-
         warnings.warn(
             f"ThanoRA: tasks gave different token counts {counts} (fewer than calib_tokens_per_task); entropies "
             "of tasks measured on fewer tokens are biased low. Give every task enough calibration tokens.",
-            stacklevel=2,
+            stacklevel=3,
         )
-
     gen = torch.Generator().manual_seed(seed)
-    result = {"task_names": names, "task_rank_map": {}, "task_entropy_map": {}, "init": {}}
+    payload: dict[str, Any] = {"task_rank_map": {}, "task_entropy_map": {}, "init": {}}
     for name in modules:
         r = _layer_rank(config, name)
+        budget = r - config.cooperative_rank_for(r)
         ent = [normalized_sv_entropy(spectra[t][name][0], spectra[t][name][2]) for t in names]
-        if config.rank_allocation == "entropy":
-            ranks = allocate_ranks(ent, r, config.allocation_temperature, config.min_rank_per_task)
-        elif config.rank_allocation == "uniform":
-            ranks = uniform_ranks(r, len(names))
-        else:
-            ranks = [int(x) for x in config.manual_ranks]
-        bases = [spectra[t][name][1] for t in names]
-        a = task_block_init(bases, ranks, config.orthogonal_init, config.init_row_norm, gen)
-        result["task_rank_map"][name] = ranks
-        result["task_entropy_map"][name] = [round(h, 6) for h in ent]
-        result["init"][name] = a.float().contiguous()
-    if cache_file is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
-        torch.save(result, cache_file)
-    _attach(config, modules, result)
-    return config.task_rank_map
+        ranks = _allocate(config, ent, budget)
+        payload["task_rank_map"][name] = ranks
+        payload["task_entropy_map"][name] = [round(h, 6) for h in ent]
+        if config.task_init != "random":
+            a = task_block_init(
+                [bases[t][name] for t in names], ranks, config.orthogonal_init, config.init_row_norm, gen
+            )
+            payload["init"][name] = a.float().contiguous()
+    return payload
 
 
-def _attach(config: ThanoRAConfig, modules: Mapping[str, torch.nn.Module], result: Mapping[str, Any]) -> None:
-    config.task_rank_map = {k: list(v) for k, v in result["task_rank_map"].items()}
-    config.task_entropy_map = {k: list(v) for k, v in result["task_entropy_map"].items()}
+def _attach(config: ThanoRAConfig, modules: Mapping[str, torch.nn.Module], payload: Mapping[str, Any]) -> None:
+    config.task_rank_map = {k: list(v) for k, v in payload["task_rank_map"].items()}
+    config.task_entropy_map = {k: list(v) for k, v in payload["task_entropy_map"].items()}
+    config.allocation_recorded = True
     for name, module in modules.items():
-        setattr(module, INIT_ATTR, result["init"][name])
+        if name in payload["init"]:
+            setattr(module, INIT_ATTR, payload["init"][name])
+        elif hasattr(module, INIT_ATTR):
+            delattr(module, INIT_ATTR)
