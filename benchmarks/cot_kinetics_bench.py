@@ -1,50 +1,55 @@
-"""Cost of CoT-Kinetics scoring.
+"""Cost of CoT-Kinetics scoring relative to one forward pass that returns all hidden states.
 
-* scoring time per sample / one forward pass with ``output_hidden_states=True`` on the same tokens
-  (goal ≤ 1.2×), with the logit lens on all layers, on 3 layers, and off (β = 0 with no lens layers);
+* time of ``score_batch`` (energy terms + the five baselines) / time of ``model(..., output_hidden_states=True)``
+  on the same tokens, measured in the same process with the two calls interleaved (goal for the default,
+  no logit lens: ≤ 1.2× at T = 512); the logit lens on 3 layers and on all layers is timed as an option;
 * peak memory of the hooked scorer vs a forward that returns all hidden states, as the sequence grows.
 
-Model: SmolLM2-135M when its cache folder exists (``hf_trust.assets.load_smollm2``), else a random Llama
-of the same shape. Run: ``python benchmarks/cot_kinetics_bench.py``.
+Model: SmolLM2-135M-Instruct (``hf_trust.assets.load_smollm2``).
+Run: ``python benchmarks/cot_kinetics_bench.py [--repeats 7] [--lengths 128 512]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
 import torch
 
+from hf_trust.metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
+
 torch.set_num_threads(1)
 
+SETTINGS: dict[str, tuple[EnergyWeights, object]] = {
+    "default (no lens)": (EnergyWeights(), None),
+    "lens on 3 layers": (EnergyWeights(beta=1.0), [10, 20, 30]),
+    "lens on all 31 states": (EnergyWeights(beta=1.0), None),
+}
 
-def load():
-    from hf_trust import assets
 
-    return assets.load_smollm2()
-
-
-def timing(model, tok, length: int, repeats: int = 3):
-    from hf_trust.metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
-
-    ids = torch.randint(100, 20000, (1, length))
+def timing(model, length: int, repeats: int, settings: list[str]) -> tuple[float, dict[str, float]]:
+    """Median seconds of the reference forward and of each scoring setting, interleaved call by call so
+    that load from other processes hits both alike."""
+    g = torch.Generator().manual_seed(length)
+    ids = torch.randint(100, 20000, (1, length), generator=g)
     seq = ids[0].tolist()
-    base, runs = [], {}
+    base: list[float] = []
+    runs: dict[str, list[float]] = {k: [] for k in settings}
+    with torch.no_grad():
+        model(input_ids=ids, output_hidden_states=True)  # warm-up
+        score_batch(model, [seq], [8], [], [], EnergyWeights())
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.no_grad():
             model(input_ids=ids, output_hidden_states=True)
         base.append(time.perf_counter() - t0)
-    settings = {"lens all 31 layers": None, "lens 3 layers": [10, 20, 30], "no lens": []}
-    for name, layers in settings.items():
-        w = EnergyWeights(beta=0.0) if layers == [] else EnergyWeights()
-        times = []
-        for _ in range(repeats):
+        for name in settings:
+            w, layers = SETTINGS[name]
             t0 = time.perf_counter()
             score_batch(model, [seq], [8], [], [], w, lens_layers=layers)
-            times.append(time.perf_counter() - t0)
-        runs[name] = statistics.median(times)
-    return statistics.median(base), runs
+            runs[name].append(time.perf_counter() - t0)
+    return statistics.median(base), {k: statistics.median(v) for k, v in runs.items()}
 
 
 def peak_rss(model, mode: str, length: int) -> float:
@@ -53,8 +58,6 @@ def peak_rss(model, mode: str, length: int) -> float:
     import threading
 
     import psutil
-
-    from hf_trust.metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
 
     proc = psutil.Process()
     ids = torch.randint(100, 20000, (1, length))
@@ -74,24 +77,32 @@ def peak_rss(model, mode: str, length: int) -> float:
             out = model(input_ids=ids, output_hidden_states=True)
             del out
         else:
-            score_batch(model, [ids[0].tolist()], [8], [], [], EnergyWeights(), lens_layers=[10, 20, 30])
+            score_batch(model, [ids[0].tolist()], [8], [], [], EnergyWeights())
     done.set()
     t.join()
     return (peak[0] - before) / 2**20
 
 
-def main():
-    model, tok = load()
-    for length in (128, 512):
-        base, runs = timing(model, tok, length)
-        print(f"T={length}: forward with hidden states {base:.3f} s")
+def main() -> None:
+    from hf_trust import assets
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--memory", action="store_true", help="also measure peak RSS growth")
+    args = ap.parse_args()
+    model, _tok = assets.load_smollm2()
+    for length in args.lengths:
+        base, runs = timing(model, length, args.repeats, args.settings)
+        print(f"T={length}: forward with output_hidden_states {base:.3f} s (median of {args.repeats})")
         for name, t in runs.items():
-            print(f"  scoring, {name:18s} {t:.3f} s  ratio {t / base:.2f}x")
-    print("peak RSS growth (MiB) during one call: forward(output_hidden_states) vs hooked scorer (3 lens layers)")
-    for length in (256, 1024, 2048):
-        print(
-            f"  T={length}: {peak_rss(model, 'hidden_states', length):.0f} vs {peak_rss(model, 'scorer', length):.0f}"
-        )
+            print(f"  scoring, {name:22s} {t:.3f} s  ratio {t / base:.2f}x")
+    if args.memory:
+        print("peak RSS growth (MiB) during one call: forward(output_hidden_states) vs hooked scorer (default)")
+        for length in (256, 1024, 2048):
+            hs, sc = peak_rss(model, "hidden_states", length), peak_rss(model, "scorer", length)
+            print(f"  T={length}: {hs:.0f} vs {sc:.0f}")
 
 
 if __name__ == "__main__":

@@ -528,10 +528,16 @@ def score_batch(
         out_next = ids[b, out_pos + 1]
         nll, ent, maxprob = [], [], []
         for s in range(0, len(out_pos), 256):  # chunks bound the V-wide temporaries
-            lp = torch.log_softmax(logits[b, out_pos[s : s + 256]].float(), -1)
-            nll.append(-lp.gather(1, out_next[s : s + 256, None].to(lp.device))[:, 0].double().cpu())
-            ent.append(-(lp.exp() * lp).sum(-1).double().cpu())
-            maxprob.append(lp.max(-1).values.exp().double().cpu())
+            # one exp pass gives all three: lse = m + log z, p = e / z, H = lse − Σ p·x, max p = 1 / z
+            x = logits[b, out_pos[s : s + 256]].float()
+            m = x.max(-1).values
+            e = torch.exp(x - m[:, None])
+            z = e.sum(-1)
+            lse = m + torch.log(z)
+            picked = x.gather(1, out_next[s : s + 256, None].to(x.device))[:, 0]
+            nll.append((lse - picked).double().cpu())
+            ent.append((lse - torch.linalg.vecdot(e, x) / z).double().cpu())
+            maxprob.append((1.0 / z).double().cpu())
         nll, ent, maxprob = (torch.cat(x) if x else torch.zeros(0, dtype=torch.float64) for x in (nll, ent, maxprob))
         has = len(out_pos) > 0
         results.append(

@@ -24,13 +24,9 @@ from hf_trust.errors import HFTrustCacheError, HFTrustConfigError
 ANSWER_MARKER = "The answer is"
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
-# Hand-written worked examples (not from any task's data): each shows the step format to imitate.
-FEW_SHOT = (
-    ("Calculate 6 + 3 - 5.", "6 + 3 = 9. 9 - 5 = 4. The answer is 4."),
-    ("Calculate 8 - 2 + 7.", "8 - 2 = 6. 6 + 7 = 13. The answer is 13."),
-    ("Calculate 4 + 9 + 1.", "4 + 9 = 13. 13 + 1 = 14. The answer is 14."),
-)
-CACHE_VERSION = 1
+N_SHOTS = 3
+_SHOT_SEED = 99_991  # few-shot problems come from another seed than the test problems
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -75,10 +71,31 @@ class Chain:
     correct: int
 
 
-def build_prompt(question: str) -> str:
+def worked_solution(expression: str) -> str:
+    """Left-to-right steps of a ``+``/``-`` expression: ``"4 + 9 - 1"`` → ``"4 + 9 = 13. 13 - 1 = 12. The answer is 12."``."""
+    parts = re.findall(r"\d+|[+\-*/]", expression)
+    if len(parts) < 3 or len(parts) % 2 == 0 or any(op not in "+-" for op in parts[1::2]):
+        raise HFTrustConfigError(f"worked solutions need a + / - chain of non-negative numbers, got {expression!r}.")
+    acc, steps = int(parts[0]), []
+    for op, num in zip(parts[1::2], parts[2::2]):
+        new = acc + int(num) if op == "+" else acc - int(num)
+        steps.append(f"{acc} {op} {num} = {new}.")
+        acc = new
+    return " ".join(steps) + f" {ANSWER_MARKER} {acc}."
+
+
+def build_prompt(question: str, shots: Sequence[tuple[str, str]]) -> str:
     """Few-shot completion prompt: worked examples, then the question and an open answer line."""
-    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in FEW_SHOT)
-    return f"{shots}Question: {question}\nAnswer:"
+    head = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in shots)
+    return f"{head}Question: {question}\nAnswer:"
+
+
+def few_shot(spec: TaskSpec, n: int = N_SHOTS) -> list[tuple[str, str]]:
+    """``n`` worked examples of the same task and difficulty, from a seed the test problems never use."""
+    return [
+        (r["question"], worked_solution(r["entry"]["metadata"]["expression"]))
+        for r in load_problems([spec], n, _SHOT_SEED)
+    ]
 
 
 def extract_answer(text: str) -> Optional[str]:
@@ -106,7 +123,15 @@ def load_problems(tasks: Sequence[TaskSpec], per_task: int, seed: int) -> list[d
                 f"reasoning-gym cannot build task {spec.name!r} with {spec.config}: {exc}"
             ) from None
         for item in ds:
-            rows.append({"task": spec.name, "question": item["question"], "answer": str(item["answer"]), "entry": item})
+            rows.append(
+                {
+                    "spec": i,
+                    "task": spec.name,
+                    "question": item["question"],
+                    "answer": str(item["answer"]),
+                    "entry": item,
+                }
+            )
     return rows
 
 
@@ -194,7 +219,7 @@ def chains_cache_key(fingerprint: str, tasks: Sequence[TaskSpec], per_task: int,
         "tasks": [t.key() for t in tasks],
         "per_task": per_task,
         "seed": seed,
-        "prompt": build_prompt("{question}"),
+        "prompts": [build_prompt("{question}", few_shot(t)) for t in tasks],
         "marker": ANSWER_MARKER,
         "settings": settings,
     }
@@ -229,9 +254,9 @@ def make_chains(
                 return [Chain(**c) for c in data["chains"]]
             except (ValueError, KeyError, TypeError):
                 path.unlink(missing_ok=True)  # corrupt or stale: regenerate below
-    gens = generate(
-        model, tokenizer, [build_prompt(p["question"]) for p in problems], max_new_tokens, batch_size, progress
-    )
+    shots = [few_shot(t) for t in tasks]
+    prompts = [build_prompt(p["question"], shots[p["spec"]]) for p in problems]
+    gens = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
     chains = []
     for p, (pids, oids) in zip(problems, gens):
         text = tokenizer.decode(oids, skip_special_tokens=True)
