@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+
+from hf_trust.atomic import atomic_save, atomic_write_json
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def token_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> float:
@@ -40,19 +45,18 @@ def round_diagnostics(client_deltas: dict[int, dict[str, torch.Tensor]], global_
 
 def save_diagnostics(diagnostics: list[dict], out_dir: str | Path) -> list[Path]:
     """Writes ``diagnostics.json``, the cosine-per-round plot and the last round's similarity matrices."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Bare Figures: no pyplot state and no backend choice imposed on the caller.
+    from matplotlib.figure import Figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "diagnostics.json").write_text(json.dumps(diagnostics, indent=1))
+    atomic_write_json(out / "diagnostics.json", diagnostics, indent=1)
     paths = [out / "diagnostics.json"]
     groups = [g for g in ("text", "vision") if diagnostics and g in diagnostics[-1]]
     if not groups:
         return paths
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     for g in groups:
         ax.plot(
             [d["round"] for d in diagnostics],
@@ -63,10 +67,10 @@ def save_diagnostics(diagnostics: list[dict], out_dir: str | Path) -> list[Path]
     ax.set_ylabel("cos(client update, global update)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "update_cosine.png", dpi=110)
-    plt.close(fig)
+    _save_figure(fig, out / "update_cosine.png")
     paths.append(out / "update_cosine.png")
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 3), squeeze=False)
+    fig = Figure(figsize=(3.4 * len(groups), 3))
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, g in zip(axes[0], groups):
         im = ax.imshow(diagnostics[-1][g]["similarity"], vmin=-1, vmax=1, cmap="coolwarm")
         ax.set_title(
@@ -75,8 +79,7 @@ def save_diagnostics(diagnostics: list[dict], out_dir: str | Path) -> list[Path]
         ax.set_xlabel("client")
         ax.set_ylabel("client")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    fig.savefig(out / "client_similarity.png", dpi=110)
-    plt.close(fig)
+    _save_figure(fig, out / "client_similarity.png")
     paths.append(out / "client_similarity.png")
     return paths
 

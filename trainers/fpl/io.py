@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from hf_trust.atomic import atomic_save, atomic_write_json
+from hf_trust.errors import HFTrustCacheError
 
 from .config import FPLConfigError, PromptConfig
 from .prompts import CLIPPromptModel
@@ -17,12 +21,17 @@ ADAPTER_WEIGHTS = "fpl_prompts.safetensors"
 
 def save_prompts(model: CLIPPromptModel, path: str | Path) -> Path:
     """Write the prompt tensors (safetensors) and what is needed to rebuild the prompted model: the
-    prompt config, class names and tokenised class prompts, and the base model's identity."""
+    prompt config, class names and tokenised class prompts, and the base model's identity.
+
+    Both files are written atomically, weights first; the config, written last, records the SHA-256
+    of the weights, so a pair left inconsistent by a crash between the two writes is detected on load.
+    """
     from safetensors.torch import save_file
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.prompts.items()}, str(out / ADAPTER_WEIGHTS))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.prompts.items()}
+    atomic_save(out / ADAPTER_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     cfg = model.clip.config
     meta = {
         "prompt_config": model.prompt_config.to_dict(),
@@ -32,9 +41,14 @@ def save_prompts(model: CLIPPromptModel, path: str | Path) -> Path:
         "base_model_name_or_path": getattr(cfg, "_name_or_path", "") or "",
         "text_hidden_size": cfg.text_config.hidden_size,
         "vision_hidden_size": cfg.vision_config.hidden_size,
+        "weights_sha256": _sha256(out / ADAPTER_WEIGHTS),
     }
-    (out / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=1))
+    atomic_write_json(out / ADAPTER_CONFIG, meta, indent=1)
     return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_prompts(clip_model: Any, path: str | Path) -> CLIPPromptModel:
@@ -44,7 +58,19 @@ def load_prompts(clip_model: Any, path: str | Path) -> CLIPPromptModel:
     src = Path(path)
     if not (src / ADAPTER_CONFIG).is_file() or not (src / ADAPTER_WEIGHTS).is_file():
         raise FileNotFoundError(f"{src} holds no saved prompts ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} expected).")
-    meta = json.loads((src / ADAPTER_CONFIG).read_text())
+    try:
+        meta = json.loads((src / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HFTrustCacheError(
+            f"{src / ADAPTER_CONFIG} is truncated or not JSON ({exc}); save the prompts again "
+            f"(FederatedPromptTrainer.save_prompts) or restore the folder from a copy."
+        ) from exc
+    expected = meta.get("weights_sha256")
+    if expected is not None and _sha256(src / ADAPTER_WEIGHTS) != expected:
+        raise HFTrustCacheError(
+            f"{src / ADAPTER_WEIGHTS} does not match the SHA-256 recorded in {ADAPTER_CONFIG} (truncated, or "
+            f"replaced after saving); save the prompts again or restore the folder from a copy."
+        )
     cfg = clip_model.config
     if (cfg.text_config.hidden_size, cfg.vision_config.hidden_size) != (
         meta["text_hidden_size"],
@@ -62,7 +88,13 @@ def load_prompts(clip_model: Any, path: str | Path) -> CLIPPromptModel:
         class_input_ids=torch.tensor(meta["class_input_ids"]),
         class_attention_mask=torch.tensor(meta["class_attention_mask"]),
     )
-    weights = load_file(str(src / ADAPTER_WEIGHTS))
+    try:
+        weights = load_file(str(src / ADAPTER_WEIGHTS))
+    except Exception as exc:  # safetensors raises its own error types for a cut-off header or body
+        raise HFTrustCacheError(
+            f"cannot read {src / ADAPTER_WEIGHTS} ({type(exc).__name__}: {exc}); the file is truncated. Save the "
+            f"prompts again or restore the folder from a copy."
+        ) from exc
     if set(weights) != set(model.prompts):
         raise FPLConfigError(
             f"saved prompt tensors {sorted(weights)} do not match the config's {sorted(model.prompts)}."

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
+from hf_trust.errors import HFTrustConfigError
+
 
 @dataclass
 class GGEURConfig:
@@ -47,6 +49,12 @@ class GGEURConfig:
             ``"official"`` reproduces the released script's quirks: clients never receive the global head
             (only the server copy is averaged), unweighted averaging, the double softmax in the loss,
             surplus real rows dropped and "first prototype draws" in multi-domain mode.
+        augment (`str`, defaults to `"ggeur"`):
+            What fills each client up: ``"ggeur"`` (draws along the global shapes), ``"none"`` (real rows only,
+            plain FedAvg), ``"oversample"`` (the equal-count control: real rows resampled to the same per-class
+            counts, without noise and, in multi-domain mode, without other domains' prototypes),
+            ``"isotropic"`` (noise of the same trace without the global directions) or ``"local_cov"`` (the
+            client's own covariance).
         keep_augmented (`bool`, defaults to `False`):
             Keep every client's augmented rows after ``fit`` (``trainer.partitions.augmented(k)``); they can
             take gigabytes (clients × classes × target × d), so they are dropped by default.
@@ -88,9 +96,11 @@ class GGEURConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"GGEURConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
+                raise HFTrustConfigError(f"GGEURConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}.")
         if self.guide_threshold is not None and not 0 < self.guide_threshold <= 1:
-            raise ValueError(f"GGEURConfig.guide_threshold must be in (0, 1] or None, got {self.guide_threshold}.")
+            raise HFTrustConfigError(
+                f"GGEURConfig.guide_threshold must be in (0, 1] or None, got {self.guide_threshold}."
+            )
         for name in (
             "num_per_sample",
             "step1_keep",
@@ -100,7 +110,7 @@ class GGEURConfig:
             "local_epochs",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"GGEURConfig.{name} must be ≥ 1, got {getattr(self, name)}.")
+                raise HFTrustConfigError(f"GGEURConfig.{name} must be ≥ 1, got {getattr(self, name)}.")
 
     def to_dict(self) -> dict:
         return asdict(self)

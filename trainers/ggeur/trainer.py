@@ -9,12 +9,14 @@ then trained by ordinary federated rounds (:class:`hf_trust.trainers.federated.F
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError
 from hf_trust.trainers.federated import (
     ClassMoments,
     ClientContext,
@@ -142,6 +144,78 @@ class GGEURTrainer:
             raise ValueError(f"column {self.emb_col!r} must hold one embedding vector per row; got shape {z.shape}.")
         return (_l2(z) if self.config.normalize else z), y
 
+    def _check_labels(self, y: np.ndarray, where: str) -> np.ndarray:
+        if y.ndim != 1 or (len(y) and not np.issubdtype(y.dtype, np.integer)):
+            raise HFTrustDataError(
+                f"column {self.label_col!r} of {where} must hold integer class ids 0..C-1, got dtype {y.dtype} "
+                f"(e.g. {y[:1].tolist()}); map the labels first (dataset.class_encode_column)."
+            )
+        if len(y) and y.min() < 0:
+            row = int(np.argmin(y))
+            raise HFTrustDataError(
+                f"column {self.label_col!r} of {where} holds label {int(y[row])} (row {row}); labels must be class "
+                f"ids 0..C-1. Drop unlabelled rows (label -1) before building the embedding dataset."
+            )
+        return y.astype(np.int64)
+
+    def _check_embeddings(self, z: np.ndarray, where: str, dim: Optional[int] = None) -> None:
+        if z.ndim != 2:
+            raise HFTrustDataError(
+                f"column {self.emb_col!r} of {where} must hold one embedding vector per row; got shape {z.shape}."
+            )
+        if dim is not None and z.shape[1] != dim:
+            raise HFTrustDataError(
+                f"column {self.emb_col!r} of {where} has width {z.shape[1]} but the training embeddings have "
+                f"width {dim}; embed it with the same encoder (and pooling) as the training data."
+            )
+        finite = np.isfinite(z).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite)
+            raise HFTrustDataError(
+                f"column {self.emb_col!r} of {where} holds NaN/inf in {len(rows)} row(s) (first: row {rows[0]}); "
+                f"a single one would make the pooled covariance, every shape and the global head NaN. Drop or "
+                f"re-embed those rows."
+            )
+
+    def _validate(self, partitions: Partitions) -> None:
+        """Checks every row before the statistics round, on every rank alike (so that no rank raises alone)."""
+        data = partitions.dataset.with_format("numpy")
+        z = np.asarray(data[self.emb_col], dtype=np.float64)
+        try:
+            self._check_embeddings(z, "the training data")
+        except HFTrustDataError as exc:
+            bad = int(np.flatnonzero(~np.isfinite(z).all(axis=1))[0]) if z.ndim == 2 else None
+            owner = [k for k, ix in enumerate(partitions.indices) if bad is not None and bad in set(ix.tolist())]
+            raise HFTrustDataError(f"{exc} (held by client {owner[0] if owner else '?'})") from None
+        y = self._check_labels(np.asarray(data[self.label_col]), "the training data")
+        if self.config.num_classes is not None and len(y) and y.max() >= self.config.num_classes:
+            raise HFTrustConfigError(
+                f"the training labels go up to {int(y.max())} but GGEURConfig.num_classes={self.config.num_classes}; "
+                f"set num_classes to at least {int(y.max()) + 1} (or leave it None to infer it)."
+            )
+        num_classes = self.config.num_classes or (int(y.max()) + 1 if len(y) else 0)
+        seen = set(np.unique(y).tolist())
+        for name, ds in self.eval_datasets.items():
+            cols = getattr(ds, "column_names", list(ds) if isinstance(ds, dict) else [])
+            for col in (self.emb_col, self.label_col):
+                if col not in cols:
+                    raise HFTrustDataError(f"column {col!r} not found in eval dataset {name!r} (columns: {cols}).")
+            self._check_embeddings(np.asarray(ds[self.emb_col], dtype=np.float64), f"eval dataset {name!r}", z.shape[1])
+            ey = self._check_labels(np.asarray(ds[self.label_col]), f"eval dataset {name!r}")
+            if len(ey) and ey.max() >= num_classes:
+                raise HFTrustDataError(
+                    f"eval dataset {name!r} holds class {int(ey.max())}, which no training row has (the head has "
+                    f"{num_classes} outputs). Drop those rows, or set GGEURConfig(num_classes={int(ey.max()) + 1}) "
+                    f"to give the head an (untrained) output for it."
+                )
+            unseen = sorted(set(np.unique(ey).tolist()) - seen)
+            if unseen:
+                warnings.warn(
+                    f"eval dataset {name!r} holds classes {unseen[:5]} that no client has; no augmentation can "
+                    f"create them, so their accuracy will be ~0.",
+                    stacklevel=3,
+                )
+
     def _eval_dict(self, ds: Any) -> dict:
         z = np.asarray(ds[self.emb_col], dtype=np.float64)
         z = _l2(z) if self.config.normalize else z
@@ -242,6 +316,13 @@ class GGEURTrainer:
                 out = augment_single_domain(
                     z, y, shapes, target, rng, scale=cfg.scale, num_classes=self.num_classes, per_sample=cfg.per_sample
                 )
+        elif cfg.augment == "oversample":
+            # The equal-count control of the multi-domain rule: every held class resampled from the client's
+            # own real rows up to the same per-class target, with no cross-domain prototype and no noise.
+            zero = {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes}
+            out = augment_single_domain(
+                z, y, zero, cfg.target_per_class or 2000, rng, num_classes=self.num_classes, per_sample=cfg.per_sample
+            )
         else:
             mine = parts.client_domains[k] if parts.client_domains else None
             protos: dict[int, list[np.ndarray]] = {}
@@ -250,8 +331,6 @@ class GGEURTrainer:
                     continue
                 for c, mu in by_class.items():
                     protos.setdefault(c, []).append(mu)
-            if cfg.augment == "oversample":
-                shapes = {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes}
             out = augment_multi_domain(
                 z,
                 y,
@@ -274,15 +353,18 @@ class GGEURTrainer:
     def fit(self, partitions: Partitions, resume_from: Optional[str] = None) -> list[dict]:
         """Run the statistics round, then the federated rounds of the head; returns the round history."""
         if partitions.dataset is None:
-            raise ValueError("the partitions hold no dataset; split the embedding dataset with a partitioner.")
+            raise HFTrustConfigError(
+                "the partitions hold no dataset; split the embedding dataset with a partitioner (not a label list)."
+            )
         cols = partitions.dataset.column_names
         for col in (self.emb_col, self.label_col):
             if col not in cols:
-                raise ValueError(f"column {col!r} not found in the embedding dataset (columns: {cols}).")
+                raise HFTrustDataError(f"column {col!r} not found in the embedding dataset (columns: {cols}).")
         if self.config.mode == "multi_domain" and not partitions.client_domains:
-            raise ValueError(
+            raise HFTrustConfigError(
                 "multi_domain mode needs domain partitions (DomainPartitioner) so clients know their domain."
             )
+        self._validate(partitions)
         labels = np.asarray(partitions.dataset[self.label_col])
         self.num_classes = self.config.num_classes or int(labels.max()) + 1
         dim = self._dim(partitions)

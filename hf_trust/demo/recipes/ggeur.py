@@ -8,49 +8,122 @@ Domain skew: one client per digit domain (handwritten / printed / corrupted), GG
 from __future__ import annotations
 
 import hashlib
-from typing import Optional
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
+from hf_trust.atomic import atomic_save
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
+
+logger = logging.getLogger("hf_trust.demo.ggeur")
 
 VARIANTS = ("none", "oversample", "isotropic", "local_cov", "ggeur")
 
 
+# Bumped whenever the way features are computed changes (preprocessing, pooling): old cache files go stale.
+FEATURE_VERSION = 2
+
+
+def _sha256_arrays(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+    return digest.hexdigest()
+
+
+def module_fingerprint(model: Any) -> str:
+    """SHA-256 of a module's class and every tensor of its state dict (names, dtypes, shapes, values)."""
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    for name, t in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(_sha256_arrays(t.detach().cpu().numpy()).encode())
+    return digest.hexdigest()
+
+
+def cached_arrays(folder: Path, stem: str, key: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]):
+    """Arrays cached under ``folder`` in a file named after ``stem`` and the hash of ``key``.
+
+    ``key`` must hold everything that determines the arrays. The file stores the key itself and the
+    SHA-256 of every array, and is verified on read: a truncated file, a key mismatch (a hash collision
+    or a hand-copied file) or changed contents raise no error but are logged and recomputed; every write
+    is atomic, so an interrupted run never leaves a half file that a later run would trust.
+    """
+    blob = json.dumps(key, sort_keys=True, default=str)
+    path = Path(folder) / f"{stem}_{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+    if path.is_file():
+        problem = None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            meta = json.loads(str(arrays.pop("__meta__")))
+            if meta.get("key") != json.loads(blob):
+                problem = "it was written for other settings"
+            elif meta.get("sha256") != {k: _sha256_arrays(v) for k, v in sorted(arrays.items())}:
+                problem = "its contents do not match their recorded SHA-256"
+        except Exception as exc:  # truncated zip, missing member, bad JSON: all mean "recompute"
+            problem = f"it cannot be read ({type(exc).__name__}: {exc})"
+        if problem is None:
+            return arrays
+        logger.warning("feature cache %s is stale or corrupt (%s); recomputing it.", path, problem)
+    arrays = compute()
+    meta = {"key": json.loads(blob), "sha256": {k: _sha256_arrays(v) for k, v in sorted(arrays.items())}}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would otherwise append ".npz" to the name
+            np.savez(fh, __meta__=np.asarray(json.dumps(meta)), **arrays)
+
+    atomic_save(path, write)
+    return arrays
+
+
 def efficientnet_embeddings(name: str, n_train: int, n_test: int, size: int, seed: int = 0):
-    """Cached EfficientNet-Lite0 features: ``(train Dataset, test Dataset)`` with embedding, label(, domain)."""
+    """Cached EfficientNet-Lite0 features: ``(train Dataset, test Dataset)`` with embedding, label(, domain).
+
+    The cache is keyed on the data (a hash of the very images and labels), the encoder (a hash of its
+    weights), the input size, the subset sizes, the seed and :data:`FEATURE_VERSION`.
+    """
     from datasets import Dataset
 
     from hf_trust import assets
 
-    key = hashlib.sha256(f"{name}|{n_train}|{n_test}|{size}|{seed}".encode()).hexdigest()[:12]
-    path = assets.cache_dir() / "features" / f"effnet_{name}_{key}.npz"
-    if not path.is_file():
-        model = assets.load_efficientnet_lite0()
-        if name == "fashion":
-            tr = assets.load_fashion_mnist("train", limit=n_train, seed=seed)
-            te = assets.load_fashion_mnist("test", limit=n_test, seed=seed)
-            dom_tr = dom_te = None
-        else:
-            full = assets.load_digit_domains(n_per_class=(n_train + n_test) // 30, seed=seed)
-            split = full.train_test_split(test_size=n_test / len(full), seed=seed, stratify_by_column="label")
-            tr, te = split["train"], split["test"]
-            dom_tr, dom_te = tr["domain"], te["domain"]
-        feats = {}
-        for tag, ds in (("train", tr), ("test", te)):
-            imgs = np.stack([np.asarray(im) for im in ds["image"]])
-            feats[tag] = assets.efficientnet_features(model, imgs, size=size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            path,
-            xtr=feats["train"],
-            ytr=np.asarray(tr["label"]),
-            xte=feats["test"],
-            yte=np.asarray(te["label"]),
-            dtr=np.asarray(dom_tr if dom_tr is not None else []),
-            dte=np.asarray(dom_te if dom_te is not None else []),
-        )
-    data = np.load(path)
+    if name == "fashion":
+        tr = assets.load_fashion_mnist("train", limit=n_train, seed=seed)
+        te = assets.load_fashion_mnist("test", limit=n_test, seed=seed)
+    else:
+        full = assets.load_digit_domains(n_per_class=(n_train + n_test) // 30, seed=seed)
+        split = full.train_test_split(test_size=n_test / len(full), seed=seed, stratify_by_column="label")
+        tr, te = split["train"], split["test"]
+    images = {tag: np.stack([np.asarray(im) for im in ds["image"]]) for tag, ds in (("train", tr), ("test", te))}
+    labels = {tag: np.asarray(ds["label"]) for tag, ds in (("train", tr), ("test", te))}
+    domains = {
+        tag: np.asarray(ds["domain"] if "domain" in ds.column_names else [], dtype=str)
+        for tag, ds in (("train", tr), ("test", te))
+    }
+    model = assets.load_efficientnet_lite0()
+    key = {
+        "dataset": name,
+        "n_train": n_train,
+        "n_test": n_test,
+        "size": size,
+        "seed": seed,
+        "version": FEATURE_VERSION,
+        "encoder": module_fingerprint(model),
+        "data": _sha256_arrays(*images.values(), *labels.values(), *domains.values()),
+    }
+
+    def compute() -> dict[str, np.ndarray]:
+        return {
+            "xtr": assets.efficientnet_features(model, images["train"], size=size),
+            "xte": assets.efficientnet_features(model, images["test"], size=size),
+        }
+
+    feats = cached_arrays(assets.cache_dir() / "features", f"effnet_{name}", key, compute)
 
     def make(x, y, d):
         cols = {"embedding": x.astype(np.float32).tolist(), "label": y.tolist()}
@@ -58,7 +131,10 @@ def efficientnet_embeddings(name: str, n_train: int, n_test: int, size: int, see
             cols["domain"] = d.tolist()
         return Dataset.from_dict(cols)
 
-    return make(data["xtr"], data["ytr"], data["dtr"]), make(data["xte"], data["yte"], data["dte"])
+    return (
+        make(feats["xtr"], labels["train"], domains["train"]),
+        make(feats["xte"], labels["test"], domains["test"]),
+    )
 
 
 def run_label_skew(
