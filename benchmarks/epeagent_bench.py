@@ -17,7 +17,6 @@ from hf_trust.agents import (
     EPEOrchestrator,
     PrivacyEnhancingAgent,
     PrivacyPolicy,
-    ScriptedBackend,
     generate_profiles,
     generate_questions,
     make_agents,
@@ -29,13 +28,13 @@ def episode_times(domain: str, with_pa: bool, latency_s: float, repeats: int, se
     questions = generate_questions(profiles, domain, n_per_field=5, seed=seed)
     users = {p["user_id"]: p for p in profiles}
 
-    def answer(messages, tools):
+    def answer(messages, tools=None):
         if latency_s:
             time.sleep(latency_s)
         return "I pick (b). " + messages[1]["content"][:400]  # partly echoing: gives C_A something to redact
 
     orch = EPEOrchestrator(
-        make_agents(domain, ScriptedBackend(answer)),
+        make_agents(domain, answer),
         PrivacyEnhancingAgent(PrivacyPolicy.from_labels(profiles[0])) if with_pa else None,
     )
     out = []

@@ -2,24 +2,46 @@
 
 A trusted agent C_A sits between a user's profile store and the local agents, and between the agents
 themselves: at the retrieval (RAG) stage each agent receives only the entries its role is labelled for
-(whole entries, value and description), and at the context stage every intermediate answer is redacted
-for its recipient before delivery.  A ledger records which field reached whom on which channel.
+(whole entries, value and description), and at the context stage every intermediate answer is rewritten for
+its recipient before delivery, by a deterministic redaction, by a chat model (optionally trained with TRL,
+:mod:`hf_trust.agents.training`), or both.  A ledger keeps every delivered text, and an independent
+value-level detector (:mod:`hf_trust.agents.leakage`) measures which field reached whom.
 
     from hf_trust.agents import AgentSpec, PrivacyPolicy, PrivacyEnhancingAgent, EPEOrchestrator, hf_chat_backend
     backend = hf_chat_backend(model, tokenizer)
     agents = [AgentSpec("market_data", 1, role_prompt, backend), ...]
     orch = EPEOrchestrator(agents, PrivacyEnhancingAgent(PrivacyPolicy.from_labels(profile)))
     answer, ledger = orch.run(user_profile, question)
+    ledger.report().leakage, ledger.report().permitted_recall
 """
 
-from .backends import ConstantBackend, EchoBackend, RecordingBackend, ScriptedBackend, hf_chat_backend, render
+from typing import Any
+
+from .backends import hf_chat_backend, render
 from .data import AGENT_ROLES, FIELDS, as_dataset, generate_profiles, generate_questions, make_agents, question_fields
+from .leakage import LeakageDetector, LeakageReport, measure_leakage
 from .metrics import find_answer_letter, leakage, permitted_recall, privacy_mcq, privacy_oeq, summarise, utility
 from .orchestrator import PRIVACY_RULES, REFUSAL_SENTENCE, REFUSE_OPTION, EPEOrchestrator, EpisodeTrace, Question
 from .policy import AgentSpec, ChatBackend, PrivacyPolicy
-from .privacy_agent import PrivacyEnhancingAgent, deny_all
+from .privacy_agent import PrivacyEnhancingAgent, deny_all, rewrite_messages
 from .sanitise import REDACTED, contains_value, find_fields, redact, value_forms
 from .tools import DataFlowLedger, LedgerEntry, make_profile_tool
+
+# The TRL training API imports trl; load it on first use so `import hf_trust.agents` stays light.
+_LAZY = {
+    "PrivacyAgentConfig": "training",
+    "train_privacy_agent": "training",
+    "rewrite_examples": "training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AGENT_ROLES",
@@ -30,17 +52,16 @@ __all__ = [
     "REFUSE_OPTION",
     "AgentSpec",
     "ChatBackend",
-    "ConstantBackend",
     "DataFlowLedger",
     "EPEOrchestrator",
-    "EchoBackend",
     "EpisodeTrace",
+    "LeakageDetector",
+    "LeakageReport",
     "LedgerEntry",
+    "PrivacyAgentConfig",
     "PrivacyEnhancingAgent",
     "PrivacyPolicy",
     "Question",
-    "RecordingBackend",
-    "ScriptedBackend",
     "as_dataset",
     "contains_value",
     "deny_all",
@@ -52,13 +73,17 @@ __all__ = [
     "leakage",
     "make_agents",
     "make_profile_tool",
+    "measure_leakage",
     "permitted_recall",
     "privacy_mcq",
     "privacy_oeq",
     "question_fields",
     "redact",
     "render",
+    "rewrite_examples",
+    "rewrite_messages",
     "summarise",
+    "train_privacy_agent",
     "utility",
     "value_forms",
 ]

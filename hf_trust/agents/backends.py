@@ -2,7 +2,8 @@
 
 :func:`hf_chat_backend` drives any transformers chat model through its chat template, passing tools the
 standard way (``apply_chat_template(tools=...)``) and parsing tool calls with ``tokenizer.parse_response``
-when the tokenizer has a response schema.  The scripted backends make tests deterministic.
+when the tokenizer has a response schema.  Any plain function ``fn(messages, tools=None) -> str`` is a backend
+too (that is how deterministic agents are written in tests and studies).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def render(messages: Sequence[dict]) -> str:
     return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in messages)
 
 
-def _validate(messages: Any) -> None:
+def validate_messages(messages: Any) -> None:
     if not isinstance(messages, (list, tuple)) or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise HFTrustError("A chat backend takes a list of {'role': ..., 'content': ...} messages.")
 
@@ -63,7 +64,7 @@ def hf_chat_backend(
         return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=False)
 
     def backend(messages: Sequence[dict], tools: Optional[Sequence[Callable]] = None) -> str:
-        _validate(messages)
+        validate_messages(messages)
         msgs = list(messages)
         by_name = {t.__name__: t for t in (tools or [])}
         for _ in range(max_tool_rounds + 1):
@@ -104,43 +105,3 @@ def _tool_calls(tokenizer: Any, text: str) -> list[dict]:
     except Exception:  # an unparsable reply is plain text, not an error
         return []
     return list(parsed.get("tool_calls") or []) if isinstance(parsed, dict) else []
-
-
-class ScriptedBackend:
-    """A backend that answers with ``fn(messages, tools)`` and records every prompt it was handed."""
-
-    def __init__(self, fn: Callable[[Sequence[dict], Optional[Sequence[Callable]]], str]) -> None:
-        self.fn = fn
-        self.prompts: list[str] = []
-
-    def __call__(self, messages: Sequence[dict], tools: Optional[Sequence[Callable]] = None) -> str:
-        _validate(messages)
-        self.prompts.append(render(messages))
-        return self.fn(messages, tools)
-
-
-class EchoBackend(ScriptedBackend):
-    """Worst-case leaky summariser: repeats its whole context (and calls every tool offered with ``tool_args``)."""
-
-    def __init__(self, tool_args: Optional[dict] = None) -> None:
-        def echo(messages, tools):
-            parts = [str(m.get("content", "")) for m in messages]
-            for t in tools or []:
-                parts.append(t(**(tool_args or {})))
-            return "\n".join(parts)
-
-        super().__init__(echo)
-
-
-class ConstantBackend(ScriptedBackend):
-    """Always answers ``text`` (e.g. always refuse, or always "(a)")."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(lambda messages, tools: text)
-
-
-class RecordingBackend(ScriptedBackend):
-    """Wraps another backend and records the prompts handed to it."""
-
-    def __init__(self, inner: Callable[..., str]) -> None:
-        super().__init__(lambda messages, tools: inner(messages, tools=tools) if tools else inner(messages))

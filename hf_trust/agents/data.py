@@ -63,7 +63,7 @@ FIELDS: dict[str, dict[str, tuple]] = {
             ["index funds", "government bonds", "technology stocks", "real estate funds", "commodities"],
             "preferred asset class",
         ),
-        "annual_income": ("the user's yearly income", [2], None, None),
+        "annual_income": ("the user's annual income", [2], None, None),
         "risk_tolerance": (
             "how much risk the user accepts",
             [2],

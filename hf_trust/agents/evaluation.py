@@ -6,7 +6,6 @@ import random
 from collections.abc import Callable
 from typing import Any, Optional
 
-from .backends import hf_chat_backend
 from .data import generate_profiles, generate_questions, make_agents
 from .metrics import summarise
 from .orchestrator import EPEOrchestrator
@@ -42,7 +41,8 @@ def evaluate_mas(
 ) -> dict[str, Any]:
     """Run every sampled question through the 3-agent MAS of ``domain`` and score it.
 
-    Returns the metrics of :func:`hf_trust.metrics.summarise` plus the answers, questions and ledger.
+    Returns the metrics of :func:`hf_trust.agents.summarise` (value-level leakage) plus the answers, questions
+    and ledger.
     """
     profiles = generate_profiles(domain, n_users=n_users, seed=seed)
     rows = sample_questions(
@@ -56,14 +56,6 @@ def evaluate_mas(
     for q in progress(rows, desc=f"{domain} EPE={'on' if pa else 'off'}") if progress else rows:
         ans, _ = orch.run(users[q["user_id"]], q, ledger=ledger)
         answers.append(ans)
-    out = summarise(answers, rows, ledger, policy)
+    out = summarise(answers, rows, ledger)
     out.update(answers=answers, questions=rows, ledger=ledger, calls=len(ledger.deliveries))
     return out
-
-
-def smollm2_backend(max_new_tokens: int = 24, temperature: float = 0.0, seed: int = 0) -> Callable[..., str]:
-    """SmolLM2-135M-Instruct (offline asset) as a chat backend."""
-    from hf_trust import assets
-
-    model, tok = assets.load_smollm2()
-    return hf_chat_backend(model, tok, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustError
 
 from .policy import AgentSpec
 from .privacy_agent import PrivacyEnhancingAgent
@@ -127,6 +128,11 @@ class EPEOrchestrator:
             (``retrieval_tool(user_id) -> json``) that the agent calls, intercepted by C_A.
         retrieval_tool: the plain typed tool used when ``rag="tool"``.
         persist_memory: store every agent output in its memory bank through C_A.
+        on_undeliverable: what to do with a field whose permission names only agent ids that no registered
+            agent carries (a typo or a missing agent: the field would silently go to nobody while leakage 0
+            and recall 1 are reported).  ``"error"`` (default) raises; ``"warn"`` warns and records the field
+            in ``ledger.undeliverable`` and the metrics.  A field labelled for nobody (``[]``) is private on
+            purpose and is neither.
     """
 
     def __init__(
@@ -137,7 +143,10 @@ class EPEOrchestrator:
         rag: str = "context",
         retrieval_tool: Optional[Callable[..., str]] = None,
         persist_memory: bool = False,
+        on_undeliverable: str = "error",
     ) -> None:
+        if on_undeliverable not in ("error", "warn"):
+            raise HFTrustConfigError(f"on_undeliverable must be 'error' or 'warn', got {on_undeliverable!r}.")
         if not agents:
             raise HFTrustError("EPEOrchestrator needs at least one AgentSpec.")
         names = [a.name for a in agents]
@@ -170,6 +179,25 @@ class EPEOrchestrator:
         self.rag = rag
         self.retrieval_tool = retrieval_tool
         self.persist_memory = persist_memory
+        self.on_undeliverable = on_undeliverable
+        if privacy_agent is not None:
+            self._undeliverable(privacy_agent.policy.allowed)
+
+    def _undeliverable(self, allowed: Mapping[str, Any]) -> list[str]:
+        """Fields granted only to agent ids nobody has; raise or warn per ``on_undeliverable``."""
+        ids = {a.label_id for a in self.agents.values()}
+        lost = {f: sorted(who) for f, who in allowed.items() if who and not set(who) & ids}
+        if not lost:
+            return []
+        msg = (
+            "These fields are permitted only to agent ids that no registered agent carries, so they would be "
+            f"delivered to nobody: {lost} (registered ids: {sorted(ids)}). Fix the policy labels, register an "
+            "agent with that label_id, or pass on_undeliverable='warn' to run anyway and report them."
+        )
+        if self.on_undeliverable == "error":
+            raise HFTrustConfigError(msg)
+        warnings.warn(msg, stacklevel=3)
+        return sorted(lost)
 
     def _topological_order(self) -> list[str]:
         order, state = [], {}
@@ -224,6 +252,14 @@ class EPEOrchestrator:
         ledger = ledger if ledger is not None else DataFlowLedger()
         trace = trace if trace is not None else EpisodeTrace()
         pa = self.privacy_agent
+        labels = (
+            pa.policy.allowed
+            if pa is not None
+            else {f: e.get("label", []) for f, e in profile.items() if f != "user_id" and isinstance(e, Mapping)}
+        )
+        for f in self._undeliverable(labels):
+            if f not in ledger.undeliverable:
+                ledger.undeliverable.append(f)
         responder = self.responder_for(q)
         trace.responder = responder.name
         needed = self._ancestors(responder.name) | {responder.name}

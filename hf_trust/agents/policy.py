@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hf_trust.errors import HFTrustError
+from hf_trust.atomic import atomic_write_json
+from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustError
 
 ChatBackend = Callable[..., str]
+
+LABELLER_PROMPT = (
+    'An agent describes its responsibilities as: "{description}"\n'
+    "Does it strictly need the user's {field} ({field_description}) to do its job? Answer yes or no."
+)
 
 
 @dataclass
@@ -64,6 +72,7 @@ class PrivacyPolicy:
         self.allowed: dict[str, frozenset[int]] = {f: frozenset(int(a) for a in ids) for f, ids in allowed.items()}
         self.source = source
         self.audit_log = list(audit_log or [])
+        self.cache_key_: Optional[str] = None  # set for LLM-labelled policies (see cache_key)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -74,6 +83,18 @@ class PrivacyPolicy:
         fields = {k: v for k, v in profile.items() if k != "user_id"}
         return cls({f: _labels_of(e, f) for f, e in fields.items()}, source="labels")
 
+    @staticmethod
+    def cache_key(agents: Iterable[AgentSpec], fields: Mapping[str, str], labeller_id: str) -> str:
+        """SHA-256 of everything that determines an LLM-labelled policy: every agent's name, label id and
+        self-description, every field and its description, the labeller prompt and the labeller's identity."""
+        payload = {
+            "agents": [[a.name, a.label_id, a.self_description] for a in agents],
+            "fields": sorted(fields.items()),
+            "prompt": LABELLER_PROMPT,
+            "labeller": labeller_id,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
     @classmethod
     def from_llm(
         cls,
@@ -81,6 +102,7 @@ class PrivacyPolicy:
         fields: Mapping[str, str],
         labeller: ChatBackend,
         cache_path: str | Path | None = None,
+        labeller_id: Optional[str] = None,
     ) -> PrivacyPolicy:
         """Ask an LLM, per (field, agent), whether the agent's self-description needs the field.
 
@@ -88,21 +110,41 @@ class PrivacyPolicy:
             agents: the registered agents (their ``self_description`` is shown to the labeller).
             fields: field name -> description of the field.
             labeller: a chat backend; an answer starting with "yes" grants the field.
-            cache_path: when given and present, the cached policy is loaded instead of asking again; otherwise
-                the new policy is saved there, with every question and answer in its audit log.
+            cache_path: when given, a cached policy whose key matches (:meth:`cache_key`) is loaded instead of
+                asking again; a cache for other agents, fields, prompt or labeller, or an unreadable one, is
+                recomputed (with a warning) and replaced atomically, with every question and answer in its
+                audit log.
+            labeller_id: what identifies the labeller model (name and revision); required with ``cache_path``,
+                because a callable cannot be fingerprinted and a cache from another model must not be reused.
         """
-        if cache_path is not None and Path(cache_path).is_file():
-            return cls.load(cache_path)
+        agents = list(agents)
+        key = None
+        if cache_path is not None:
+            if not labeller_id:
+                raise HFTrustConfigError(
+                    "PrivacyPolicy.from_llm(cache_path=...) needs labeller_id (e.g. the model name and revision), "
+                    "so a cache written by another labeller is never reused."
+                )
+            key = cls.cache_key(agents, fields, labeller_id)
+            if Path(cache_path).is_file():
+                try:
+                    cached = cls.load(cache_path)
+                except HFTrustCacheError as exc:
+                    warnings.warn(f"{exc} Recomputing the policy.", stacklevel=2)
+                else:
+                    if cached.cache_key_ == key:
+                        return cached
+                    warnings.warn(
+                        f"Policy cache {cache_path} was built for other agents, fields or labeller; recomputing it.",
+                        stacklevel=2,
+                    )
         allowed: dict[str, set[int]] = {f: set() for f in fields}
         log = []
         for agent in agents:
             if not agent.self_description:
                 raise HFTrustError(f"Agent {agent.name!r} has no self_description; the LLM labeller needs one.")
             for fname, desc in fields.items():
-                prompt = (
-                    f'An agent describes its responsibilities as: "{agent.self_description}"\n'
-                    f"Does it strictly need the user's {fname} ({desc}) to do its job? Answer yes or no."
-                )
+                prompt = LABELLER_PROMPT.format(description=agent.self_description, field=fname, field_description=desc)
                 reply = str(labeller([{"role": "user", "content": prompt}]))
                 grant = reply.strip().lower().startswith("yes")
                 if grant:
@@ -111,6 +153,7 @@ class PrivacyPolicy:
                     {"agent": agent.name, "label_id": agent.label_id, "field": fname, "reply": reply, "granted": grant}
                 )
         policy = cls(allowed, source="llm", audit_log=log)
+        policy.cache_key_ = key
         if cache_path is not None:
             policy.save(cache_path)
         return policy
@@ -139,16 +182,26 @@ class PrivacyPolicy:
             "allowed": {f: sorted(ids) for f, ids in self.allowed.items()},
             "source": self.source,
             "audit_log": self.audit_log,
+            "cache_key": self.cache_key_,
         }
 
-    def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+    def save(self, path: str | Path) -> Path:
+        """Write the policy as JSON, atomically (a crash never leaves a half policy for the next run)."""
+        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> PrivacyPolicy:
-        data = json.loads(Path(path).read_text())
-        return cls(data["allowed"], source=data.get("source", "manual"), audit_log=data.get("audit_log"))
+        """Read a saved policy; a truncated or malformed file raises :class:`HFTrustCacheError` naming it."""
+        try:
+            data = json.loads(Path(path).read_text())
+            policy = cls(data["allowed"], source=data.get("source", "manual"), audit_log=data.get("audit_log"))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise HFTrustCacheError(
+                f"Policy file {path} is unreadable or malformed ({type(exc).__name__}: {exc}); delete it or "
+                "rebuild it with PrivacyPolicy.from_llm / from_labels."
+            ) from exc
+        policy.cache_key_ = data.get("cache_key")
+        return policy
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PrivacyPolicy) and self.allowed == other.allowed

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustError
 
 from .policy import AgentSpec, ChatBackend, PrivacyPolicy
 from .sanitise import REDACTED, redact
@@ -20,10 +20,21 @@ from .tools.ledger import DataFlowLedger
 PermissionCallback = Callable[[str, str], bool]
 
 REWRITE_PROMPT = (
-    "You are a privacy guard between agents. Rewrite the message below for the {recipient} agent. "
-    "Remove or obfuscate every detail about these private fields of the user: {fields}. "
-    "Keep the answer choices and the reasoning that does not depend on them. Reply with the rewritten message only."
+    "Rewrite this message for the {recipient} agent. Delete every sentence about the user's {denied}. "
+    "Keep every other sentence word for word. Reply with the rewritten message only."
 )
+
+
+def rewrite_messages(text: str, recipient: str, denied: list[str]) -> list[dict]:
+    """The chat a rewrite model is given: the instruction (recipient and the fields it may not see) and the message.
+
+    The same function builds the training prompts (:mod:`hf_trust.agents.training`) and the inference prompts,
+    so a trained rewriter sees at run time exactly the format it was trained on.  Only the denied fields are
+    listed: that is what the rewrite acts on, and a short prompt keeps small rewriters fast.
+    """
+    names = ", ".join(f.replace("_", " ") for f in denied)
+    system = REWRITE_PROMPT.format(recipient=recipient.replace("_", " "), denied=names)
+    return [{"role": "system", "content": system}, {"role": "user", "content": text}]
 
 
 def deny_all(agent: str, field: str) -> bool:
@@ -36,9 +47,12 @@ class PrivacyEnhancingAgent:
 
     Args:
         policy: who may see which field.
-        rewrite_backend: optional LLM for the context stage (the paper's ``epe_agent`` call).  Its output is
-            *always* followed by the deterministic redaction, because a weak C_A backbone is the largest
-            privacy loss the paper reports (Gemini-1.5 as C_A: -39 points).
+        rewrite_backend: optional chat model for the context stage (the paper's ``epe_agent`` call): it rewrites
+            each intermediate answer to what the recipient may see (see :func:`rewrite_messages`; a model trained
+            for it comes from :func:`hf_trust.agents.training.train_privacy_agent`).
+        redact_after_rewrite: run the deterministic redaction after the model's rewrite (default).  Defence in
+            depth, because a weak C_A backbone is the largest privacy loss the paper reports (Gemini-1.5 as C_A:
+            -39 points); set ``False`` to measure the model on its own.
         request_permission: ``callback(agent_name, field) -> bool`` asked when an agent needs a field the policy
             does not give it; a trusted third party asks the user.  Defaults to deny.
         strip_labels: drop the ``label`` metadata from minimised entries (it is policy, not user data).
@@ -50,6 +64,7 @@ class PrivacyEnhancingAgent:
         rewrite_backend: Optional[ChatBackend] = None,
         request_permission: PermissionCallback = deny_all,
         strip_labels: bool = True,
+        redact_after_rewrite: bool = True,
     ) -> None:
         if not isinstance(policy, PrivacyPolicy):
             raise HFTrustError(
@@ -60,6 +75,12 @@ class PrivacyEnhancingAgent:
         self.rewrite_backend = rewrite_backend
         self.request_permission = request_permission
         self.strip_labels = strip_labels
+        if not redact_after_rewrite and rewrite_backend is None:
+            raise HFTrustConfigError(
+                "redact_after_rewrite=False without a rewrite_backend would deliver messages unfiltered; "
+                "pass rewrite_backend=<chat model> or keep redact_after_rewrite=True."
+            )
+        self.redact_after_rewrite = redact_after_rewrite
         self.elevations: list[dict] = []
 
     # ---------------------------------------------------------------- step 2: RAG stage
@@ -136,17 +157,13 @@ class PrivacyEnhancingAgent:
     ) -> str:
         """Remove non-permitted content from an inter-agent message before ``recipient`` receives it."""
         if self.rewrite_backend is not None:
-            denied = [
-                f
-                for f in source_record
-                if f != "user_id" and not self.policy.is_allowed(f, recipient.label_id) and f not in extra
-            ]
+            fields = [f for f in source_record if f != "user_id"]
+            denied = [f for f in fields if not self.policy.is_allowed(f, recipient.label_id) and f not in extra]
             if denied:
-                prompt = REWRITE_PROMPT.format(recipient=recipient.name, fields=", ".join(denied))
-                text = str(
-                    self.rewrite_backend([{"role": "system", "content": prompt}, {"role": "user", "content": text}])
-                )
-        # The deterministic pass runs last, whatever the LLM produced.
+                text = str(self.rewrite_backend(rewrite_messages(text, recipient.name, denied)))
+            if not self.redact_after_rewrite:
+                return text
+        # The deterministic pass runs last, whatever the model produced.
         return redact(text, self.private_values(source_record, recipient, extra), REDACTED)
 
     def persist(

@@ -11,15 +11,12 @@ from hf_trust.agents import (
     REDACTED,
     REFUSAL_SENTENCE,
     AgentSpec,
-    ConstantBackend,
     DataFlowLedger,
-    EchoBackend,
     EPEOrchestrator,
     EpisodeTrace,
     PrivacyEnhancingAgent,
     PrivacyPolicy,
     Question,
-    ScriptedBackend,
     contains_value,
     find_answer_letter,
     generate_profiles,
@@ -34,6 +31,8 @@ from hf_trust.agents import (
     utility,
 )
 from hf_trust.errors import HFTrustError
+
+from .scripted import ConstantBackend, EchoBackend, ScriptedBackend
 
 
 def _by_id(profiles):
@@ -63,8 +62,8 @@ def test_canary_leakage_zero_on_every_prompt_and_recall_one(domain_setup):
     echo = EchoBackend()
     agents = make_agents(domain, echo)
     answers, ledger = _run_all(EPEOrchestrator(agents, PrivacyEnhancingAgent(policy)), profiles, questions)
-    assert leakage(ledger, policy) == 0.0
-    assert permitted_recall(ledger, policy) == 1.0
+    assert leakage(ledger) == 0.0
+    assert permitted_recall(ledger) == 1.0
     # Independent check on the raw strings each backbone was handed (not the ledger's own bookkeeping).
     assert len(echo.prompts) > 0
     names = {a.name: a.label_id for a in agents}
@@ -86,8 +85,8 @@ def test_canary_leakage_zero_on_every_prompt_and_recall_one(domain_setup):
 def test_baseline_leaks_through_the_same_measurement(domain_setup):
     domain, profiles, questions, policy = domain_setup
     answers, ledger = _run_all(EPEOrchestrator(make_agents(domain, EchoBackend())), profiles, questions)
-    assert leakage(ledger, policy) == 1.0
-    assert permitted_recall(ledger, policy) == 1.0
+    assert leakage(ledger) == 1.0
+    assert permitted_recall(ledger) == 1.0
 
 
 class RedactEverything(PrivacyEnhancingAgent):
@@ -96,14 +95,17 @@ class RedactEverything(PrivacyEnhancingAgent):
     def minimise(self, record, recipient, extra=frozenset()):
         return {}
 
+    def sanitise(self, text, source_record, recipient, extra=frozenset()):
+        return ""
+
 
 def test_redact_everything_filter_fails_recall(domain_setup):
     domain, profiles, questions, policy = domain_setup
     _, ledger = _run_all(
         EPEOrchestrator(make_agents(domain, EchoBackend()), RedactEverything(policy)), profiles, questions
     )
-    assert leakage(ledger, policy) == 0.0
-    assert permitted_recall(ledger, policy) == 0.0
+    assert leakage(ledger) == 0.0
+    assert permitted_recall(ledger) == 0.0
 
 
 def test_no_transitive_leak_through_echoing_intermediate_agent():
@@ -247,7 +249,7 @@ def test_fourth_agent_needs_only_policy_data():
     assert orch.terminal == "transaction_execution"
     _, ledger = orch.run(prof, {"question": "q", "kind": "utility"})
     assert ledger.fields_seen("compliance") == {"risk_tolerance", "name"}
-    assert leakage(ledger, policy) == 0.0 and permitted_recall(ledger, policy) == 1.0
+    assert leakage(ledger) == 0.0 and permitted_recall(ledger) == 1.0
     with pytest.raises(HFTrustError, match="cycle"):
         EPEOrchestrator(agents, topology={"market_data": ["compliance"], "compliance": ["market_data"]})
 
@@ -297,7 +299,7 @@ def test_retrieval_tool_is_intercepted_and_schema_unchanged():
     _, ledger = orch.run(prof, {"question": "q"})
     assert {e.channel for e in ledger.entries} >= {"tool"}
     assert ledger.fields_seen("market_data") == set(policy.fields_for(1))
-    assert leakage(ledger, policy) == 0.0 and permitted_recall(ledger, policy) == 1.0
+    assert leakage(ledger) == 0.0 and permitted_recall(ledger) == 1.0
 
 
 def test_memory_persistence_goes_through_the_choke_point(tmp_path):
@@ -318,6 +320,7 @@ def test_memory_persistence_goes_through_the_choke_point(tmp_path):
         "channel",
         "allowed",
         "episode",
+        "forms",
     }
 
 
@@ -334,11 +337,15 @@ def test_llm_labeller_policy_is_cached_and_auditable(tmp_path):
             else "no"
         )
 
-    p1 = PrivacyPolicy.from_llm(agents, fields, labeller, cache_path=tmp_path / "policy.json")
+    p1 = PrivacyPolicy.from_llm(agents, fields, labeller, cache_path=tmp_path / "policy.json", labeller_id="rule-v1")
     assert p1.allowed == {"risk_tolerance": frozenset({2}), "preferred_order_type": frozenset({3})}
     assert len(p1.audit_log) == 6
     p2 = PrivacyPolicy.from_llm(
-        agents, fields, lambda m: pytest.fail("cache not used"), cache_path=tmp_path / "policy.json"
+        agents,
+        fields,
+        lambda m: pytest.fail("cache not used"),
+        cache_path=tmp_path / "policy.json",
+        labeller_id="rule-v1",
     )
     assert p2 == p1 and p2.source == "llm"
 
@@ -460,7 +467,7 @@ def test_hf_backend_with_tiny_random_model_runs_episode():
     orch = EPEOrchestrator(make_agents("financial", backend), PrivacyEnhancingAgent(policy))
     ans, ledger = orch.run(prof, Question("Which?", ["x", "y", "z", "Refuse to answer"]))
     assert isinstance(ans, str)
-    assert leakage(ledger, policy) == 0.0 and permitted_recall(ledger, policy) == 1.0
+    assert leakage(ledger) == 0.0 and permitted_recall(ledger) == 1.0
     with pytest.raises(HFTrustError, match="chat_template"):
         tok.chat_template = None
         hf_chat_backend(model, tok)

@@ -18,7 +18,8 @@ METRICS = ("utility", "privacy_mcq", "privacy_oeq", "leakage", "permitted_recall
 def run(ctx: RecipeContext) -> RecipeResult:
     import torch
 
-    from hf_trust.agents.evaluation import evaluate_mas, smollm2_backend
+    from hf_trust.agents.evaluation import evaluate_mas
+    from hf_trust.demo.studies.epeagent import smollm2_backend
 
     torch.set_num_threads(1)
     result = RecipeResult()
