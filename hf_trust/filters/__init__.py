@@ -5,6 +5,7 @@ from .capture import LastTokenAttention, decoder_attention_modules, last_prompt_
 from .defence import DefenceResult, bye_defence
 from .gmm import GMM1D, fit_gmm_1d, gaussian_kl
 from .report import BYEReport
+from .select import DEFAULT_MAX_REMOVAL_FRACTION, bimodal_separation_index, robust_select
 
 __all__ = [
     "BYEFilter",
@@ -19,4 +20,7 @@ __all__ = [
     "GMM1D",
     "fit_gmm_1d",
     "gaussian_kl",
+    "bimodal_separation_index",
+    "robust_select",
+    "DEFAULT_MAX_REMOVAL_FRACTION",
 ]

@@ -9,30 +9,34 @@ The method, as in the official code (``bye.py`` + ``model_vqa.py --get-entropy``
 5. s_i = mean of H_l(i) over sensitive layers; a 2-GMM on s; the low-mean component is suspicious;
 6. no sensitive layer → nothing removed (``status="no_sensitive_layers"``; the reference crashes here).
 
+Step 4-5 alternatives (``layer_select="bsi"``, ``"top_kl:<k>"``, ``"robust"``) and the guard rails every mode
+shares (removal cap, status, removed share per class) live in :mod:`hf_trust.filters.select`.
+
 Everything after step 3 is :func:`bye_select` on a plain (N, L) array; :class:`BYEFilter` is the
 ``datasets`` adapter (batched ``map`` with an explicit fingerprint) around it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import types
 import warnings
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataError, HFTrustError
 
-from .capture import capture_rows, check_eager, image_token_id, unwrap_model
-from .gmm import fit_gmm_1d, gaussian_kl
+from .capture import capture_rows, check_eager, decoder_attention_modules, image_token_id, unwrap_model
 from .report import BYEReport
+from .select import DEFAULT_MAX_REMOVAL_FRACTION, bye_select
 
-BYE_VERSION = "1"
+BYE_VERSION = "2"
 ENTROPY_COLUMN = "bye_layer_entropy"
 SCORE_COLUMN = "bye_score"
 SUSPICIOUS_COLUMN = "bye_suspicious"
@@ -61,134 +65,91 @@ def image_attention_entropy(
     return h
 
 
-# ------------------------------------------------------------------ steps 4-6: selection on (N, L)
-def _auroc(score: np.ndarray, y: np.ndarray) -> float:
-    """AUROC of ``score`` for positives ``y`` (rank statistic, ties averaged)."""
-    pos, neg = score[y], score[~y]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    allv = np.concatenate([pos, neg])[order]
-    r = np.arange(1, len(order) + 1, dtype=float)
-    # average ranks of ties
-    uniq, inv, counts = np.unique(allv, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=r)
-    ranks[order] = (sums / counts)[inv]
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+# ------------------------------------------------------------------ identities for the cache key
+def _code_digest(code: types.CodeType, h: Any) -> None:
+    """Feed a code object (bytecode, names, constants, nested code) into ``h``: two lambdas differ here."""
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_digest(const, h)
+        else:
+            h.update(repr(const).encode())
 
 
-def _select_layers(
-    gmms, bimodal: list[bool], kl: list[float], layer_select: str | Sequence[int], require_minor_low: bool
-) -> list[int]:
-    if isinstance(layer_select, str) and layer_select == "bimodal":
-        chosen = [l for l, b in enumerate(bimodal) if b]
-    elif isinstance(layer_select, str) and layer_select.startswith("top_kl:"):
-        k = int(layer_select.split(":", 1)[1])
-        chosen = sorted(np.argsort(-np.nan_to_num(np.asarray(kl), nan=-np.inf))[:k].tolist())
-    elif not isinstance(layer_select, str):
-        chosen = sorted(int(l) for l in layer_select)
-        if any(l < 0 or l >= len(gmms) for l in chosen):
-            raise ValueError(f"layer_select {chosen} is outside the {len(gmms)} decoder layers.")
-    else:
-        raise ValueError(f"layer_select must be 'bimodal', 'top_kl:<k>' or a list of layers, got {layer_select!r}.")
-    if require_minor_low:
-        chosen = [l for l in chosen if gmms[l].weights[0] < 0.5]
-    return chosen
+def callable_identity(fn: Callable) -> Optional[str]:
+    """A digest of everything a callable computes with, or ``None`` when it cannot be identified.
 
-
-def bye_select(
-    entropies: np.ndarray | Sequence[Sequence[float]],
-    *,
-    k_sigma: float = 2.0,
-    layer_select: str | Sequence[int] = "bimodal",
-    require_minor_low_component: bool = False,
-    max_removal_fraction: Optional[float] = None,
-    warn_if_removal_concentrated: Optional[float] = None,
-    labels: Optional[Sequence[Any]] = None,
-    is_poison: Optional[Sequence[bool]] = None,
-    direction: str = "low",
-) -> tuple[BYEReport, np.ndarray]:
-    """BYE's unsupervised selection on an (N, L) entropy matrix.  Returns ``(report, scores)``.
-
-    Defaults reproduce the reference exactly; the other switches are the spec's opt-in safeguards:
-    ``layer_select="top_kl:k"`` (k layers with the largest KL diagnostic), ``require_minor_low_component``
-    (a sensitive layer's low component must weigh < 0.5), ``max_removal_fraction`` (keep at most this
-    share flagged, the lowest scores first) and ``warn_if_removal_concentrated`` (warn when at least this
-    share of one label's rows is removed). ``labels`` feed the removal histogram, ``is_poison`` the
-    per-layer AUROC — neither is used for the decision.
+    Combines ``datasets``' own content hash of the callable (dill: closures, bound ``self``, defaults) with the
+    bytecode of its function, so two lambdas (which share ``__qualname__ == "<lambda>"``) never collide and an
+    edited function gets a new key.  Callables that cannot be pickled (e.g. holding a lock or a CUDA stream)
+    return ``None``: their results are then never cached.
     """
-    if direction != "low":
-        raise ValueError("direction is fixed to 'low' (attention collapse lowers entropy), as in the paper.")
-    E = np.asarray(entropies, dtype=np.float64)
-    if E.ndim != 2 or E.shape[0] == 0:
-        raise HFTrustError(
-            f"BYE needs an (N, L) entropy matrix with N ≥ 1 rows, got shape {E.shape}; is the dataset empty?"
-        )
-    n, L = E.shape
-    # NaN → column mean (reference behaviour; NaN arises when a row has no attention on image tokens)
-    col_mean = np.nanmean(np.where(np.isnan(E), np.nan, E), axis=0) if np.isnan(E).any() else None
-    if col_mean is not None:
-        E = np.where(np.isnan(E), np.nan_to_num(col_mean)[None, :], E)
-    params = {
-        "k_sigma": k_sigma,
-        "layer_select": layer_select if isinstance(layer_select, str) else list(layer_select),
-        "require_minor_low_component": require_minor_low_component,
-        "max_removal_fraction": max_removal_fraction,
-        "warn_if_removal_concentrated": warn_if_removal_concentrated,
-        "direction": direction,
-    }
-    report = BYEReport(status="ok", num_samples=n, num_layers=L, params=params)
-    if n < 2:
-        report.status = "no_sensitive_layers"
-        report.suspicious = [False] * n
-        return report, np.full(n, np.nan)
+    from datasets.fingerprint import Hasher
 
-    gmms = [fit_gmm_1d(E[:, l]) for l in range(L)]
-    for g in gmms:
-        mu, sd = g.means, g.stds
-        report.layer_gmms.append(g.to_dict())
-        report.layer_bimodal.append(bool(abs(mu[1] - mu[0]) > k_sigma * (sd[0] + sd[1])))
-        report.layer_kl.append(gaussian_kl(mu[0], sd[0], mu[1], sd[1]))
-    if is_poison is not None:
-        y = np.asarray(is_poison, dtype=bool)
-        report.layer_auroc = [_auroc(-E[:, l], y) for l in range(L)]
-    report.sensitive_layers = _select_layers(
-        gmms, report.layer_bimodal, report.layer_kl, layer_select, require_minor_low_component
-    )
-    if labels is not None:
-        report.label_histogram = {str(k): v for k, v in Counter(map(str, labels)).items()}
-    if not report.sensitive_layers:
-        report.status = "no_sensitive_layers"
-        report.suspicious = [False] * n
-        return report, np.full(n, np.nan)
+    h = hashlib.sha256()
+    try:
+        h.update(Hasher.hash(fn).encode())
+    except Exception:  # dill could not serialise it: unidentifiable
+        return None
+    func = getattr(fn, "__func__", fn)
+    code = getattr(func, "__code__", None)
+    if code is None:  # a callable object: the code of its class's __call__
+        code = getattr(getattr(type(fn), "__call__", None), "__code__", None)  # noqa: B004
+    if code is not None:
+        _code_digest(code, h)
+    h.update(f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', type(fn).__qualname__)}".encode())
+    return h.hexdigest()[:32]
 
-    scores = E[:, report.sensitive_layers].mean(axis=1)
-    sg = fit_gmm_1d(scores)
-    report.score_gmm = sg.to_dict()
-    flagged = sg.predict(scores) == 0  # low-mean component = collapsed attention = suspicious
-    if max_removal_fraction is not None and flagged.sum() > max_removal_fraction * n:
-        cap = int(math.floor(max_removal_fraction * n))
-        keep_flag = np.argsort(scores, kind="stable")[:cap]
-        flagged = np.zeros(n, dtype=bool)
-        flagged[keep_flag] = True
-        report.status = "capped"
-    report.suspicious = flagged.tolist()
-    report.removed_fraction = float(flagged.mean())
-    if labels is not None:
-        lab = np.asarray(list(map(str, labels)))
-        report.removal_histogram = {str(k): v for k, v in Counter(lab[flagged].tolist()).items()}
-        if warn_if_removal_concentrated is not None:
-            for k, removed in report.removal_histogram.items():
-                share = removed / report.label_histogram[k]
-                if share >= warn_if_removal_concentrated and removed >= 5:
-                    msg = (
-                        f"BYE removed {removed}/{report.label_histogram[k]} rows with label {k!r}: unless {k!r} "
-                        "is an attack target, the split may follow the classes rather than a trigger."
-                    )
-                    report.warnings.append(msg)
-                    warnings.warn(msg, stacklevel=2)
-    return report, scores
+
+def processor_identity(processor: Any) -> str:
+    """A digest of what shapes the prompt: processor/tokenizer class and name, vocabulary, chat template,
+    special tokens and the image processor's settings."""
+    h = hashlib.sha256()
+    tok = getattr(processor, "tokenizer", processor)
+    h.update(type(processor).__qualname__.encode())
+    h.update(str(getattr(tok, "name_or_path", "")).encode())
+    with contextlib.suppress(Exception):
+        h.update(json.dumps(tok.get_vocab(), sort_keys=True).encode())
+    template = getattr(processor, "chat_template", None) or getattr(tok, "chat_template", None)
+    h.update(json.dumps(template, sort_keys=True, default=str).encode())
+    h.update(json.dumps(getattr(tok, "special_tokens_map", {}), sort_keys=True, default=str).encode())
+    for attr in ("image_processor", "patch_size", "num_additional_image_tokens", "vision_feature_select_strategy"):
+        obj = getattr(processor, attr, None)
+        text = obj.to_json_string() if hasattr(obj, "to_json_string") else repr(obj)
+        h.update(f"{attr}={text}".encode())
+    return h.hexdigest()[:32]
+
+
+def model_fingerprint(model: Any, base: Any) -> str:
+    """A cheap digest of the weights (PEFT adapters included) and the config: name, shape, dtype, sum, sum of
+    squares and a strided sample of every tensor.  Never a pickle of the model (minutes for a 7B model)."""
+    h = hashlib.sha256()
+    cfg = base.config
+    h.update(str(getattr(cfg, "_name_or_path", "")).encode())
+    with contextlib.suppress(Exception):
+        h.update(cfg.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+            if p.numel() and (p.is_floating_point() or p.dtype in (torch.int64, torch.int32, torch.bool)):
+                flat = p.detach().reshape(-1).double()
+                h.update(np.array([flat.sum().item(), (flat * flat).sum().item()]).tobytes())
+                step = max(1, flat.numel() // 64)
+                h.update(flat[::step][:64].cpu().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+@contextlib.contextmanager
+def _left_padding(tok: Any) -> Iterator[None]:
+    """Pad on the left for one call (every row's query is then the last position) and restore the caller's
+    setting afterwards, even on error: the tokenizer belongs to the caller."""
+    old = getattr(tok, "padding_side", None)
+    tok.padding_side = "left"
+    try:
+        yield
+    finally:
+        tok.padding_side = old
 
 
 # ------------------------------------------------------------------ the datasets adapter
@@ -200,10 +161,15 @@ class BYEFilter:
             optionally wrapped by PEFT.
         processor: an HF multimodal processor; the prompt is rendered with its chat template
             (``[image, question]`` user turn, ``add_generation_prompt=True``). Not needed with ``collate_fn``.
+            Its tokenizer's ``padding_side`` is set to left during a batch and restored afterwards.
         collate_fn: alternative to ``processor``: ``(images, questions) -> dict`` of model inputs (it must
             render the same prompt the model was fine-tuned with and insert the image tokens).
+        collate_fingerprint: a string naming what ``collate_fn`` computes, for the cache key.  By default the
+            callable's content is hashed (:func:`callable_identity`); a callable that cannot be hashed is never
+            cached (a warning says so) unless this is given.
         image_column / question_column: dataset columns holding the image and the question.
-        label_column: column for the removal histogram (``"answer"`` or ``"label"`` when present).
+        label_column: column for the removal histogram and removed share per class (``"answer"`` or
+            ``"label"`` when present).
         poison_column: optional ground-truth column (bool) used only for the report's per-layer AUROC.
         batch_size: rows per forward pass.
         k_sigma: bimodality threshold in |μ₁−μ₂| > k_σ(σ₁+σ₂)  (reference: 2.0).
@@ -211,12 +177,18 @@ class BYEFilter:
         layers: ``"all"`` or a list of decoder layers to profile.
         head_reduce: ``"mean"`` over all heads (reference).
         query: ``"last_prompt_token"`` (reference; the position predicting the first answer token).
-        layer_select, require_minor_low_component, max_removal_fraction, warn_if_removal_concentrated:
-            opt-in safeguards (default OFF = reference behaviour), see :func:`bye_select`.
+        layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (paper), ``"robust"``, ``"top_kl:<k>"`` or
+            a list of layers; see :func:`hf_trust.filters.bye_select`.  ``"robust"`` is opt-in: see
+            ``benchmarks/results/bye.md`` for when it beats the reference.
+        bsi_threshold, max_minority, agreement: parameters of ``"bsi"`` / ``"robust"``.
+        require_minor_low_component, warn_if_removal_concentrated: opt-in safeguards of the reference modes.
+        max_removal_fraction: at most this share of rows is removed (default 0.5, every mode; ``None`` = no cap,
+            then removing more than half sets ``status="majority_flagged"`` and warns).
         normalize_by_log_nv: divide entropies by ln N_v (for models with per-image token counts).
         direction: fixed to ``"low"``.
         fingerprint: identifies the weights in the ``datasets`` cache key; by default a cheap digest of the
-            parameters (never a pickle of the model).
+            parameters (never a pickle of the model).  Cached entropies are spot-checked against a fresh forward
+            pass on read, so a wrong fingerprint gives a recomputation, not stale numbers.
     """
 
     def __init__(
@@ -225,6 +197,7 @@ class BYEFilter:
         processor: Any = None,
         *,
         collate_fn: Optional[Callable] = None,
+        collate_fingerprint: Optional[str] = None,
         image_column: str = "image",
         question_column: str = "question",
         label_column: Optional[str] = None,
@@ -236,41 +209,70 @@ class BYEFilter:
         head_reduce: str = "mean",
         query: str = "last_prompt_token",
         layer_select: str | Sequence[int] = "bimodal",
+        bsi_threshold: float = 2.0,
+        max_minority: float = 0.4,
+        agreement: float = 0.5,
         require_minor_low_component: bool = False,
-        max_removal_fraction: Optional[float] = None,
+        max_removal_fraction: Optional[float] = DEFAULT_MAX_REMOVAL_FRACTION,
         warn_if_removal_concentrated: Optional[float] = None,
         normalize_by_log_nv: bool = False,
         direction: str = "low",
         fingerprint: Optional[str] = None,
     ):
         if processor is None and collate_fn is None:
-            raise HFTrustError(
+            raise HFTrustConfigError(
                 "BYEFilter needs a `processor` (HF multimodal processor with a chat template) or a "
                 "`collate_fn(images, questions) -> model inputs`."
             )
+        if collate_fn is not None and not callable(collate_fn):
+            raise HFTrustConfigError(f"collate_fn must be callable (images, questions) -> dict, got {collate_fn!r}.")
         if query != "last_prompt_token":
-            raise ValueError("query must be 'last_prompt_token' (the reference's query position).")
+            raise HFTrustConfigError("query must be 'last_prompt_token' (the reference's query position).")
         if head_reduce != "mean":
-            raise ValueError("head_reduce must be 'mean' (average over all heads, as in the reference).")
-        if direction != "low":
-            raise ValueError("direction is fixed to 'low', as in the paper.")
-        self.model = model
-        self.base = unwrap_model(model)
-        check_eager(self.base)
-        self.image_token_id = image_token_id(self.base)
-        self.processor, self.collate_fn = processor, collate_fn
-        self.image_column, self.question_column = image_column, question_column
-        self.label_column, self.poison_column = label_column, poison_column
-        self.batch_size, self.eps, self.layers = batch_size, eps, layers
-        self.normalize_by_log_nv = normalize_by_log_nv
+            raise HFTrustConfigError("head_reduce must be 'mean' (average over all heads, as in the reference).")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise HFTrustConfigError(f"batch_size must be an integer ≥ 1, got {batch_size!r}.")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and 0 < eps < 1):
+            raise HFTrustConfigError(f"eps must be a small positive number (reference 1e-8), got {eps!r}.")
         self.select_kwargs = dict(
             k_sigma=k_sigma,
             layer_select=layer_select,
+            bsi_threshold=bsi_threshold,
+            max_minority=max_minority,
+            agreement=agreement,
             require_minor_low_component=require_minor_low_component,
             max_removal_fraction=max_removal_fraction,
             warn_if_removal_concentrated=warn_if_removal_concentrated,
             direction=direction,
         )
+        from .select import check_select_config
+
+        check_select_config(**{k: v for k, v in self.select_kwargs.items() if k != "require_minor_low_component"})
+        self.model = model
+        self.base = unwrap_model(model)
+        check_eager(self.base)
+        self.image_token_id = image_token_id(self.base)
+        self.num_decoder_layers = len(decoder_attention_modules(self.base))
+        if layers != "all":
+            if isinstance(layers, str) or not isinstance(layers, Sequence) or not len(layers):
+                raise HFTrustConfigError(f"layers must be 'all' or a non-empty list of layer indices, got {layers!r}.")
+            bad = [
+                l
+                for l in layers
+                if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < self.num_decoder_layers
+            ]
+            if bad:
+                raise HFTrustConfigError(
+                    f"layers={list(layers)} names {bad}, outside the {self.num_decoder_layers} decoder layers of this "
+                    f"model (valid: 0..{self.num_decoder_layers - 1}); fix `layers=` or use layers='all'."
+                )
+            layers = [int(l) for l in layers]
+        self.processor, self.collate_fn = processor, collate_fn
+        self.collate_fingerprint = collate_fingerprint
+        self.image_column, self.question_column = image_column, question_column
+        self.label_column, self.poison_column = label_column, poison_column
+        self.batch_size, self.eps, self.layers = batch_size, eps, layers
+        self.normalize_by_log_nv = normalize_by_log_nv
         self._fingerprint = fingerprint
         self.report_: Optional[BYEReport] = None
 
@@ -281,20 +283,35 @@ class BYEFilter:
             return self.collate_fn(images, questions)
         proc = self.processor
         tok = getattr(proc, "tokenizer", proc)
-        tok.padding_side = "left"
-        prompts = [
-            proc.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for q in questions
-        ]
-        return dict(proc(images=images, text=prompts, padding=True, return_tensors="pt"))
+        with _left_padding(tok):
+            prompts = [
+                proc.apply_chat_template(
+                    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+                    add_generation_prompt=True,
+                    tokenize=False,
+                )
+                for q in questions
+            ]
+            return dict(proc(images=images, text=prompts, padding=True, return_tensors="pt"))
 
     @torch.no_grad()
-    def entropy_batch(self, images: list, questions: list[str], device: Any = None) -> torch.Tensor:
+    def entropy_batch(
+        self, images: list, questions: list[str], device: Any = None, row_ids: Optional[Sequence[int]] = None
+    ) -> torch.Tensor:
         """(B, L) attention entropies for one batch (the plain-tensor core of :meth:`score`)."""
+        row_ids = list(row_ids) if row_ids is not None else list(range(len(images)))
+        missing_img = [row_ids[i] for i, im in enumerate(images) if im is None]
+        if missing_img:
+            raise HFTrustDataError(
+                f"rows {missing_img[:10]} have no image (None) in column {self.image_column!r}; BYE scores the "
+                "attention paid to image tokens, so every row needs an image: drop or fix those rows first."
+            )
+        bad_q = [row_ids[i] for i, q in enumerate(questions) if not isinstance(q, str)]
+        if bad_q:
+            raise HFTrustDataError(
+                f"rows {bad_q[:10]} have a question that is not a string in column {self.question_column!r}; "
+                "use '' for an image-only prompt."
+            )
         inputs = self._inputs(images, questions)
         device = device or next(self.base.parameters()).device
         inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
@@ -304,34 +321,40 @@ class BYEFilter:
         missing = (~image_mask.any(dim=1)).nonzero().flatten().tolist()
         if missing:
             raise HFTrustError(
-                f"rows {missing} of the batch contain no image token (id {self.image_token_id}); "
+                f"rows {[row_ids[i] for i in missing]} contain no image token (id {self.image_token_id}); "
                 "check that the processor/collate_fn inserts the image placeholder."
             )
         was_training = self.model.training
         self.model.eval()
-        with capture_rows(self.base, inputs["attention_mask"]) as cap:
-            self.model(**inputs, use_cache=False)
-        self.model.train(was_training)
+        try:
+            with capture_rows(self.base, inputs["attention_mask"]) as cap:
+                self.model(**inputs, use_cache=False)
+        finally:
+            self.model.train(was_training)  # the caller's mode is restored, even on error
         layer_ids = range(len(cap.rows)) if self.layers == "all" else list(self.layers)
         h = [image_attention_entropy(cap.rows[l], image_mask, self.eps, self.normalize_by_log_nv) for l in layer_ids]
         return torch.stack(h, dim=1).cpu()
 
     # -- datasets integration
-    def fingerprint(self) -> str:
-        """Deterministic cache key: model identity + a parameter digest + BYE parameters + code version."""
+    def _collate_key(self) -> Optional[str]:
+        if self.collate_fn is None:
+            return None
+        if self.collate_fingerprint is not None:
+            return "user:" + str(self.collate_fingerprint)
+        return callable_identity(self.collate_fn)
+
+    def fingerprint(self, ds: Any = None) -> Optional[str]:
+        """Deterministic cache key, or ``None`` when the inputs cannot be identified (then nothing is cached).
+
+        Keyed on everything that determines the entropies: the weights (:func:`model_fingerprint` or the
+        user's ``fingerprint``), the prompt path (processor + chat template, or the collate function's content),
+        the dataset's own fingerprint, the scoring parameters and the code version.
+        """
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            cfg = self.base.config
-            h.update(str(getattr(cfg, "_name_or_path", "")).encode())
-            with torch.no_grad():
-                for name, p in self.model.state_dict().items():
-                    h.update(name.encode())
-                    h.update(str(tuple(p.shape)).encode())
-                    if p.is_floating_point() and p.numel():
-                        flat = p.detach().reshape(-1)
-                        h.update(np.float64(flat.double().sum().item()).tobytes())
-                        h.update(flat[:16].double().cpu().numpy().tobytes())
-            self._fingerprint = h.hexdigest()[:24]
+            self._fingerprint = model_fingerprint(self.model, self.base)
+        collate = self._collate_key()
+        if self.collate_fn is not None and collate is None:
+            return None
         key = json.dumps(
             {
                 "w": self._fingerprint,
@@ -340,7 +363,9 @@ class BYEFilter:
                 "norm": self.normalize_by_log_nv,
                 "img": self.image_column,
                 "q": self.question_column,
-                "collate": getattr(self.collate_fn, "__qualname__", None),
+                "collate": collate,
+                "processor": processor_identity(self.processor) if self.collate_fn is None else None,
+                "data": getattr(ds, "_fingerprint", None),
                 "v": BYE_VERSION,
             },
             sort_keys=True,
@@ -350,43 +375,84 @@ class BYEFilter:
 
     def _check_columns(self, ds: Any) -> None:
         if len(ds) == 0:
-            raise HFTrustError("the dataset is empty: BYE needs rows to profile.")
+            raise HFTrustDataError("the dataset is empty: BYE needs rows to profile.")
         for col, what in ((self.image_column, "images"), (self.question_column, "questions")):
             if col not in ds.column_names:
-                raise HFTrustError(
+                raise HFTrustDataError(
                     f"the dataset has no {what} column {col!r} (columns: {ds.column_names}); "
                     f"pass `{'image' if what == 'images' else 'question'}_column=` to BYEFilter."
                 )
+        for col, what in ((self.label_column, "label_column"), (self.poison_column, "poison_column")):
+            if col is not None and col not in ds.column_names:
+                raise HFTrustDataError(f"{what}={col!r} is not a column of the dataset (columns: {ds.column_names}).")
 
     def entropies(self, ds: Any, load_from_cache_file: Optional[bool] = None, num_proc: Optional[int] = None) -> Any:
         """``ds`` plus the column ``bye_layer_entropy`` (L floats per row); cached on disk-backed datasets.
 
+        The cache file (written by ``datasets`` to a temporary file and renamed into place) is keyed on
+        :meth:`fingerprint`.  On a disk-backed dataset the first batch is recomputed and compared with what
+        the cache returned; a mismatch (stale or corrupt cache) recomputes everything, with a warning.
         ``num_proc > 1`` uses one GPU per worker via ``with_rank``; on CPU keep one process (each worker would
         receive a pickled copy of the model).
         """
         self._check_columns(ds)
         with_rank = bool(num_proc and num_proc > 1)
         if with_rank and not torch.cuda.is_available():
-            raise HFTrustError("num_proc > 1 scores on several GPUs (one per rank); without CUDA leave num_proc=None.")
+            raise HFTrustConfigError(
+                "num_proc > 1 scores on several GPUs (one per rank); without CUDA leave num_proc=None."
+            )
 
-        def fn(batch: dict, rank: Optional[int] = None) -> dict:
+        def fn(batch: dict, indices: list[int], rank: Optional[int] = None) -> dict:
             device = None
             if rank is not None and torch.cuda.is_available():
                 device = torch.device(f"cuda:{rank % torch.cuda.device_count()}")
                 self.model.to(device)
-            e = self.entropy_batch(list(batch[self.image_column]), list(batch[self.question_column]), device)
+            e = self.entropy_batch(list(batch[self.image_column]), list(batch[self.question_column]), device, indices)
             return {ENTROPY_COLUMN: e.tolist()}
 
-        return ds.map(
-            fn,
-            batched=True,
-            batch_size=self.batch_size,
-            with_rank=with_rank,
-            num_proc=num_proc,
-            new_fingerprint=self.fingerprint(),
-            load_from_cache_file=load_from_cache_file,
-            desc="BYE attention entropy",
-        )
+        fp = self.fingerprint(ds)
+        cacheable = fp is not None and bool(getattr(ds, "cache_files", None))
+        if fp is None:
+            warnings.warn(
+                "BYEFilter: collate_fn cannot be identified (it could not be hashed), so its entropies are not "
+                "cached; pass collate_fingerprint='<name of what it renders>' to enable the cache.",
+                stacklevel=2,
+            )
+
+        def run(load: Optional[bool]) -> Any:
+            return ds.map(
+                fn,
+                batched=True,
+                batch_size=self.batch_size,
+                with_indices=True,
+                with_rank=with_rank,
+                num_proc=num_proc,
+                new_fingerprint=fp,
+                load_from_cache_file=load if fp is not None else False,
+                keep_in_memory=fp is None,
+                desc="BYE attention entropy",
+            )
+
+        out = run(load_from_cache_file)
+        if cacheable and load_from_cache_file is not False and not self._cache_matches(ds, out):
+            msg = (
+                "BYEFilter: the cached attention entropies do not match a fresh forward pass on the first batch "
+                "(stale or corrupt cache, or a `fingerprint=` that does not identify the weights); recomputing."
+            )
+            warnings.warn(msg, stacklevel=2)
+            out = run(False)
+        return out
+
+    def _cache_matches(self, ds: Any, out: Any) -> bool:
+        """Recompute the first batch and compare with ``out`` (what the cache returned)."""
+        k = min(self.batch_size, len(ds))
+        try:
+            cached = np.asarray(out.select(range(k))[ENTROPY_COLUMN], dtype=np.float64)
+        except Exception as exc:  # unreadable cache file
+            raise HFTrustCacheError(f"the BYE entropy cache of this dataset is unreadable ({exc}).") from exc
+        head = ds.select(range(k))
+        fresh = self.entropy_batch(list(head[self.image_column]), list(head[self.question_column])).double().numpy()
+        return cached.shape == fresh.shape and bool(np.allclose(cached, fresh, atol=1e-4, rtol=1e-4, equal_nan=True))
 
     def _label_column(self, ds: Any) -> Optional[str]:
         if self.label_column is not None:
@@ -396,7 +462,7 @@ class BYEFilter:
     def fit(
         self, entropies: Any, labels: Optional[Sequence[Any]] = None, is_poison: Optional[Sequence[bool]] = None
     ) -> tuple[BYEReport, np.ndarray]:
-        """Run the two GMM stages on an (N, L) entropy matrix (or a dataset holding ``bye_layer_entropy``)."""
+        """Run the selection on an (N, L) entropy matrix (or a dataset holding ``bye_layer_entropy``)."""
         if hasattr(entropies, "column_names"):
             entropies = np.asarray(entropies[ENTROPY_COLUMN], dtype=np.float64)
         report, scores = bye_select(entropies, labels=labels, is_poison=is_poison, **self.select_kwargs)

@@ -19,6 +19,10 @@ QUESTIONS = ["what is this ?", "what ?", "<image> what is shown ?", "this ?"]
 
 @pytest.fixture(scope="module")
 def processor():
+    return make_processor()
+
+
+def make_processor(template: str | None = None):
     """A real LlavaProcessor built offline: in-memory word-level tokenizer + CLIP image processor."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
@@ -41,7 +45,7 @@ def processor():
         unk_token="<unk>",
         extra_special_tokens={"image_token": "<image>"},
     )
-    template = (
+    template = template or (
         "{% for m in messages %}{{ bos_token }}Q {% for c in m['content'] %}{% if c['type'] == 'image' %}"
         "<image> {% endif %}{% endfor %}{% for c in m['content'] %}{% if c['type'] == 'text' %}"
         "{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}Q A"
@@ -94,4 +98,4 @@ def test_processor_left_padding_matches_unpadded_rows(processor, ds):
     batched = np.asarray(BYEFilter(model, processor, batch_size=len(ds)).entropies(ds)["bye_layer_entropy"])
     single = np.asarray(BYEFilter(model, processor, batch_size=1).entropies(ds)["bye_layer_entropy"])
     np.testing.assert_allclose(batched, single, atol=1e-5)
-    assert processor.tokenizer.padding_side == "left"
+    assert processor.tokenizer.padding_side == "right"  # the caller's setting is restored after each batch

@@ -1,0 +1,193 @@
+"""BYE selection rules over many seeds of the toy LLaVA backdoor (and the SmolLM2-decoder recipe when cached).
+
+Stages (each reads what the earlier one cached, so the expensive fine-tunes run once):
+
+    python benchmarks/bye_sweep.py entropies --seeds 0-9          # fine-tune + score each (trigger, rate, seed)
+    python benchmarks/bye_sweep.py refit --seeds 0-9 --rules reference robust --rates 0.1
+    python benchmarks/bye_sweep.py report                         # tables (markdown) + entropy histograms
+
+Runs: triggers ``patch`` and ``blend`` × poison rates 5 / 10 / 20 % × seeds, plus the clean case (0 %).
+Rules (``hf_trust.demo.studies.bye.RULES``): the reference (|Δμ| > 2(σ₁+σ₂)), the paper's BSI ≥ 2, ``top_kl:1``
+and ``robust``.  Cache files are keyed on every setting that determines them (seed, trigger, rate, n, steps and
+the study's code version) and written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hf_trust.atomic import atomic_save, atomic_write_json, atomic_write_text
+from hf_trust.demo.studies import bye as study
+
+torch.set_num_threads(1)
+STUDY_VERSION = "1"
+DEFAULT_CACHE = Path("/tmp/hf_trust_bye_sweep")
+
+
+def _seeds(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    return out
+
+
+def _runs(seeds: list[int], triggers: list[str], rates: list[float], clean: bool) -> list[tuple[str, float, int]]:
+    runs = []
+    for rate in rates:
+        for trig in triggers:
+            runs += [(trig, rate, s) for s in seeds]
+    if clean:
+        runs += [("none", 0.0, s) for s in seeds]
+    return runs
+
+
+def _key(trigger: str, rate: float, seed: int, n: int, steps: int) -> str:
+    return f"toy_v{STUDY_VERSION}_{trigger}_p{int(round(rate * 100)):02d}_s{seed}_n{n}_t{steps}"
+
+
+def _save_npz(path: Path, r: dict[str, Any]) -> None:
+    with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to the temporary name
+        np.savez(fh, E=r["E"], poison=r["poison"], answers=r["answers"], asr=r["asr"], cp=r["cp"])
+
+
+def stage_entropies(args: argparse.Namespace) -> None:
+    args.cache.mkdir(parents=True, exist_ok=True)
+    for trig, rate, seed in _runs(args.seeds, args.triggers, args.rates, not args.no_clean):
+        path = args.cache / (_key(trig, rate, seed, args.n, args.steps) + ".npz")
+        if path.exists():
+            continue
+        t0 = time.time()
+        r = study.toy_entropy_run(seed, rate, "patch" if trig == "none" else trig, n=args.n, steps=args.steps)
+        atomic_save(path, lambda p, r=r: _save_npz(p, r))
+        print(f"{path.name}: ASR {r['asr']:.3f} CP {r['cp']:.3f} ({time.time() - t0:.0f} s)", flush=True)
+
+
+def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for trig, rate, seed in _runs(args.seeds, args.triggers, args.rates, not args.no_clean):
+        path = args.cache / (_key(trig, rate, seed, args.n, args.steps) + ".npz")
+        if not path.exists():
+            continue
+        z = np.load(path)
+        rows.append(
+            {
+                "trigger": trig,
+                "rate": rate,
+                "seed": seed,
+                "E": z["E"],
+                "poison": z["poison"],
+                "answers": z["answers"],
+                "asr": float(z["asr"]),
+                "cp": float(z["cp"]),
+                "key": path.stem,
+            }
+        )
+    return rows
+
+
+def stage_refit(args: argparse.Namespace) -> None:
+    for row in _load(args):
+        if row["trigger"] == "none":
+            continue
+        res = study.apply_rules(row["E"], {k: study.RULES[k] for k in args.rules})
+        for rule, (_rep, flagged) in res.items():
+            path = args.cache / f"{row['key']}_refit_{rule.replace(':', '')}.json"
+            if path.exists():
+                continue
+            t0 = time.time()
+            if flagged.any():
+                asr, cp = study.toy_refit(row["seed"], row["rate"], ~flagged, row["trigger"], args.n, args.steps)
+            else:  # nothing removed: the re-fine-tune would see the same data as the poisoned model
+                asr, cp = row["asr"], row["cp"]
+            atomic_write_json(path, {"asr": asr, "cp": cp, "removed": int(flagged.sum())})
+            print(f"{path.name}: ASR {asr:.3f} CP {cp:.3f} ({time.time() - t0:.0f} s)", flush=True)
+
+
+def _fmt(v: np.ndarray) -> str:
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return "–"
+    return f"{v.mean():.2f} ± {v.std():.2f}" + (f" (n={len(v)})" if len(v) < args_n_hint else "")
+
+
+args_n_hint = 10**9  # set per table
+
+
+def stage_report(args: argparse.Namespace) -> None:
+    global args_n_hint
+    rows = _load(args)
+    if not rows:
+        raise SystemExit(f"no cached runs under {args.cache}; run the 'entropies' stage first.")
+    summary: dict[str, Any] = {}
+    lines = []
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["trigger"], r["rate"]), []).append(r)
+    rules = list(study.RULES)
+    lines.append(
+        "| trigger | poison | seeds | ASR / CP before | rule | precision | recall | removed | status ok | ASR after |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for (trig, rate), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] == "none", kv[0][0], kv[0][1])):
+        args_n_hint = len(rs)
+        asr = np.array([r["asr"] for r in rs])
+        cp = np.array([r["cp"] for r in rs])
+        results = [study.apply_rules(r["E"]) for r in rs]
+        for rule in rules:
+            det = [study.detection(res[rule][1], r["poison"]) for res, r in zip(results, rs)]
+            statuses = [res[rule][0].status for res in results]
+            after = []
+            for r in rs:
+                p = args.cache / f"{r['key']}_refit_{rule.replace(':', '')}.json"
+                if p.exists():
+                    after.append(json.loads(p.read_text())["asr"])
+            prec = np.array([d["precision"] for d in det])
+            rec = np.array([d["recall"] for d in det])
+            rem = np.array([d["removed"] for d in det])
+            before = f"{asr.mean():.2f} / {cp.mean():.2f}" if trig != "none" else f"– / {cp.mean():.2f}"
+            lines.append(
+                f"| {trig} | {int(round(rate * 100))} % | {len(rs)} | {before} | {rule} | {_fmt(prec)} | "
+                f"{_fmt(rec)} | {_fmt(rem)} | {sum(s == 'ok' for s in statuses)}/{len(rs)} | "
+                f"{_fmt(np.array(after)) if after else 'not run'} |"
+            )
+            summary[f"{trig}_{rate}_{rule}"] = {
+                "precision": prec.tolist(),
+                "recall": rec.tolist(),
+                "removed": rem.tolist(),
+                "status": statuses,
+                "asr_after": after,
+                "seeds": [r["seed"] for r in rs],
+            }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    atomic_write_json(args.out.with_suffix(".json"), summary)
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["entropies", "refit", "report"])
+    ap.add_argument("--seeds", type=_seeds, default=_seeds("0-9"))
+    ap.add_argument("--triggers", nargs="+", default=["patch", "blend"], choices=list(study.TRIGGERS))
+    ap.add_argument("--rates", nargs="+", type=float, default=[0.1, 0.05, 0.2])
+    ap.add_argument("--no-clean", action="store_true")
+    ap.add_argument("--rules", nargs="+", default=["reference", "robust"], choices=list(study.RULES))
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/hf_trust_bye_sweep/table.md"))
+    args = ap.parse_args()
+    {"entropies": stage_entropies, "refit": stage_refit, "report": stage_report}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()

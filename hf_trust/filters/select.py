@@ -1,0 +1,440 @@
+"""BYE's unsupervised selection on an (N, L) attention-entropy matrix: which layers, which rows.
+
+Four layer rules (``layer_select``):
+
+* ``"bimodal"`` (default, the released code): a layer is sensitive iff its 2-GMM has |μ₁−μ₂| > k_σ(σ₁+σ₂);
+  the score is the mean entropy over sensitive layers and a second 2-GMM on it flags its low component.
+* ``"bsi"`` (the rule the paper states): keep a layer iff its bimodal separation index is ≥ ``bsi_threshold``
+  (2.0); then as above.  The paper's exact formula could not be retrieved; we use Ashman's D,
+  BSI = √2·|μ₁−μ₂| / √(σ₁²+σ₂²), the standard two-Gaussian separation statistic whose conventional threshold
+  for "clean separation" is 2.  (Zhang et al.'s S = |μ₁−μ₂| / 2(σ₁+σ₂) > 1 is the released code's rule.)
+* ``"top_kl:<k>"``: the k layers with the largest KL(N_low‖N_high) diagnostic; then as above.
+* ``"robust"``: see :func:`robust_select`; it is built on what an attack must look like rather than on "any
+  bimodal layer".
+
+An explicit list of layer indices is also accepted.  Guard rails hold in every mode: non-finite entries are
+imputed and reported, the removed share per class is in the report, and a removal of more than
+``max_removal_fraction`` (default 0.5) of the rows is capped, with ``status="capped"`` and a warning; with the
+cap disabled, flagging more than half the rows sets ``status="majority_flagged"`` and warns.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError
+
+from .gmm import GMM1D, fit_gmm_1d, gaussian_kl
+from .report import BYEReport
+
+#: Default cap on the share of rows BYE may remove (every mode).  BYE's premise is that poison is a minority
+#: of a fine-tuning set; a rule that flags more than half of it has split clean structure, so at most half is
+#: removed and the report says ``capped``.  ``None`` disables the cap (then ``majority_flagged`` + warning).
+DEFAULT_MAX_REMOVAL_FRACTION = 0.5
+STATUSES = ("ok", "no_sensitive_layers", "majority_flagged", "capped")
+
+
+# ------------------------------------------------------------------ small statistics
+def bimodal_separation_index(g: GMM1D) -> float:
+    """Ashman's D of a fitted 2-GMM: √2·|μ₁−μ₂| / √(σ₁²+σ₂²) (scale- and shift-free)."""
+    mu, sd = g.means, g.stds
+    return float(math.sqrt(2.0) * abs(mu[1] - mu[0]) / math.sqrt(sd[0] ** 2 + sd[1] ** 2))
+
+
+def _auroc(score: np.ndarray, y: np.ndarray) -> float:
+    """AUROC of ``score`` for positives ``y`` (rank statistic, ties averaged)."""
+    pos, neg = score[y], score[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    allv = np.concatenate([pos, neg])
+    _, inv, counts = np.unique(allv, return_inverse=True, return_counts=True)
+    order = np.argsort(allv, kind="mergesort")
+    r = np.empty(len(allv))
+    r[order] = np.arange(1, len(allv) + 1, dtype=float)
+    ranks = (np.bincount(inv, weights=r) / counts)[inv]  # average ranks of ties
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return float((a & b).sum() / union) if union else 0.0
+
+
+# ------------------------------------------------------------------ validation
+def _check_fraction(name: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < float(value) <= 1):
+        raise HFTrustConfigError(
+            f"{name} must be a share in (0, 1]{' or None' if allow_none else ''}, got {value!r}; "
+            f"e.g. {name}=0.5 (the share of rows, not a count)."
+        )
+
+
+def check_select_config(
+    *,
+    k_sigma: Any,
+    layer_select: Any,
+    bsi_threshold: Any,
+    max_minority: Any,
+    agreement: Any,
+    max_removal_fraction: Any,
+    warn_if_removal_concentrated: Any,
+    direction: Any,
+) -> None:
+    """Reject settings that cannot work, naming the field and the fix (``HFTrustConfigError``)."""
+    for name, value in (("k_sigma", k_sigma), ("bsi_threshold", bsi_threshold)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise HFTrustConfigError(
+                f"{name} must be a finite number > 0, got {value!r}; the reference uses {name}=2.0 (a negative or "
+                "zero threshold calls every layer bimodal)."
+            )
+    _check_fraction("max_removal_fraction", max_removal_fraction)
+    _check_fraction("warn_if_removal_concentrated", warn_if_removal_concentrated)
+    _check_fraction("agreement", agreement, allow_none=False)
+    if isinstance(max_minority, bool) or not isinstance(max_minority, (int, float)) or not (0 < max_minority < 1):
+        raise HFTrustConfigError(f"max_minority must be a share in (0, 1), got {max_minority!r}; default 0.4.")
+    if direction != "low":
+        raise HFTrustConfigError(
+            f"direction is fixed to 'low' (attention collapse lowers entropy), as in the paper; got {direction!r}."
+        )
+    if isinstance(layer_select, str):
+        if layer_select in ("bimodal", "bsi", "robust"):
+            return
+        if layer_select.startswith("top_kl:"):
+            k = layer_select.split(":", 1)[1]
+            if k.isdigit() and int(k) >= 1:
+                return
+        raise HFTrustConfigError(
+            f"layer_select must be 'bimodal', 'bsi', 'robust', 'top_kl:<k>' (k ≥ 1) or a list of layer indices, "
+            f"got {layer_select!r}."
+        )
+    try:
+        layers = [int(x) for x in layer_select]
+    except (TypeError, ValueError) as exc:
+        raise HFTrustConfigError(
+            f"layer_select must be a rule name or a list of layer indices, got {layer_select!r}."
+        ) from exc
+    if not layers:
+        raise HFTrustConfigError("layer_select is an empty list; pass at least one layer index or a rule name.")
+
+
+# ------------------------------------------------------------------ the robust rule
+def lowest_separated_mode(
+    x: np.ndarray, bsi_threshold: float, min_rows: int, max_depth: int = 3
+) -> tuple[Optional[np.ndarray], float, int]:
+    """The rows of the lowest well-separated mode of ``x``: ``(mask or None, separation, depth)``.
+
+    A 2-GMM is fitted; if its components are separated (BSI ≥ ``bsi_threshold``) the low component is split
+    again, as long as each split is itself separated and leaves ≥ ``min_rows`` rows (at most ``max_depth``
+    levels).  Clean entropies are often multi-modal (one mode per image type or answer class), so the low
+    component of a single 2-GMM can mix a collapsed minority with a clean mode that merely sits lower.  Of the
+    levels visited, the one with the most separated split is returned.
+    """
+    idx = np.arange(len(x))
+    g = fit_gmm_1d(x)
+    sep = bimodal_separation_index(g)
+    low = g.predict(x) == 0
+    if sep < bsi_threshold or low.sum() < min_rows:
+        return None, sep, 0
+    path = [(idx[low], sep)]  # (rows of the low mode, separation of the split that produced it)
+    while len(path) < max_depth and len(path[-1][0]) >= 2 * min_rows:
+        cur = path[-1][0]
+        g2 = fit_gmm_1d(x[cur])
+        sub = g2.predict(x[cur]) == 0
+        sep2 = bimodal_separation_index(g2)
+        if sep2 < bsi_threshold or sub.sum() < min_rows or sub.all():
+            break
+        path.append((cur[sub], sep2))
+    # the level whose split is the most distinct: a collapsed minority is separated from everything above it
+    # more sharply than any clean mode is from its neighbours, and a spread-out poisoned mode is not split again
+    depth = int(np.argmax([p[1] for p in path]))
+    mask = np.zeros(len(x), dtype=bool)
+    mask[path[depth][0]] = True
+    return mask, path[depth][1], depth + 1
+
+
+def robust_select(
+    E: np.ndarray, *, bsi_threshold: float, max_minority: float, agreement: float
+) -> tuple[list[int], np.ndarray, dict]:
+    """The ``"robust"`` layer and row choice.  Returns ``(layers, flagged, diagnostics)``.
+
+    Why this rule.  A backdoor's trigger makes the text query attend to a few trigger patches, so in some layers
+    the *poisoned* rows have a much lower image-attention entropy than clean rows.  Three facts follow, and
+    the reference rule uses none of them:
+
+    1. **The suspicious rows form the lowest, minority mode.**  An attacker poisons a small share of a
+       fine-tuning set.  Per layer we take the lowest mode that is cleanly separated from the rest
+       (:func:`lowest_separated_mode`, which also looks inside the low component of a 2-GMM, because clean
+       entropies are often multi-modal); a layer whose lowest mode holds more than ``max_minority`` of the rows
+       shows clean structure (image types, prompt templates, answer classes) and is never a candidate.
+    2. **Separation is judged scale-free.**  Layers differ in entropy range and spread, so a split counts only
+       if its bimodal separation index (Ashman's D) is ≥ ``bsi_threshold``; raw entropies of different layers
+       are never compared or averaged.
+    3. **The same rows collapse together.**  The trigger is one feature of the poisoned rows, so the layers
+       that see it flag (nearly) the same rows, while clean structure in one layer need not agree with another.
+       Candidates are grouped by the agreement (Jaccard index ≥ ``agreement``) of their flagged rows.  Of the
+       groups, the one whose low mode is the smallest share of the data wins (ties: more layers), following
+       fact 1: a clean mode (an answer class, an image type) is typically a larger block than a poisoned subset.
+
+    Rows are flagged by a per-layer decision (membership of that layer's separated low mode, i.e. a maximum
+    posterior under that layer's own fitted mixture) combined by majority over the chosen layers, instead of a
+    second mixture on averaged raw entropies of unrelated layers.
+    """
+    n, L = E.shape
+    min_rows = max(3, int(math.ceil(0.005 * n)))
+    modes: dict[int, np.ndarray] = {}
+    seps: dict[int, float] = {}
+    for l in range(L):
+        mask, sep, _ = lowest_separated_mode(E[:, l], bsi_threshold, min_rows)
+        if mask is not None and mask.mean() <= max_minority:
+            modes[l], seps[l] = mask, sep
+    cands = sorted(modes)
+    diag: dict = {"candidates": cands, "groups": [], "separation": {str(l): seps[l] for l in cands}}
+    if not cands:
+        return [], np.zeros(n, dtype=bool), diag
+    groups: list[list[int]] = []  # connected components of the agreement graph
+    seen: set[int] = set()
+    for c in cands:
+        if c in seen:
+            continue
+        stack, comp = [c], []
+        seen.add(c)
+        while stack:
+            a = stack.pop()
+            comp.append(a)
+            for b in cands:
+                if b not in seen and _jaccard(modes[a], modes[b]) >= agreement:
+                    seen.add(b)
+                    stack.append(b)
+        groups.append(sorted(comp))
+    # the most minority-like group first (an attack is a small share of the data), then the larger group
+    groups.sort(key=lambda g: (float(np.mean([modes[l].mean() for l in g])), -len(g)))
+    diag["groups"] = groups
+    chosen = groups[0]
+    votes = np.stack([modes[l] for l in chosen], axis=1).mean(axis=1)
+    flagged = votes > 0.5
+    # score: lower = more suspicious; the share of chosen layers voting "collapsed", then the mean entropy rank
+    ranks = np.stack([np.argsort(np.argsort(E[:, l], kind="stable"), kind="stable") for l in chosen], axis=1)
+    diag["score"] = -votes + ranks.mean(axis=1) / (n * 10.0)
+    return chosen, flagged, diag
+
+
+# ------------------------------------------------------------------ the entry point
+def _impute_nonfinite(E: np.ndarray, report: BYEReport) -> np.ndarray:
+    """Replace NaN/±inf by the column mean of the finite entries (the reference does this for NaN) and report it.
+
+    A single ``inf`` would otherwise make a layer's mixture variance infinite and hide a real collapse layer.
+    """
+    bad = ~np.isfinite(E)
+    if not bad.any():
+        return E
+    finite_cols = np.where(bad.all(axis=0))[0]
+    if len(finite_cols):
+        raise HFTrustDataError(
+            f"every entropy of layer(s) {finite_cols.tolist()} is NaN or infinite; BYE cannot profile them. "
+            "Check that those layers attend to image tokens, or drop them with BYEFilter(layers=[...])."
+        )
+    col_mean = np.nanmean(np.where(bad, np.nan, E), axis=0)
+    rows = np.where(bad.any(axis=1))[0]
+    report.nonfinite_rows = rows.tolist()
+    msg = (
+        f"{len(rows)} row(s) have NaN or infinite attention entropies (first: {rows[:5].tolist()}); those entries "
+        "were replaced by their layer's mean before fitting. Inspect these rows: an entropy outside "
+        "[0, ln N_v] means the attention capture failed for them."
+    )
+    report.warnings.append(msg)
+    warnings.warn(msg, stacklevel=3)
+    return np.where(bad, col_mean[None, :], E)
+
+
+def bye_select(
+    entropies: np.ndarray | Sequence[Sequence[float]],
+    *,
+    k_sigma: float = 2.0,
+    layer_select: str | Sequence[int] = "bimodal",
+    bsi_threshold: float = 2.0,
+    max_minority: float = 0.4,
+    agreement: float = 0.5,
+    require_minor_low_component: bool = False,
+    max_removal_fraction: Optional[float] = DEFAULT_MAX_REMOVAL_FRACTION,
+    warn_if_removal_concentrated: Optional[float] = None,
+    labels: Optional[Sequence[Any]] = None,
+    is_poison: Optional[Sequence[bool]] = None,
+    direction: str = "low",
+) -> tuple[BYEReport, np.ndarray]:
+    """BYE's unsupervised selection on an (N, L) entropy matrix.  Returns ``(report, scores)``.
+
+    Args:
+        entropies: (N, L) attention entropies (rows = samples, columns = decoder layers).
+        k_sigma: the reference rule's threshold in |μ₁−μ₂| > k_σ(σ₁+σ₂) (``layer_select="bimodal"``).
+        layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (paper: BSI ≥ ``bsi_threshold``),
+            ``"robust"`` (:func:`robust_select`), ``"top_kl:<k>"`` or a list of layer indices.
+        bsi_threshold: separation a layer needs under ``"bsi"`` and ``"robust"`` (2.0).
+        max_minority: ``"robust"`` only: largest weight of a layer's low component that can still be an
+            attack (0.4; poison is a minority of a fine-tuning set).
+        agreement: ``"robust"`` only: Jaccard overlap of two layers' flagged rows that counts as agreement (0.5).
+        require_minor_low_component: drop selected layers whose low component weighs ≥ 0.5 (non-robust modes).
+        max_removal_fraction: at most this share of rows is removed (the lowest scores first), status
+            ``"capped"`` with a warning; ``None`` disables the cap (then more than half flagged gives status
+            ``"majority_flagged"`` and a warning).  Default 0.5 in every mode.
+        warn_if_removal_concentrated: warn when at least this share of one label's rows is removed.
+        labels: per-row answer/label, for the removal histogram and the removed share per class.
+        is_poison: ground truth, only for the report's per-layer AUROC (never used for the decision).
+        direction: fixed to ``"low"``.
+
+    Scores: the reference modes return the mean entropy over the selected layers (lower = more suspicious);
+    ``"robust"`` returns minus the share of chosen layers voting "collapsed" (ties broken by the mean entropy
+    rank; also lower = more suspicious).  NaN when nothing
+    was selected.
+    """
+    check_select_config(
+        k_sigma=k_sigma,
+        layer_select=layer_select,
+        bsi_threshold=bsi_threshold,
+        max_minority=max_minority,
+        agreement=agreement,
+        max_removal_fraction=max_removal_fraction,
+        warn_if_removal_concentrated=warn_if_removal_concentrated,
+        direction=direction,
+    )
+    E = np.asarray(entropies, dtype=np.float64)
+    if E.ndim != 2 or E.shape[0] == 0 or E.shape[1] == 0:
+        raise HFTrustDataError(
+            f"BYE needs an (N, L) entropy matrix with N ≥ 1 rows and L ≥ 1 layers, got shape {E.shape}; "
+            "is the dataset empty?"
+        )
+    n, L = E.shape
+    if labels is not None and len(labels) != n:
+        raise HFTrustDataError(f"labels has {len(labels)} entries for {n} rows; pass one label per row.")
+    if is_poison is not None and len(is_poison) != n:
+        raise HFTrustDataError(f"is_poison has {len(is_poison)} entries for {n} rows; pass one flag per row.")
+    params = {
+        "k_sigma": k_sigma,
+        "layer_select": layer_select if isinstance(layer_select, str) else [int(x) for x in layer_select],
+        "bsi_threshold": bsi_threshold,
+        "max_minority": max_minority,
+        "agreement": agreement,
+        "require_minor_low_component": require_minor_low_component,
+        "max_removal_fraction": max_removal_fraction,
+        "warn_if_removal_concentrated": warn_if_removal_concentrated,
+        "direction": direction,
+    }
+    report = BYEReport(status="ok", num_samples=n, num_layers=L, params=params)
+    E = _impute_nonfinite(E, report)
+    if labels is not None:
+        report.label_histogram = {str(k): v for k, v in Counter(map(str, labels)).items()}
+    if n < 2:
+        return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, max_removal_fraction, None)
+
+    gmms = [fit_gmm_1d(E[:, l]) for l in range(L)]
+    bsi = [bimodal_separation_index(g) for g in gmms]
+    for g, b in zip(gmms, bsi):
+        mu, sd = g.means, g.stds
+        report.layer_gmms.append(g.to_dict())
+        report.layer_bimodal.append(bool(abs(mu[1] - mu[0]) > k_sigma * (sd[0] + sd[1])))
+        report.layer_kl.append(gaussian_kl(mu[0], sd[0], mu[1], sd[1]))
+        report.layer_bsi.append(b)
+    if is_poison is not None:
+        y = np.asarray(is_poison, dtype=bool)
+        report.layer_auroc = [_auroc(-E[:, l], y) for l in range(L)]
+
+    if layer_select == "robust":
+        chosen, flagged, diag = robust_select(
+            E, bsi_threshold=bsi_threshold, max_minority=max_minority, agreement=agreement
+        )
+        report.sensitive_layers = chosen
+        report.robust = {k: diag[k] for k in ("candidates", "groups", "separation")}
+        if not chosen:
+            return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None)
+        scores = np.asarray(diag["score"])
+        return _finish(report, flagged, scores, labels, max_removal_fraction, warn_if_removal_concentrated)
+
+    if layer_select == "bimodal":
+        chosen = [l for l, b in enumerate(report.layer_bimodal) if b]
+    elif layer_select == "bsi":
+        chosen = [l for l, b in enumerate(bsi) if b >= bsi_threshold]
+    elif isinstance(layer_select, str):  # top_kl:<k>
+        k = int(layer_select.split(":", 1)[1])
+        chosen = sorted(np.argsort(-np.nan_to_num(np.asarray(report.layer_kl), nan=-np.inf))[:k].tolist())
+    else:
+        chosen = sorted(int(l) for l in layer_select)
+        if any(l < 0 or l >= L for l in chosen):
+            raise HFTrustConfigError(
+                f"layer_select {chosen} is outside the {L} profiled layers (valid: 0..{L - 1}); fix the indices."
+            )
+    if require_minor_low_component:
+        chosen = [l for l in chosen if gmms[l].weights[0] < 0.5]
+    report.sensitive_layers = chosen
+    if not chosen:
+        return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None)
+    scores = E[:, chosen].mean(axis=1)
+    sg = fit_gmm_1d(scores)
+    report.score_gmm = sg.to_dict()
+    flagged = sg.predict(scores) == 0  # low-mean component = collapsed attention = suspicious
+    return _finish(report, flagged, scores, labels, max_removal_fraction, warn_if_removal_concentrated)
+
+
+def _finish(
+    report: BYEReport,
+    flagged: np.ndarray,
+    scores: np.ndarray,
+    labels: Optional[Sequence[Any]],
+    max_removal_fraction: Optional[float],
+    warn_if_removal_concentrated: Optional[float],
+) -> tuple[BYEReport, np.ndarray]:
+    """Guard rails shared by every mode: cap, status, removed share per class, warnings."""
+    n = len(flagged)
+    flagged = np.asarray(flagged, dtype=bool).copy()
+    if not report.sensitive_layers:
+        report.status = "no_sensitive_layers"
+    elif max_removal_fraction is not None and flagged.sum() > max_removal_fraction * n:
+        cap = int(math.floor(max_removal_fraction * n))
+        order = np.argsort(np.where(flagged, scores, np.inf), kind="stable")[:cap]  # lowest-scoring flagged rows
+        msg = (
+            f"BYE flagged {int(flagged.sum())}/{n} rows ({flagged.mean():.0%}), more than max_removal_fraction="
+            f"{max_removal_fraction}; only the {cap} lowest-scoring were removed (status 'capped'). A rule that "
+            "flags this much has most likely split clean structure, not found a poisoned minority: inspect "
+            "report.removed_share_per_class, or try layer_select='robust'."
+        )
+        flagged = np.zeros(n, dtype=bool)
+        flagged[order] = True
+        report.status = "capped"
+        report.warnings.append(msg)
+        warnings.warn(msg, stacklevel=3)
+    elif flagged.sum() > 0.5 * n:
+        msg = (
+            f"BYE flagged {int(flagged.sum())}/{n} rows ({flagged.mean():.0%}), a majority of the dataset "
+            "(status 'majority_flagged', max_removal_fraction=None). Poison is a minority of a fine-tuning set; "
+            "this removal most likely follows clean structure."
+        )
+        report.status = "majority_flagged"
+        report.warnings.append(msg)
+        warnings.warn(msg, stacklevel=3)
+    else:
+        report.status = "ok"
+    report.suspicious = flagged.tolist()
+    report.removed_fraction = float(flagged.mean()) if n else 0.0
+    if labels is not None:
+        lab = np.asarray(list(map(str, labels)))
+        report.removal_histogram = {str(k): v for k, v in Counter(lab[flagged].tolist()).items()}
+        report.removed_share_per_class = {
+            k: report.removal_histogram.get(k, 0) / total for k, total in sorted(report.label_histogram.items())
+        }
+        if warn_if_removal_concentrated is not None:
+            for k, removed in report.removal_histogram.items():
+                share = removed / report.label_histogram[k]
+                if share >= warn_if_removal_concentrated and removed >= 5:
+                    msg = (
+                        f"BYE removed {removed}/{report.label_histogram[k]} rows with label {k!r}: unless {k!r} "
+                        "is an attack target, the split may follow the classes rather than a trigger."
+                    )
+                    report.warnings.append(msg)
+                    warnings.warn(msg, stacklevel=3)
+    return report, scores

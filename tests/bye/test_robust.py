@@ -1,0 +1,102 @@
+"""``layer_select="robust"`` and the guard rails every selection mode shares (synthetic entropy matrices)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from hf_trust.filters import bye_select
+
+
+def _structured(seed: int, n: int = 500, poison_rate: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layers 0-3: clean structure, bimodal with a LOW-entropy MAJORITY (70 % of the images are one "type");
+    layer 4: a minority collapse (the poisoned rows); layer 5: unimodal noise.  Returns (E, poison, image type)."""
+    rng = np.random.default_rng(seed)
+    kind = rng.random(n) < 0.7  # the majority image type attends more narrowly in the structure layers
+    poison = np.zeros(n, dtype=bool)
+    poison[rng.permutation(n)[: int(round(poison_rate * n))]] = True
+    E = np.empty((n, 6))
+    for l in range(4):
+        E[:, l] = np.where(kind, rng.normal(1.4 + 0.1 * l, 0.08, n), rng.normal(2.5, 0.08, n))
+    E[:, 4] = np.where(poison, rng.normal(0.6, 0.15, n), rng.normal(2.3, 0.15, n))
+    E[:, 5] = rng.normal(2.0, 0.2, n)
+    return E, poison, kind
+
+
+def _prf(flagged, poison) -> tuple[float, float]:
+    flagged, poison = np.asarray(flagged, bool), np.asarray(poison, bool)
+    tp = (flagged & poison).sum()
+    return tp / max(flagged.sum(), 1), tp / max(poison.sum(), 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robust_finds_minority_collapse_among_majority_structure(seed):
+    E, poison, _ = _structured(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reference rule's capped-removal warning
+        ref, _ = bye_select(E)
+    rob, _ = bye_select(E, layer_select="robust")
+    p, r = _prf(rob.suspicious, poison)
+    assert rob.status == "ok" and rob.sensitive_layers == [4]
+    assert p >= 0.9 and r >= 0.9
+    # the reference rule averages the bimodal structure layers with the collapse layer and misses the poison
+    assert 4 in ref.sensitive_layers and len(ref.sensitive_layers) > 1
+    p_ref, r_ref = _prf(ref.suspicious, poison)
+    assert p_ref < 0.5
+    # robust rejects the structure layers because their low component is a majority, not for lack of separation
+    for l in range(4):
+        assert ref.layer_bsi[l] >= 2.0 and ref.layer_gmms[l]["weights"][0] > 0.5
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_robust_on_clean_majority_structure_removes_almost_nothing(seed):
+    E, _, _ = _structured(seed, poison_rate=0.0)
+    rob, _ = bye_select(E, layer_select="robust")
+    assert rob.removed_fraction <= 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref, _ = bye_select(E)
+    assert ref.removed_fraction >= 0.25  # the reference removes a whole image type (or is capped)
+
+
+def test_robust_layer_bsi_is_ashmans_d_of_each_layer_gmm():
+    E, _, _ = _structured(0)
+    rep, _ = bye_select(E, layer_select="robust")
+    for l, g in enumerate(rep.layer_gmms):
+        (m0, m1), (s0, s1) = g["means"], g["stds"]
+        assert rep.layer_bsi[l] == pytest.approx(math.sqrt(2) * abs(m1 - m0) / math.sqrt(s0**2 + s1**2))
+
+
+def test_bsi_rule_is_the_papers_threshold():
+    E, _, _ = _structured(0)
+    rep, _ = bye_select(E, layer_select="bsi", max_removal_fraction=None)
+    assert rep.sensitive_layers == [l for l, b in enumerate(rep.layer_bsi) if b >= 2.0]
+    rep3, _ = bye_select(E, layer_select="bsi", bsi_threshold=1e6)
+    assert rep3.status == "no_sensitive_layers" and rep3.removed_fraction == 0.0
+
+
+def test_majority_flagged_is_never_silent():
+    E, _, kind = _structured(0, poison_rate=0.0)
+    with pytest.warns(UserWarning, match="majority"):
+        rep, _ = bye_select(E, max_removal_fraction=None)
+    assert rep.status == "majority_flagged" and rep.removed_fraction > 0.5
+    assert any("majority" in w for w in rep.warnings)
+    with pytest.warns(UserWarning, match="max_removal_fraction"):
+        capped, scores = bye_select(E)  # default cap 0.5
+    assert capped.status == "capped" and capped.num_removed == math.floor(0.5 * len(E))
+    # the capped rows are the lowest-scoring of those the rule flagged
+    flagged = np.asarray(capped.suspicious)
+    assert scores[flagged].max() <= scores[~flagged & np.asarray(rep.suspicious)].min()
+
+
+def test_removed_share_per_class_matches_a_recount():
+    E, poison, kind = _structured(1)
+    labels = np.where(poison, "target", np.where(kind, "a", "b"))
+    rep, _ = bye_select(E, layer_select="robust", labels=labels)
+    flagged = np.asarray(rep.suspicious)
+    for k in ("a", "b", "target"):
+        assert rep.removed_share_per_class[k] == pytest.approx(flagged[labels == k].mean())
+    assert rep.removed_share_per_class["target"] >= 0.9 and rep.removed_share_per_class["a"] <= 0.05
