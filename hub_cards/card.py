@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import jinja2
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -22,7 +22,8 @@ LIFECYCLE_RISKS: dict[str, str] = {
     "reasoning confidence": "CoT-Kinetics (energy of the reasoning trace)",
 }
 
-_STATUSES = ("passed", "flagged", "not checked")
+#: "measured" is for checks that yield a number without a pass mark (e.g. a confidence score).
+_STATUSES = ("passed", "flagged", "measured", "not checked")
 
 #: Descriptions of the methods whose adapters are pushed, keyed by PEFT type name (lower case).
 METHODS: dict[str, tuple[str, str]] = {
@@ -38,7 +39,7 @@ class TrustCheck:
 
     Attributes:
         risk: one of :data:`LIFECYCLE_RISKS` (or a custom risk name).
-        status: ``"passed"``, ``"flagged"`` or ``"not checked"``.
+        status: ``"passed"``, ``"flagged"``, ``"measured"`` (a number without a pass mark) or ``"not checked"``.
         method: how it was checked (defaults to the hf-trust method for that risk).
         summary: one sentence on what was found.
         metrics: numbers behind the finding (e.g. ``{"removed_fraction": 0.1}``).
@@ -98,6 +99,8 @@ def render_card(
     datasets: Optional[list[str]] = None,
     license: Optional[str] = None,
     template: str | os.PathLike | None = None,
+    eval_results: Optional[Sequence[Any]] = None,
+    legacy_model_index: bool = False,
 ) -> ModelCard:
     """Render the adapter card (YAML metadata + markdown) as a ``huggingface_hub.ModelCard``.
 
@@ -109,15 +112,35 @@ def render_card(
         metrics: name -> value, shown as a table and recorded in the card's ``tags``-free metadata.
         trust_report: a :class:`TrustReport` (or its dict form); missing risks show "not checked".
         template: a Jinja template to use instead of ``templates/adapter_card.md.j2``.
+        eval_results: ``huggingface_hub.EvalResultEntry`` objects; listed in the card. They are
+            uploaded as ``.eval_results/*.yaml`` by :func:`push_adapter`, the Hub's current format.
+        legacy_model_index: also write them as ``model-index`` metadata, the older format some
+            tools still read.
     """
     report = trust_report if isinstance(trust_report, TrustReport) else TrustReport(**(trust_report or {}))
     name, description = METHODS.get(method, (method, ""))
+    entries = list(eval_results or [])
+    legacy = None
+    if legacy_model_index and entries:
+        legacy = [
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=e.dataset_id,
+                dataset_name=e.dataset_id,
+                dataset_revision=e.dataset_revision,
+                metric_type=e.task_id,
+                metric_value=e.value,
+            )
+            for e in entries
+        ]
     data = ModelCardData(
         library_name="peft",
         base_model=base_model,
         license=license,
         datasets=datasets,
         tags=["hf-trust", method, "peft"],
+        model_name=repo_id.split("/")[-1] if legacy else None,
+        eval_results=legacy,
     )
     # Metadata the Hub doesn't know but that tools reading the card can use.
     data.hf_trust = {"method": method, "metrics": dict(metrics or {}), "trust_report": report.as_dict()}
@@ -138,6 +161,9 @@ def render_card(
         training_data=dict(training_data or {}),
         metrics=dict(metrics or {}),
         trust_checks=report.checks,
+        eval_results=[
+            {"dataset": e.dataset_id, "task": e.task_id, "value": e.value, "notes": e.notes or ""} for e in entries
+        ],
         repo_id=repo_id,
     )
     return ModelCard(text)

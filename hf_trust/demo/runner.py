@@ -319,7 +319,7 @@ def _push_adapters(
     token: Optional[str],
 ) -> dict[str, str]:
     """Push every adapter of the report to ``endpoint``; return ``{report-relative folder: repo url}``."""
-    from hf_trust.hub_cards import evidence_report, push_adapter
+    from hf_trust.hub_cards import push_adapter
 
     pushed: dict[str, str] = {}
     for name, items in adapters.items():
@@ -332,7 +332,7 @@ def _push_adapters(
             info = push_adapter(
                 path,
                 repo_id,
-                trust_report=evidence_report(**extra.get("evidence", {})),
+                evidence=extra.get("evidence") or None,
                 metrics=extra.get("metrics") or None,
                 training_data=extra.get("training_data") or None,
                 endpoint=endpoint,

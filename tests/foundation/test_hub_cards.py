@@ -70,6 +70,14 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_POST(self):
         data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.calls.append((self.path, data))
+        if self.headers.get("Authorization") == "Bearer hf_revoked":  # a token the Hub no longer accepts
+            body = b'{"error": "Invalid credentials in Authorization header"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         base = f"http://127.0.0.1:{self.server.server_port}"
         if self.path == "/api/repos/create":
             name = json.loads(data)["name"]
@@ -127,6 +135,13 @@ def test_push_adapter_creates_repo_and_uploads_card_and_weights(hub_server, tmp_
     assert meta["base_model"] == "local/tiny-llama"
     assert meta["hf_trust"]["trust_report"]["forgetting"]["status"] == "flagged"
     assert info.oid == "abc123"
+
+
+def commit_files(calls: list) -> dict[str, bytes]:
+    """``{path in repo: bytes}`` of every file in the (last) commit the recorder received."""
+    body = [d for p, d in calls if "/commit/" in p][-1]
+    ops = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+    return {op["value"]["path"]: base64.b64decode(op["value"]["content"]) for op in ops if op["key"] == "file"}
 
 
 def test_push_adapter_rejects_bad_input(tmp_path):

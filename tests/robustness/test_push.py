@@ -1,0 +1,283 @@
+# ruff: noqa: F811  (the hub_server fixture is imported from the foundation tests)
+"""Publishing an adapter with its evidence: card trust report filled from what was measured, the
+measured scores in the Hub's ``.eval_results`` format (read back with huggingface_hub's own parser),
+clear errors for bad repo ids, missing or refused tokens and malformed evidence, and the demo's
+optional push to a Hub stand-in.
+
+The Hub is the recording loopback server of ``tests/foundation/test_hub_cards.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import yaml
+from huggingface_hub import EvalResultEntry, parse_eval_result_entries
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from peft import LoraConfig, get_peft_model
+from sklearn.metrics import roc_auc_score
+
+from hf_trust.cli import main
+from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
+from hf_trust.demo.runner import run_demo
+from hf_trust.errors import HFTrustConfigError, HFTrustError
+from hf_trust.hub_cards import EVAL_RESULTS_PATH, push_adapter
+from tests.conftest import make_tiny_llama
+from tests.foundation.test_hub_cards import _front_matter, commit_files, hub_server  # noqa: F401  (fixture)
+
+# A BYE report as BYEReport.save writes it (only the fields the card reads matter here).
+BYE = {
+    "status": "ok",
+    "num_samples": 12,
+    "num_layers": 4,
+    "sensitive_layers": [2],
+    "suspicious": [False, True, False, False, True, False, False, True, False, False, False, False],
+    "removed_fraction": 0.25,
+    "warnings": [],
+}
+FORGETTING = {
+    "metric": "accuracy",
+    "general_before": 0.50,
+    "general_after": 0.46,
+    "baseline_general_after": 0.40,
+    "tolerance": 0.02,
+    "dataset_id": "hf-trust/general-mix",
+    "task_id": "arc_easy",
+}
+COT = {
+    "scores": [0.9, 0.2, 0.7, 0.4, 0.8, 0.3, 0.65, 0.5],
+    "correct": [1, 0, 1, 1, 0, 0, 1, 0],
+    "dataset_id": "hf-trust/gsm-symbolic",
+    "task_id": "default",
+}
+EXTRA = [{"dataset": {"id": "cais/hle", "task_id": "default"}, "value": 0.031, "notes": "no-tools"}]
+
+
+@pytest.fixture
+def adapter_dir(tmp_path) -> Path:
+    model = get_peft_model(make_tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"]))
+    model.peft_config["default"].base_model_name_or_path = "local/tiny-llama"
+    folder = tmp_path / "adapter"
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def no_token(monkeypatch, tmp_path):
+    """No token anywhere huggingface_hub looks: environment, stored login."""
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+
+
+def _expected_entries() -> list[EvalResultEntry]:
+    """Recomputed here from the inputs, not from the code under test."""
+    accuracy = sum(COT["correct"]) / len(COT["correct"])
+    return [
+        EvalResultEntry(
+            dataset_id="hf-trust/general-mix",
+            task_id="arc_easy",
+            value=0.46,
+            notes="hf-trust forgetting check: general accuracy after fine-tuning (before: 0.5)",
+        ),
+        EvalResultEntry(
+            dataset_id="hf-trust/gsm-symbolic",
+            task_id="default",
+            value=accuracy,
+            notes="hf-trust: answer accuracy on the 8 traces scored by CoT-Kinetics",
+        ),
+        EvalResultEntry(dataset_id="cais/hle", task_id="default", value=0.031, notes="no-tools"),
+    ]
+
+
+def _check_upload(files: dict[str, bytes]) -> dict:
+    # The evaluation results, read back with huggingface_hub's own parser.
+    entries = parse_eval_result_entries(yaml.safe_load(files[EVAL_RESULTS_PATH].decode()))
+    assert entries == _expected_entries()
+    meta = _front_matter(files["README.md"].decode())
+    report = meta["hf_trust"]["trust_report"]
+    bye = report["backdoor scan"]
+    assert bye["status"] == "flagged"
+    assert bye["metrics"] == {"rows_scored": 12, "rows_removed": sum(BYE["suspicious"]), "sensitive_layers": [2]}
+    forgetting = report["forgetting"]
+    # 0.50 -> 0.46 is 0.04 of forgetting, above the 0.02 tolerance.
+    assert forgetting["status"] == "flagged"
+    assert forgetting["metrics"]["forgetting"] == pytest.approx(0.04)
+    assert forgetting["metrics"]["plain LoRA general after"] == 0.40
+    cot = report["reasoning confidence"]
+    assert cot["status"] == "measured"
+    assert cot["metrics"]["AUROC (right vs wrong)"] == pytest.approx(roc_auc_score(COT["correct"], COT["scores"]))
+    assert cot["metrics"]["mean confidence"] == pytest.approx(sum(COT["scores"]) / 8)
+    assert report["privacy leakage"]["status"] == "not checked"
+    assert "adapter_model.safetensors" in files and "adapter_config.json" in files
+    return meta
+
+
+def test_push_adapter_uploads_card_and_eval_results(hub_server, adapter_dir):
+    endpoint, calls = hub_server
+    before = {p.name: p.read_bytes() for p in adapter_dir.iterdir()}
+    info = push_adapter(
+        adapter_dir,
+        "me/sculpted",
+        evidence={"bye_report": BYE, "forgetting": FORGETTING, "cot_kinetics": COT},
+        eval_results=EXTRA,
+        endpoint=endpoint,
+        token="hf_test",
+    )
+    assert info.oid == "abc123"
+    meta = _check_upload(commit_files(calls))
+    assert "model-index" not in meta  # the legacy format only on request
+    assert {p.name: p.read_bytes() for p in adapter_dir.iterdir()} == before  # the user's folder untouched
+
+
+def test_legacy_model_index_fallback_matches_eval_results(hub_server, adapter_dir):
+    endpoint, calls = hub_server
+    push_adapter(
+        adapter_dir,
+        "me/legacy",
+        evidence={"forgetting": FORGETTING, "cot_kinetics": COT},
+        eval_results=EXTRA,
+        legacy_model_index=True,
+        endpoint=endpoint,
+        token="hf_test",
+    )
+    meta = _front_matter(commit_files(calls)["README.md"].decode())
+    name, results = model_index_to_eval_results(meta["model-index"])
+    assert name == "legacy"
+    expected = _expected_entries()
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in results] == [
+        (e.dataset_id, e.task_id, e.value) for e in expected
+    ]
+
+
+def test_cli_push_reads_evidence_files(hub_server, adapter_dir, tmp_path, capsys):
+    endpoint, calls = hub_server
+    paths = {}
+    for name, data in (("bye.json", BYE), ("forgetting.json", FORGETTING), ("cot.json", COT)):
+        paths[name] = tmp_path / name
+        paths[name].write_text(json.dumps(data))
+    (tmp_path / "extra.yaml").write_text(yaml.safe_dump(EXTRA))
+    argv = ["push", str(adapter_dir), "--repo-id", "me/from-cli", "--endpoint", endpoint, "--token", "hf_test"]
+    argv += ["--bye-report", str(paths["bye.json"]), "--forgetting", str(paths["forgetting.json"])]
+    argv += ["--cot-kinetics", str(paths["cot.json"]), "--eval-results", str(tmp_path / "extra.yaml")]
+    assert main(argv) == 0
+    assert "commit abc123" in capsys.readouterr().out
+    assert json.loads(calls[0][1])["name"] == "from-cli"
+    _check_upload(commit_files(calls))
+
+
+@pytest.mark.parametrize(
+    "repo_id", ["no-slash", "a/b/c", "me/bad--name", "me/", "/name", "me/x..y", "me/" + "x" * 100, "me/sp ace"]
+)
+def test_bad_repo_ids_are_refused_before_any_upload(hub_server, adapter_dir, repo_id):
+    endpoint, calls = hub_server
+    with pytest.raises(HFTrustConfigError, match="repo_id"):
+        push_adapter(adapter_dir, repo_id, endpoint=endpoint, token="hf_test")
+    assert calls == []
+
+
+def test_cli_bad_repo_id_is_one_line(adapter_dir, capsys):
+    assert main(["push", str(adapter_dir), "--repo-id", "me/bad--name"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a valid Hub repository id" in err[0] and "'user/name'" in err[0]
+
+
+def test_missing_token_is_a_clear_error_and_nothing_is_sent(hub_server, adapter_dir, no_token, capsys):
+    endpoint, calls = hub_server
+    with pytest.raises(HFTrustConfigError, match="no Hub token.*HF_TOKEN.*hf auth login"):
+        push_adapter(adapter_dir, "me/x", endpoint=endpoint)
+    assert calls == []
+    assert main(["push", str(adapter_dir), "--repo-id", "me/x", "--endpoint", endpoint]) == 2
+    assert "no Hub token" in capsys.readouterr().err
+
+
+def test_token_from_environment_is_used(hub_server, adapter_dir, no_token, monkeypatch):
+    endpoint, calls = hub_server
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    push_adapter(adapter_dir, "me/env", endpoint=endpoint)
+    assert [p for p, _ in calls][-1].startswith("/api/models/me/env/commit/")
+
+
+def test_refused_token_names_the_fix(hub_server, adapter_dir):
+    endpoint, _ = hub_server
+    with pytest.raises(HFTrustConfigError, match=r"refused the token \(HTTP 401\).*write access"):
+        push_adapter(adapter_dir, "me/x", endpoint=endpoint, token="hf_revoked")
+
+
+def test_unreachable_endpoint_names_it(adapter_dir):
+    with pytest.raises(HFTrustError, match=r"cannot reach the Hub at http://127\.0\.0\.1:9"):
+        push_adapter(adapter_dir, "me/x", endpoint="http://127.0.0.1:9", token="hf_test")
+
+
+@pytest.mark.parametrize(
+    "evidence, message",
+    [
+        ({"forgetting": {"general_before": 0.5}}, "forgetting: missing 'general_after'"),
+        ({"forgetting": {"general_before": 0.5, "general_after": "high"}}, "'general_after' must be a number"),
+        ({"cot_kinetics": {"scores": [0.1, float("nan")]}}, "NaN or inf"),
+        ({"cot_kinetics": {"scores": [0.1, 0.2], "correct": [1]}}, "1 'correct' labels for 2 scores"),
+        ({"bye_report": [1, 2]}, "bye_report: expected a JSON object"),
+        ({"privacy": {}}, "unknown evidence"),
+    ],
+)
+def test_malformed_evidence_names_the_field(adapter_dir, evidence, message):
+    with pytest.raises(HFTrustConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        push_adapter(adapter_dir, "me/x", evidence=evidence, token="hf_test", endpoint="http://127.0.0.1:9")
+
+
+def test_malformed_eval_results_file(adapter_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump([{"value": 0.5}]))  # no dataset
+    assert main(["push", str(adapter_dir), "--repo-id", "me/x", "--eval-results", str(bad), "--token", "t"]) == 2
+    err = capsys.readouterr().err
+    assert "entry 0 is not an evaluation result" in err and "dataset" in err
+    assert main(["push", str(adapter_dir), "--repo-id", "me/x", "--forgetting", str(tmp_path / "nope.json")]) == 2
+    assert "--forgetting" in capsys.readouterr().err
+
+
+# ---- the demo pushes its adapters only when asked ------------------------------------------------------
+
+
+@register_recipe("zz_adapter", title="saves a tiny adapter with its forgetting numbers", minutes=0.05)
+def _adapter_recipe(ctx: RecipeContext) -> RecipeResult:
+    result = RecipeResult()
+    model = get_peft_model(make_tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(ctx.out_dir / "adapter")
+    result.add_adapter(ctx.out_dir / "adapter", metrics={"toy score": 0.5}, evidence={"forgetting": FORGETTING})
+    # A second adapter the recipe did not record is still found (any adapter_config.json in its folder).
+    model.save_pretrained(ctx.out_dir / "lora_control")
+    return result
+
+
+def test_demo_pushes_its_adapters_to_a_hub_stand_in_and_says_where(hub_server, tmp_path, capsys):
+    endpoint, calls = hub_server
+    out = tmp_path / "report"
+    run_demo(["zz_adapter"], out_dir=out, push_to=endpoint, push_namespace="me", push_token="hf_test")
+    printed = capsys.readouterr().out
+    assert f"Pushed {out / 'zz_adapter/adapter'} -> {endpoint}/me/hf-trust-demo-zz-adapter-adapter" in printed
+    assert f"Pushed {out / 'zz_adapter/lora_control'} -> {endpoint}/me/hf-trust-demo-zz-adapter-lora-control" in printed
+    created = [json.loads(d)["name"] for p, d in calls if p == "/api/repos/create"]
+    assert created == ["hf-trust-demo-zz-adapter-adapter", "hf-trust-demo-zz-adapter-lora-control"]
+    commits = [p for p, _ in calls if "/commit/" in p]
+    assert len(commits) == 2
+    first = [d for p, d in calls if "/commit/" in p][0]
+    files = commit_files([("/commit/", first)])
+    meta = _front_matter(files["README.md"].decode())
+    assert meta["hf_trust"]["metrics"] == {"toy score": 0.5}
+    assert meta["hf_trust"]["trust_report"]["forgetting"]["status"] == "flagged"
+    assert parse_eval_result_entries(yaml.safe_load(files[EVAL_RESULTS_PATH].decode())) == _expected_entries()[:1]
+    data = json.loads((out / "results.json").read_text())
+    assert data["results"]["zz_adapter"]["adapters"] == ["zz_adapter/adapter", "zz_adapter/lora_control"]
+
+
+def test_demo_does_not_push_by_default(hub_server, tmp_path, capsys, monkeypatch):
+    endpoint, calls = hub_server
+    # Even with a reachable Hub configured as the default endpoint, nothing is pushed without --push-to.
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    run_demo(["zz_adapter"], out_dir=tmp_path / "report")
+    assert calls == []
+    assert "Pushed" not in capsys.readouterr().out
