@@ -75,17 +75,38 @@ class LoRASculptModel(LoraFamilyModel):
         if not isinstance(layer, LoraLayer) or adapter_name not in layer.lora_A:
             return
         a, b = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
-        rho = lora_config.preserve_ratio
-        for factor, tensor in (("lora_A", a), ("lora_B", b)):
-            n = tensor.numel()
-            if math.floor(rho * n) == 0:
-                raise HFTrustConfigError(
-                    f"LoRASculptConfig.preserve_ratio={rho} keeps floor(ρ·{n}) = 0 entries of {factor} of "
-                    f"{current_key} (shape {tuple(tensor.shape)}): pruning would zero that adapter tensor. Use "
-                    f"preserve_ratio ≥ {1.0 / n:.3g}, a larger r, or exclude the module from target_modules."
-                )
         self.add_layer_state(layer, MASK_A, adapter_name, torch.ones_like(a, dtype=torch.bool), persistent=True)
         self.add_layer_state(layer, MASK_B, adapter_name, torch.ones_like(b, dtype=torch.bool), persistent=True)
+
+    def inject_adapter(self, model, adapter_name, *args, **kwargs):
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        self._check_preserve_ratio(adapter_name)
+
+    def _check_preserve_ratio(self, adapter: str) -> None:
+        """Refuse a ρ that keeps ``floor(ρ·numel) = 0`` entries of some factor (pruning would zero it).
+
+        Checked once all layers exist, so the message names the smallest tensor and the ρ that fits all of
+        them; the adapter is removed again first, leaving the caller's model as it was.
+        """
+        rho = self._config(adapter).preserve_ratio
+        sizes = [
+            (t.numel(), f"{factor} of {name} (shape {tuple(t.shape)})")
+            for name, layer in self.tuner_layers(adapter)
+            for factor, t in (("lora_A", layer.lora_A[adapter].weight), ("lora_B", layer.lora_B[adapter].weight))
+        ]
+        empty = [(n, what) for n, what in sizes if math.floor(rho * n) == 0]
+        if not empty:
+            return
+        n_min, what = min(empty)
+        if len(self.peft_config) > 1:
+            self.delete_adapter(adapter)
+        else:
+            self._unload_and_optionally_merge(merge=False)
+        raise HFTrustConfigError(
+            f"LoRASculptConfig.preserve_ratio={rho} keeps floor(ρ·n) = 0 entries of {len(empty)} LoRA tensor(s), "
+            f"the smallest being {what} with n = {n_min}: pruning would zero them. Use preserve_ratio ≥ "
+            f"{1.0 / n_min:.3g}, a larger r, or exclude those modules from target_modules."
+        )
 
     # ------------------------------------------------------------------ base-class hooks
     def _owns_layer(self, layer: LoraLayer, adapter: str) -> bool:
