@@ -57,7 +57,9 @@ def _string_pattern(strings: Iterable[str]) -> re.Pattern | None:
     # Word boundaries only where the value itself starts/ends with a word character.
     alts = []
     for s in parts:
-        esc = re.escape(s)
+        # Any run of whitespace (line breaks included) where the value has a space: a value split over lines
+        # or padded with spaces is still the value.
+        esc = re.sub(r"(?:\\ )+", r"\\s+", re.escape(s))
         alts.append((r"(?<!\w)" if s[0].isalnum() else "") + esc + (r"(?!\w)" if s[-1].isalnum() else ""))
     return re.compile("|".join(alts), re.IGNORECASE)
 

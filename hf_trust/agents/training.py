@@ -157,6 +157,8 @@ class PrivacyAgentConfig(SFTConfig):  # type: ignore[misc,valid-type]
     save_strategy: str = "no"
     report_to: Any = "none"
     lr_scheduler_type: str = "constant"
+    # Recomputing activations saves memory the 135M rewriter does not need and costs a third more time on CPU.
+    gradient_checkpointing: bool = False
     warmup_steps: float = 0
     lora_r: int = 8
     lora_alpha: int = 16
