@@ -1,15 +1,85 @@
-"""Rebuild ``benchmarks/RESULTS.md`` from its hand-written header (title + summary table) and the
-per-method files in ``benchmarks/results/``, so a figure is edited in one place only.
+"""Rebuild ``benchmarks/RESULTS.md`` from its hand-written introduction and the per-method files in
+``benchmarks/results/``, so that a figure is edited in one place only.
 
-    python benchmarks/assemble_results.py
+Each per-method file starts with a short YAML front matter that the summary table at the top of
+RESULTS.md is built from (the front matter itself is not copied into RESULTS.md)::
+
+    ---
+    method: GGEUR
+    headline: best mean at every α, +0.6–1.2 points over equal-count controls (≈ 1 std)
+    status: direction reproduced, small margin
+    ---
+    ## GGEUR (`hf-trust demo --methods ggeur --full`)
+    ...
+
+Usage::
+
+    python benchmarks/assemble_results.py            # rewrite RESULTS.md
+    python benchmarks/assemble_results.py --check    # exit 1 if RESULTS.md is not what the files give
+    python benchmarks/assemble_results.py --strict   # exit 1 if a file lacks its front matter
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-ORDER = ("federated", "ggeur", "fpl", "lorasculpt", "cot_kinetics", "thanora", "bye", "acgkd", "epeagent")
+import yaml
+
+from hf_trust.atomic import atomic_write_text
+
+#: Order of the sections; files listed here but absent are skipped, files not listed come last.
+ORDER = (
+    "federated",
+    "ggeur",
+    "fpl",
+    "flower",
+    "lorasculpt",
+    "cot_kinetics",
+    "thanora",
+    "peft_suite",
+    "bye",
+    "acgkd",
+    "epeagent",
+)
 HERE = Path(__file__).resolve().parent
+SUMMARY_KEYS = ("method", "headline", "status")
+TABLE_HEADER = ("| method | headline as measured | status |", "|---|---|---|")
+
+
+@dataclass
+class ResultFile:
+    """One per-method file: its summary fields (``None`` without front matter) and its markdown body."""
+
+    name: str
+    summary: Optional[dict[str, str]]
+    body: str
+
+
+def parse_result_file(name: str, text: str) -> ResultFile:
+    """Split the YAML front matter (``---`` ... ``---``) from the body and check its three fields."""
+    if not text.startswith("---\n"):
+        return ResultFile(name, None, text)
+    end = text.find("\n---\n", 4)
+    if end < 0:
+        raise ValueError(f"results/{name}.md: front matter opened with '---' is never closed; add a '---' line")
+    try:
+        meta = yaml.safe_load(text[4:end]) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"results/{name}.md: front matter is not valid YAML ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"results/{name}.md: front matter must be 'key: value' lines")
+    missing = [k for k in SUMMARY_KEYS if not str(meta.get(k) or "").strip()]
+    if missing:
+        raise ValueError(
+            f"results/{name}.md: front matter lacks {', '.join(missing)}; it needs method, headline and status"
+        )
+    summary = {k: " ".join(str(meta[k]).split()) for k in SUMMARY_KEYS}
+    return ResultFile(name, summary, text[end + len("\n---\n") :].lstrip("\n"))
 
 
 def demote(text: str) -> str:
@@ -19,16 +89,71 @@ def demote(text: str) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()) + "\n"
 
 
-def main() -> None:
-    target = HERE / "RESULTS.md"
-    lines = target.read_text().splitlines(keepends=True)
-    first = next(i for i, line in enumerate(lines) if line.startswith("## "))
-    parts = ["".join(lines[:first]).rstrip() + "\n"]
-    for name in ORDER:
-        parts.append(demote((HERE / "results" / f"{name}.md").read_text()).strip() + "\n")
-    target.write_text("\n".join(parts))
-    print(f"wrote {target} from {len(ORDER)} result files")
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def summary_table(files: Sequence[ResultFile]) -> str:
+    """The summary table, one row per file, in the files' order."""
+    lines = list(TABLE_HEADER)
+    for f in files:
+        if f.summary is None:
+            lines.append(f"| {f.name} | (no headline: add front matter to benchmarks/results/{f.name}.md) | – |")
+        else:
+            lines.append(f"| {' | '.join(_cell(f.summary[k]) for k in SUMMARY_KEYS)} |")
+    return "\n".join(lines) + "\n"
+
+
+def introduction(results_md: str) -> str:
+    """The hand-written text above the first section, without the (generated) summary table."""
+    head = results_md.split("\n## ", 1)[0] if not results_md.startswith("## ") else ""
+    lines = [line for line in head.splitlines() if not line.lstrip().startswith("|")]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def load_files(results_dir: Path) -> tuple[list[ResultFile], list[str]]:
+    """The per-method files in :data:`ORDER` (then any others, sorted), and warnings about them."""
+    present = {p.stem: p for p in sorted(results_dir.glob("*.md"))}
+    names = [n for n in ORDER if n in present] + sorted(n for n in present if n not in ORDER)
+    warnings = [f"results/{n}.md is not in ORDER; appended at the end" for n in present if n not in ORDER]
+    files = [parse_result_file(n, present[n].read_text()) for n in names]
+    warnings += [f"results/{f.name}.md has no front matter (method/headline/status)" for f in files if not f.summary]
+    return files, warnings
+
+
+def assemble(results_md: str, results_dir: Path) -> tuple[str, list[str]]:
+    """The new RESULTS.md text from the current one's introduction and the per-method files."""
+    files, warnings = load_files(results_dir)
+    parts = [introduction(results_md), summary_table(files)]
+    parts += [demote(f.body).strip() + "\n" for f in files]
+    return "\n".join(parts), warnings
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 if RESULTS.md is out of date")
+    p.add_argument("--strict", action="store_true", help="exit 1 if a per-method file lacks its front matter")
+    p.add_argument("--results-dir", type=Path, default=HERE / "results")
+    p.add_argument("--target", type=Path, default=HERE / "RESULTS.md")
+    args = p.parse_args(argv)
+    try:
+        text, warnings = assemble(args.target.read_text(), args.results_dir)
+    except ValueError as exc:
+        print(f"assemble_results: error: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        print(f"assemble_results: warning: {warning}", file=sys.stderr)
+    if args.strict and any("no front matter" in w for w in warnings):
+        return 1
+    if args.check:
+        if text != args.target.read_text():
+            print(f"{args.target} is out of date; run python benchmarks/assemble_results.py", file=sys.stderr)
+            return 1
+        return 0
+    atomic_write_text(args.target, text)
+    print(f"wrote {args.target} from {text.count(chr(10) + '## ')} sections")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
