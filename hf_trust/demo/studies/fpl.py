@@ -8,6 +8,7 @@ towers are tiny, so the figures show directions, not the paper's magnitudes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from hf_trust.atomic import atomic_directory
 from hf_trust.trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg
+from hf_trust.trainers.fpl import FederatedPromptTrainer, FPLConfig, PromptConfig
 
-from .config import FPLConfig, PromptConfig
-from .trainer import FederatedPromptTrainer
+logger = logging.getLogger("hf_trust.demo.fpl")
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 PRETRAIN_TEMPLATES = ("a photo of the digit {}.", "a picture of a {}.", "the number {}.", "a drawing of a {}.")
@@ -168,12 +170,18 @@ def pretrain_tiny_clip(
 
     tok = assets.clip_tokenizer()
     image_size = int(data.pretrain["pixel_values"].shape[-1])
-    key = hashlib.sha256(
-        f"fpl-clip|{steps}|{batch_size}|{lr}|{seed}|{image_size}|{len(data.pretrain)}".encode()
-    ).hexdigest()[:12]
-    path = assets.cache_dir() / "fpl" / f"tiny_clip_{key}"
+    # Keyed on everything that determines the weights: the training options, the very pretraining rows
+    # and the tokenizer's vocabulary (which fixes the caption ids).
+    digest = hashlib.sha256(f"fpl-clip|v2|{steps}|{batch_size}|{lr}|{seed}|{image_size}".encode())
+    digest.update(data.pretrain["pixel_values"].numpy().tobytes())
+    digest.update(data.pretrain["label"].numpy().tobytes())
+    digest.update(repr(sorted(tok.get_vocab().items())).encode())
+    path = assets.cache_dir() / "fpl" / f"tiny_clip_{digest.hexdigest()[:16]}"
     if cache and (path / "config.json").is_file():
-        return CLIPModel.from_pretrained(path).eval(), tok
+        try:
+            return CLIPModel.from_pretrained(path).eval(), tok
+        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
+            logger.warning("cached tiny CLIP at %s is unreadable (%s); pretraining it again.", path, exc)
     torch.manual_seed(seed)
     model = CLIPModel(_tiny_clip_config(tok, image_size)).train()
     captions = [[t.format(n) for n in DIGIT_NAMES] for t in PRETRAIN_TEMPLATES]
@@ -202,8 +210,8 @@ def pretrain_tiny_clip(
             model.logit_scale.clamp_(0, math.log(100))
     model.eval()
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(path)
+        with atomic_directory(path) as staging:  # the cache entry appears whole or not at all
+            model.save_pretrained(staging)
     return model, tok
 
 
