@@ -1,0 +1,279 @@
+"""ThanoRA ablation and PEFT peers at equal rank on a reasoning-gym task mixture.
+
+Arms (same r, α, target modules, optimiser, steps and mixed batches per seed; no task ids in training):
+
+* ``LoRA``, ``PiSSA`` (``init_lora_weights="pissa_niter_4"``), ``CorDA`` (IPA, covariance from a mixed preview),
+  ``EVA`` (``rho=1``: equal rank in every layer) — what a PEFT user would try first;
+* ``ThanoRA`` (cooperative block, softmax allocation, covariance init, λ = 1e-2) and its ablations
+  ``no cooperative block``, ``uniform split``, ``random task-block init``, ``λ = 0``.
+
+Metric: held-out answer NLL per task (answer tokens only), mean over tasks, after training (and of the base).
+Also: the per-layer allocation of the full-depth SmolLM2-135M for a sweep of the temperature τ (entropies
+measured once; the split recomputed per τ), drawn as heat maps.
+
+    python benchmarks/thanora_ablation.py --layers 4 --steps 40 --seeds 0 1 2 --out /tmp/thanora_ablation
+
+``--layers L`` keeps the first L decoder layers of SmolLM2-135M-Instruct (with its final norm and LM head) so the
+ablation fits a shared 2-core CPU; ``--layers 30`` is the whole model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+
+from peft import LoraConfig, get_peft_model  # noqa: E402
+
+import hf_trust  # noqa: E402,F401
+from hf_trust import ThanoRAConfig, assets, preprocess_thanora  # noqa: E402
+from hf_trust.atomic import atomic_write_json  # noqa: E402
+from hf_trust.peft_tuners.thanora import plot_allocation_heatmap, softmax_allocation  # noqa: E402
+
+TASKS = ("spell_backward", "basic_arithmetic", "leg_counting")
+THANORA_ARMS = {
+    "ThanoRA": {},
+    "ThanoRA, no cooperative block": {"cooperative_rank": 0},
+    "ThanoRA, uniform split": {"rank_allocation": "uniform"},
+    "ThanoRA, random task-block init": {"task_init": "random"},
+    "ThanoRA, λ = 0": {"subspace_lambda": 0.0},
+}
+PEER_ARMS = ("LoRA", "PiSSA", "CorDA", "EVA")
+
+
+def encode(tok, rows, max_len: int = 96):
+    """Chat-formatted (question, answer) → (input ids, labels on the answer tokens only)."""
+    out = []
+    for q, a in rows:
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tok(a + tok.eos_token, add_special_tokens=False)["input_ids"]
+        out.append(((p_ids + a_ids)[-max_len:], ([-100] * len(p_ids) + a_ids)[-max_len:]))
+    return out
+
+
+def collate(examples, pad_id):
+    width = max(len(e[0]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    labels = torch.full((len(examples), width), -100)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for r, (i, lab) in enumerate(examples):
+        ids[r, : len(i)] = torch.tensor(i)
+        labels[r, : len(lab)] = torch.tensor(lab)
+        mask[r, : len(i)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def answer_nll(model, examples, pad_id) -> float:
+    total = n = 0.0
+    with torch.no_grad():
+        for s in range(0, len(examples), 8):
+            b = collate(examples[s : s + 8], pad_id)
+            k = int((b["labels"][:, 1:] != -100).sum())
+            total += float(model(**b).loss) * k
+            n += k
+    return total / max(n, 1)
+
+
+def truncated_smollm2(layers: int):
+    model, tok = assets.load_smollm2()
+    if layers < model.config.num_hidden_layers:
+        model.model.layers = model.model.layers[:layers]
+        model.config.num_hidden_layers = layers
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = model.config.layer_types[:layers]
+    return model.eval(), tok
+
+
+def build(arm: str, base, common: dict, calib: dict, mixed_calib: list, seed: int):
+    """A fresh PEFT model of ``arm`` on a copy of ``base`` (its preprocessing included)."""
+    from peft.tuners.lora.config import CordaConfig, EvaConfig
+
+    torch.manual_seed(seed)
+    m = copy.deepcopy(base)
+    if arm == "LoRA":
+        return get_peft_model(m, LoraConfig(**common)), False
+    if arm == "PiSSA":
+        return get_peft_model(m, LoraConfig(init_lora_weights="pissa_niter_4", **common)), False
+    if arm == "CorDA":
+        from peft.tuners.lora.corda import preprocess_corda
+
+        cfg = LoraConfig(init_lora_weights="corda", corda_config=CordaConfig(corda_method="ipa"), **common)
+
+        def run_model():
+            with torch.no_grad():
+                for b in mixed_calib:
+                    m(**b)
+
+        preprocess_corda(m, cfg, run_model=run_model)
+        return get_peft_model(m, cfg), False
+    if arm == "EVA":
+        from peft.tuners.lora.eva import initialize_lora_eva_weights
+
+        cfg = LoraConfig(init_lora_weights="eva", eva_config=EvaConfig(rho=1.0), **common)
+        peft = get_peft_model(m, cfg, low_cpu_mem_usage=True)
+        initialize_lora_eva_weights(peft, mixed_calib, show_progress_bar=False)
+        return peft, False
+    cfg = ThanoRAConfig(task_names=list(TASKS), calib_tokens_per_task=512, **common, **THANORA_ARMS[arm])
+    preprocess_thanora(m, cfg, calib, seed=seed)
+    return get_peft_model(m, cfg), True
+
+
+def train(model, regularized: bool, train_rows, steps: int, lr: float, batch: int, pad: int, seed: int) -> float:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)  # the same batches for every arm of a seed
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        pick = [train_rows[i] for i in rng.choice(len(train_rows), size=batch, replace=False)]
+        loss = model(**collate(pick, pad)).loss
+        if regularized:
+            loss = loss + model.base_model.regularization_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return (time.perf_counter() - t0) / steps
+
+
+def tau_sweep(out: Path, taus, r: int, n_calib: int) -> dict:
+    """Per-layer allocation of the full-depth SmolLM2 for each τ (entropies measured once)."""
+    import matplotlib.pyplot as plt
+
+    model, tok = assets.load_smollm2()
+    calib = {}
+    for i, t in enumerate(TASKS):
+        ds = assets.load_reasoning_tasks([t], n_calib, seed=100 + i)
+        enc = encode(tok, list(zip(ds["question"], ds["answer"])))
+        calib[t] = [collate(enc[s : s + 4], tok.pad_token_id) for s in range(0, n_calib, 4)]
+    cfg = ThanoRAConfig(
+        task_names=list(TASKS),
+        r=r,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+        task_init="random",
+        calib_tokens_per_task=512,
+    )
+    preprocess_thanora(model, cfg, calib)
+    budget = r - cfg.cooperative_rank_for(r)
+    modules = sorted(cfg.task_entropy_map, key=lambda n: (int(n.split(".")[2]), n))
+    sweep = {}
+    fig, axes = plt.subplots(len(taus), 1, figsize=(14, 2.2 * len(taus)), sharex=True)
+    for ax, tau in zip(np.atleast_1d(axes), taus):
+        split = {n: softmax_allocation(cfg.task_entropy_map[n], budget, tau, 1.0, 1) for n in modules}
+        sweep[str(tau)] = split
+        share = np.array([[split[n][k] / budget for n in modules] for k in range(len(TASKS))])
+        ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        ax.set_yticks(range(len(TASKS)))
+        ax.set_yticklabels(TASKS, fontsize=7)
+        n_nonuni = sum(max(v) != min(v) for v in split.values())
+        ax.set_title(f"τ = {tau}: {n_nonuni}/{len(modules)} modules non-uniform", fontsize=8)
+    ax.set_xticks(range(0, len(modules), 7))
+    ax.set_xticklabels([f"L{modules[i].split('.')[2]}" for i in range(0, len(modules), 7)], fontsize=7)
+    fig.suptitle(f"ThanoRA task shares per module, SmolLM2-135M all-linear, r = {r} ({budget} task ranks)")
+    fig.tight_layout()
+    fig.savefig(out / "thanora_tau_sweep.png", dpi=110)
+    plt.close(fig)
+    return {"entropy": cfg.task_entropy_map, "splits": sweep, "budget": budget}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--r", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--n-train", type=int, default=48)
+    ap.add_argument("--n-eval", type=int, default=16)
+    ap.add_argument("--n-calib", type=int, default=16)
+    ap.add_argument("--arms", nargs="+", default=list(PEER_ARMS) + list(THANORA_ARMS))
+    ap.add_argument("--taus", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.5])
+    ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--json", default="/tmp/thanora_ablation.json")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"args": vars(args), "runs": {}}
+    if not args.skip_sweep:
+        results["tau_sweep"] = tau_sweep(out, args.taus, 16, args.n_calib)
+        atomic_write_json(args.json, results, default=str)
+
+    base, tok = truncated_smollm2(args.layers)
+    pad = tok.pad_token_id
+    train_rows, evals, calib, mixed = [], {}, {}, []
+    for t in TASKS:
+        ds = assets.load_reasoning_tasks([t], args.n_train + args.n_eval + args.n_calib, seed=0)
+        enc = encode(tok, list(zip(ds["question"], ds["answer"])))
+        train_rows += enc[: args.n_train]
+        evals[t] = enc[args.n_train : args.n_train + args.n_eval]
+        cal = enc[args.n_train + args.n_eval :]
+        calib[t] = [collate(cal[s : s + 4], pad) for s in range(0, len(cal), 4)]
+        mixed += calib[t]
+    # Named modules rather than "all-linear": preprocess_corda does not expand that shorthand.
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    common = dict(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
+    results["base_nll"] = {t: answer_nll(base, evals[t], pad) for t in TASKS}
+    print("base", results["base_nll"], flush=True)
+    for seed in args.seeds:
+        for arm in args.arms:
+            t0 = time.perf_counter()
+            try:
+                model, reg = build(arm, base, common, calib, mixed, seed)
+                step = train(model, reg, train_rows, args.steps, args.lr, args.batch, pad, seed)
+                nll = {t: answer_nll(model, evals[t], pad) for t in TASKS}
+                row = {"nll": nll, "mean": statistics.mean(nll.values()), "step_s": step}
+                if reg:
+                    rep = model.base_model.allocation_report()
+                    row["non_uniform"] = sum(max(x["ranks"].values()) != min(x["ranks"].values()) for x in rep)
+                    row["modules"] = len(rep)
+                    row["cross_cos"] = model.base_model.cross_block_cosine()
+                    if arm == "ThanoRA" and seed == args.seeds[0]:
+                        fig = plot_allocation_heatmap(rep, f"ThanoRA allocation, SmolLM2 first {args.layers} layers")
+                        fig.savefig(out / "thanora_allocation_heatmap.png", dpi=110)
+                        import matplotlib.pyplot as plt
+
+                        plt.close(fig)
+            except Exception as exc:  # a peer that fails is a result, not a crash of the whole table
+                row = {"error": f"{type(exc).__name__}: {exc}"}
+            row["wall_s"] = time.perf_counter() - t0
+            results["runs"].setdefault(arm, {})[str(seed)] = row
+            print(seed, arm, json.dumps(row, default=str), flush=True)
+            atomic_write_json(args.json, results, default=str)
+    print(format_table(results))
+
+
+def format_table(results: dict) -> str:
+    lines = ["| arm | " + " | ".join(TASKS) + " | mean answer NLL | n |", "|---" * (len(TASKS) + 3) + "|"]
+    base = results["base_nll"]
+    lines.append(
+        "| base (no training) | "
+        + " | ".join(f"{base[t]:.3f}" for t in TASKS)
+        + f" | {np.mean(list(base.values())):.3f} | 1 |"
+    )
+    for arm, runs in results["runs"].items():
+        ok = [r for r in runs.values() if "nll" in r]
+        if not ok:
+            lines.append(f"| {arm} | failed: {next(iter(runs.values()))['error'][:80]} |")
+            continue
+        cell = lambda v: f"{np.mean(v):.3f} ± {np.std(v):.3f}"  # noqa: E731
+        lines.append(
+            f"| {arm} | "
+            + " | ".join(cell([r["nll"][t] for r in ok]) for t in TASKS)
+            + f" | {cell([r['mean'] for r in ok])} | {len(ok)} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
