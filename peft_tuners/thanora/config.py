@@ -16,10 +16,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from peft import LoraConfig
 from peft.utils import PeftType
 
 from hf_trust.errors import HFTrustConfigError
+
+from .._lora_family import LoraFamilyConfig
 
 ALLOCATIONS = ("softmax", "entropy", "uniform", "manual")
 STATISTICS = ("activation", "gradient")
@@ -52,7 +53,7 @@ def _count(name: str, value, minimum: int) -> None:
 
 
 @dataclass
-class ThanoRAConfig(LoraConfig):
+class ThanoRAConfig(LoraFamilyConfig):
     """LoRA whose per-layer rank ``r`` holds T contiguous task blocks followed by one shared cooperative block.
 
     Rows of A / columns of B are laid out as ``[task 1 | task 2 | … | task T | cooperative]``, so the update is

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Optional
 
 import torch
-from peft.tuners.lora import LoraLayer, LoraModel
+from peft.tuners.lora import LoraLayer
 
 from hf_trust.errors import HFTrustConfigError
 
+from .._lora_family import LoraFamilyModel
 from .layer import Slices, cross_block_cosine, ranks_to_slices, subspace_terms, uniform_ranks
 from .preprocess import INIT_ATTR
 
@@ -19,26 +20,18 @@ SLICES_ATTR = "thanora_slices"
 COOP_ATTR = "thanora_cooperative"
 
 
-def _add_layer_state(layer: LoraLayer, attr: str, adapter: str, value: Any) -> None:
-    """``layer.<attr>[adapter] = value``, with ``attr`` listed in the layer's ``other_param_names`` so that PEFT's
-    ``delete_adapter`` (which walks that list) removes the entry together with the adapter."""
-    if not hasattr(layer, attr):
-        setattr(layer, attr, {})
-    if attr not in layer.other_param_names:
-        # An instance attribute: LoraLayer's class-level tuple stays untouched.
-        layer.other_param_names = tuple(layer.other_param_names) + (attr,)
-    getattr(layer, attr)[adapter] = value
-
-
-class ThanoRAModel(LoraModel):
+class ThanoRAModel(LoraFamilyModel):
     """PEFT model of ThanoRA.  Forward and merge are LoRA's; adds :meth:`subspace_loss`,
-    :meth:`regularization_loss`, :meth:`allocation_report`, :meth:`cross_block_cosine`, :meth:`export_as_lora`.
+    :meth:`allocation_report` and :meth:`cross_block_cosine` to the LoRA-family base (which provides
+    :meth:`regularization_loss`, :meth:`lora_factors`, :meth:`export_as_lora` and the training guard).
 
     ``regularization_loss()`` is not added inside ``forward`` (a plain ``PeftModel`` bypasses the tuner's
     forward, which would silently drop it); :class:`ThanoRATrainer` adds it once per step.
     """
 
     prefix: str = "lora_"
+    config_name = "ThanoRAConfig"
+    trainer_name = "ThanoRATrainer"
 
     # ------------------------------------------------------------------ injection
     def _check_allocation_source(self, model: torch.nn.Module, adapter_name: str) -> None:
@@ -93,8 +86,8 @@ class ThanoRAModel(LoraModel):
                 f"layer into {n_tasks} task blocks (plus a cooperative block); rerun preprocess_thanora with this config."
             )
         n_task_rows = sum(ranks)
-        _add_layer_state(layer, SLICES_ATTR, adapter_name, ranks_to_slices(ranks))
-        _add_layer_state(layer, COOP_ATTR, adapter_name, (n_task_rows, r))
+        self.add_layer_state(layer, SLICES_ATTR, adapter_name, ranks_to_slices(ranks))
+        self.add_layer_state(layer, COOP_ATTR, adapter_name, (n_task_rows, r))
         layer._thanora_key = current_key
         base = layer.get_base_layer()
         init = getattr(base, INIT_ATTR, None)
@@ -119,19 +112,15 @@ class ThanoRAModel(LoraModel):
         self.peft_config[adapter_name].allocation_recorded = True
         getattr(self, "_thanora_fill", set()).discard(adapter_name)
 
-    # ------------------------------------------------------------------ helpers
-    def _adapter(self, adapter_name: Optional[str] = None) -> str:
-        if adapter_name:
-            return adapter_name
-        active = self.active_adapter
-        return active if isinstance(active, str) else active[0]
+    # ------------------------------------------------------------------ layers
+    def _owns_layer(self, layer: LoraLayer, adapter: str) -> bool:
+        return adapter in getattr(layer, SLICES_ATTR, {})
 
     def thanora_layers(self, adapter_name: Optional[str] = None) -> Iterator[tuple[str, LoraLayer, Slices]]:
         """(module name, LoRA layer, task slices) of every adapted layer (the cooperative block follows the slices)."""
         adapter = self._adapter(adapter_name)
-        for name, module in self.model.named_modules():
-            if isinstance(module, LoraLayer) and adapter in getattr(module, SLICES_ATTR, {}):
-                yield name, module, getattr(module, SLICES_ATTR)[adapter]
+        for name, layer in self.tuner_layers(adapter):
+            yield name, layer, getattr(layer, SLICES_ATTR)[adapter]
 
     # ------------------------------------------------------------------ regulariser
     def subspace_loss(self, adapter_name: Optional[str] = None) -> torch.Tensor:
@@ -158,13 +147,17 @@ class ThanoRAModel(LoraModel):
         dev = cross[0].device
         return (torch.stack([c.to(dev) for c in cross]).mean(), torch.stack([i.to(dev) for i in intra]).mean())
 
-    def regularization_loss(self, adapter_name: Optional[str] = None) -> torch.Tensor:
-        """λ_sp · L_sp + λ_in · L_in, the term to add to the task loss once per optimisation step."""
-        cfg = self.peft_config[self._adapter(adapter_name)]
-        if cfg.subspace_lambda == 0 and cfg.intra_lambda == 0:
-            return next(self.model.parameters()).new_zeros((), dtype=torch.float32)
-        cross, intra = self._terms(adapter_name, with_intra=cfg.intra_lambda > 0)
+    def _regularizer(self, adapter: str) -> Optional[torch.Tensor]:
+        """λ_sp · L_sp + λ_in · L_in, added to the task loss once per optimisation step (``regularization_loss``)."""
+        if self._regularizer_is_off(adapter):
+            return None
+        cfg = self.peft_config[adapter]
+        cross, intra = self._terms(adapter, with_intra=cfg.intra_lambda > 0)
         return cfg.subspace_lambda * cross + cfg.intra_lambda * intra
+
+    def _regularizer_is_off(self, adapter: str) -> bool:
+        cfg = self.peft_config[adapter]
+        return cfg.subspace_lambda == 0 and cfg.intra_lambda == 0
 
     @torch.no_grad()
     def cross_block_cosine(self, adapter_name: Optional[str] = None) -> dict[str, float]:
@@ -200,25 +193,3 @@ class ThanoRAModel(LoraModel):
                 }
             )
         return rows
-
-    # ------------------------------------------------------------------ export
-    def lora_factors(self, adapter_name: Optional[str] = None) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-        """module name → (A, B, scaling): the whole adapter (task and cooperative blocks) as plain LoRA factors."""
-        adapter = self._adapter(adapter_name)
-        out = {}
-        for name, layer, _ in self.thanora_layers(adapter):
-            out[name] = (
-                layer.lora_A[adapter].weight.detach(),
-                layer.lora_B[adapter].weight.detach(),
-                float(layer.scaling[adapter]),
-            )
-        return out
-
-    def export_as_lora(self, path, adapter_name: Optional[str] = None):
-        """Write the adapter as a stock PEFT LoRA adapter (``peft_type: LORA``, no ``import hf_trust`` to load)."""
-        from .._lora_export import export_lora_adapter
-
-        cfg = self.peft_config[self._adapter(adapter_name)]
-        return export_lora_adapter(
-            self, path, self.lora_factors(adapter_name), task_type=cfg.task_type, fan_in_fan_out=cfg.fan_in_fan_out
-        )
