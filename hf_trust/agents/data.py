@@ -228,17 +228,113 @@ def _prose(fname: str, value: Any, desc: str) -> str:
     return f"{desc[0].upper()}{desc[1:]}: {shown}."
 
 
-def generate_profiles(domain: str, n_users: int = 25, seed: int = 0, canaries: bool = True) -> list[dict]:
-    """``n_users`` profiles ``{"user_id": ..., field: {value, description, label[, canary]}}``."""
+#: Field order and value types of the official release's profile files (``user_profiles/{financial,medical}_
+#: profiles.json``, 25 users x 11 fields each), read from the public repository: lists where a user can have
+#: several goals, asset classes, conditions, allergies or treatments; the investment horizon as whole years;
+#: trades as {date (ISO), instrument, trade_type, amount}; medications as {name, dosage}; lab results and family
+#: history as {test or condition: text with units}; descriptions state the field's purpose without the value.
+#: Only the structure is taken; every value below is drawn by this generator.
+OFFICIAL_ORDER = {
+    "financial": [
+        "name",
+        "age",
+        "gender",
+        "annual_income",
+        "investment_goals",
+        "risk_tolerance",
+        "preferred_asset_classes",
+        "time_horizon",
+        "market_monitoring_frequency",
+        "preferred_order_type",
+        "transaction_history",
+    ],
+    "medical": [
+        "name",
+        "age",
+        "gender",
+        "chronic_conditions",
+        "allergies",
+        "current_medications",
+        "recent_lab_results",
+        "medication_adherence",
+        "recommended_treatments",
+        "family_history",
+        "next_checkup_schedule",
+    ],
+}
+_INSTRUMENTS = ["ACME Corp shares", "Global Bond ETF", "City Water bond", "Tech Index fund", "Gold ETC"]
+_DOSAGES = ["Once daily", "Twice daily", "As needed", "Once weekly"]
+_RELATIVES = ["Mother", "Father", "Sister", "Brother"]
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _official_value(domain: str, fname: str, rng: random.Random, name: str) -> Any:
+    pool = FIELDS[domain][fname][2]
+    if fname in ("name", "age", "annual_income"):
+        return _value(domain, fname, rng, name)
+    if fname in ("investment_goals", "preferred_asset_classes", "recommended_treatments"):
+        return [_cap(v) for v in rng.sample(pool, rng.randint(1, 2))]
+    if fname in ("chronic_conditions", "allergies"):
+        return [_cap(v) for v in rng.sample(pool, rng.randint(0, 2))]  # official files have empty lists too
+    if fname == "time_horizon":
+        return rng.randint(1, 30)
+    if fname == "transaction_history":
+        return [
+            {
+                "date": f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                "instrument": rng.choice(_INSTRUMENTS),
+                "trade_type": rng.choice(["Buy", "Sell"]),
+                "amount": rng.randint(1, 250),
+            }
+            for _ in range(rng.randint(1, 2))
+        ]
+    if fname == "current_medications":
+        meds = rng.sample(FIELDS[domain]["current_medications"][2], rng.randint(0, 2))
+        return [{"name": _cap(m), "dosage": rng.choice(_DOSAGES)} for m in meds]
+    if fname == "recent_lab_results":
+        return {
+            "ldl": f"{rng.randint(90, 210)} mg/dL",
+            "blood_pressure": f"{rng.randint(105, 165)}/{rng.randint(65, 105)}",
+        }
+    if fname == "family_history":
+        conds = rng.sample(FIELDS[domain]["family_history"][2], rng.randint(0, 2))
+        return {c.replace(" ", "_"): f"{rng.choice(_RELATIVES)} had {c}" for c in conds}
+    if fname == "next_checkup_schedule":
+        return f"Every {rng.choice([2, 3, 4, 6, 12])} months"
+    return _cap(rng.choice(pool))
+
+
+def generate_profiles(
+    domain: str, n_users: int = 25, seed: int = 0, canaries: bool = True, structure: str = "generated"
+) -> list[dict]:
+    """``n_users`` profiles ``{"user_id": ..., field: {value, description, label[, canary]}}``.
+
+    Args:
+        structure: ``"generated"`` (scalar values from fixed pools, descriptions that restate the value in
+            prose as ``financial_profiles_modify.json`` does) or ``"official"`` (the official files' field order
+            and value types, see :data:`OFFICIAL_ORDER`; descriptions state the purpose only).
+    """
     _check_domain(domain)
-    rng = random.Random(f"{domain}-{seed}")
+    if structure not in ("generated", "official"):
+        raise HFTrustError(f"structure must be 'generated' or 'official', got {structure!r}.")
+    rng = random.Random(f"{domain}-{seed}" if structure == "generated" else f"{domain}-{seed}-official")
     out, used = [], set()
+    order = list(FIELDS[domain]) if structure == "generated" else OFFICIAL_ORDER[domain]
     for u in range(n_users):
         name = f"{FIRST[u % len(FIRST)]} {LAST[rng.randrange(len(LAST))]}"
         prof: dict[str, Any] = {"user_id": f"{domain[:3]}-{seed}-{u:03d}"}
-        for fname, (desc, labels, _, _) in FIELDS[domain].items():
-            value = _value(domain, fname, rng, name)
-            entry = {"value": value, "description": _prose(fname, value, desc), "label": list(labels)}
+        for fname in order:
+            desc, labels, _, _ = FIELDS[domain][fname]
+            if structure == "generated":
+                value = _value(domain, fname, rng, name)
+                description = _prose(fname, value, desc)
+            else:
+                value = _official_value(domain, fname, rng, name)
+                description = f"{desc[0].upper()}{desc[1:]}."
+            entry = {"value": value, "description": description, "label": list(labels)}
             if canaries:
                 while True:
                     token = "CN" + "".join(rng.choice("ABCDEFGHJKMNPQRSTUVWXYZ23456789") for _ in range(8))

@@ -471,3 +471,39 @@ def test_hf_backend_with_tiny_random_model_runs_episode():
     with pytest.raises(HFTrustError, match="chat_template"):
         tok.chat_template = None
         hf_chat_backend(model, tok)
+
+
+# ---------------------------------------------------------------- second data source: the official field structure
+@pytest.mark.parametrize("domain", ["financial", "medical"])
+def test_official_structure_profiles_and_leakage(domain):
+    import re
+
+    from hf_trust.agents.data import OFFICIAL_ORDER
+
+    profiles = generate_profiles(domain, n_users=8, seed=2, structure="official")
+    assert [f for f in profiles[0] if f != "user_id"] == OFFICIAL_ORDER[domain]
+    p = profiles[0]
+    if domain == "financial":
+        assert isinstance(p["investment_goals"]["value"], list) and isinstance(p["time_horizon"]["value"], int)
+        assert all(re.fullmatch(r"2024-\d\d-\d\d", t["date"]) for t in p["transaction_history"]["value"])
+    else:
+        assert set(p["recent_lab_results"]["value"]) == {"ldl", "blood_pressure"}
+        assert all(set(m) == {"name", "dosage"} for m in p["current_medications"]["value"])
+        assert any(q["allergies"]["value"] == [] for q in profiles)  # empty lists exist, as in the release
+    for q in profiles:  # descriptions never restate the value (unlike the generated structure)
+        for f in q:
+            if f != "user_id":
+                assert str(q[f]["value"]) not in q[f]["description"].replace(q[f]["canary"], "")
+    ledgers = {}
+    for pa_on in (False, True):
+        ledger = DataFlowLedger()
+        for q in profiles:
+            pa = PrivacyEnhancingAgent(PrivacyPolicy.from_labels(q)) if pa_on else None
+            EPEOrchestrator(make_agents(domain, EchoBackend()), pa).run(q, {"question": "Summarise."}, ledger=ledger)
+        ledgers[pa_on] = ledger.report()
+    assert ledgers[False].canary_leakage == 1.0 and ledgers[True].canary_leakage == 0.0
+    assert ledgers[False].permitted_recall == ledgers[True].permitted_recall == 1.0
+    # value level: the echo baseline leaks every denied field that has a non-empty value
+    assert ledgers[False].leakage > 0.85 and ledgers[True].leakage < 0.02
+    with pytest.raises(HFTrustError, match="structure"):
+        generate_profiles(domain, 1, structure="release")
