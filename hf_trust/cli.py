@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from hf_trust.hub_cards import evidence_report, push_adapter
+    from hf_trust.hub_cards import push_adapter
     from hf_trust.hub_cards.evidence import load_eval_results, load_json
 
     evidence = {
@@ -85,7 +85,6 @@ def _push(args: argparse.Namespace) -> int:
     info = push_adapter(
         args.adapter_dir,
         args.repo_id,
-        trust_report=evidence_report(**evidence),
         evidence=evidence,
         eval_results=load_eval_results(args.eval_results) if args.eval_results else None,
         metrics=load_json(args.metrics, "--metrics") if args.metrics else None,

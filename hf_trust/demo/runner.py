@@ -147,31 +147,40 @@ class _Progress:
         self._thread.start()
 
     def start(self, index: int) -> None:
-        recipe = self.recipes[index]
         with self._lock:
             self._t0 = time.time()
             # The bar counts seconds against the recipe's expected time; it stops just short of full
             # until the recipe returns, so a slow recipe never shows a finished bar.
             self.bar = tqdm(
                 total=max(int(round(self.expected[index])), 1),
-                desc=f"{recipe.name} (~{format_duration(self.expected[index])})",
+                desc=self._describe(index, 0.0),
                 unit="s",
                 position=1,
                 leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s",
+                bar_format="{desc} {percentage:3.0f}%|{bar}|",
             )
         self._tick()
+
+    def _describe(self, index: int, elapsed: float) -> str:
+        expected = format_duration(self.expected[index])
+        return f"{self.recipes[index].name}: {format_duration(elapsed)} of ~{expected}"
 
     def _tick(self) -> None:
         with self._lock:
             k = len(self.finished)
             elapsed = time.time() - self._t0 if self.bar is not None else 0.0
             left = estimate_seconds_left(self.expected, self.finished, elapsed)
-            name = self.recipes[k].name if k < len(self.recipes) else "done"
-            self.overall.set_postfix_str(f"{name}; ~{format_duration(left)} left", refresh=True)
+            if k >= len(self.recipes):
+                status = "done"
+            elif left == estimate_seconds_left(self.expected, self.finished, float("inf")) and elapsed > 0:
+                # The running recipe is past its estimate: say so rather than count down to zero.
+                status = f"{self.recipes[k].name} is taking longer than estimated; ~{format_duration(left)} after it"
+            else:
+                status = f"{self.recipes[k].name}; ~{format_duration(left)} left"
+            self.overall.set_postfix_str(status, refresh=True)
             if self.bar is not None:
                 self.bar.n = min(int(elapsed), self.bar.total - 1)
-                self.bar.refresh()
+                self.bar.set_description_str(self._describe(k, elapsed), refresh=True)
 
     def _tick_forever(self) -> None:
         while not self._stop.wait(self.interval):
@@ -474,10 +483,14 @@ def run_demo(
 def describe_recipes(recipes: Optional[dict[str, Recipe]] = None) -> str:
     """The ``hf-trust demo --list`` text: one line per method with its expected time, then the total."""
     recipes = available_recipes() if recipes is None else recipes
-    width = max([len(n) for n in recipes] + [6])
-    lines = [f"{name:{width}s}  ~{r.minutes:g} min  {r.title}" for name, r in recipes.items()]
     total = sum(r.minutes for r in recipes.values())
-    lines.append(f"{'total':{width}s}  ~{total:g} min  (default setting, 2 CPU cores; --full takes longer)")
+    times = {name: f"~{r.minutes:g} min" for name, r in recipes.items()}
+    width = max([len(n) for n in recipes] + [len("total")])
+    twidth = max([len(t) for t in times.values()] + [len(f"~{total:g} min")])
+    lines = [f"{name:{width}s}  {times[name]:{twidth}s}  {r.title}" for name, r in recipes.items()]
+    lines.append(
+        f"{'total':{width}s}  {f'~{total:g} min':{twidth}s}  (default setting, 2 CPU cores; --full takes longer)"
+    )
     return "\n".join(lines)
 
 
