@@ -28,14 +28,14 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     if args.tiny:
-        from tests.bye import toy
+        from hf_trust.demo.studies import bye as toy
 
         model = toy.make_tiny_llava(0)
         collate = toy.collate
         images = [im for im in rng.integers(0, 255, (args.n, toy.IMG, toy.IMG)).astype(np.uint8)]
     else:
         from hf_trust.assets import llava_num_image_tokens, load_llava_smollm2
-        from hf_trust.demo.recipes.bye import Codec
+        from hf_trust.demo.studies.bye import Codec
 
         model, tok, img_id = load_llava_smollm2()
         codec = Codec(tok, img_id, llava_num_image_tokens(model))

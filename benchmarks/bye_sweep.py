@@ -4,7 +4,8 @@ Stages (each reads what the earlier one cached, so the expensive fine-tunes run 
 
     python benchmarks/bye_sweep.py entropies --seeds 0-9          # fine-tune + score each (trigger, rate, seed)
     python benchmarks/bye_sweep.py refit --seeds 0-9 --rules reference robust --rates 0.1
-    python benchmarks/bye_sweep.py report                         # tables (markdown) + entropy histograms
+    python benchmarks/bye_sweep.py report                         # markdown table of every rule
+    python benchmarks/bye_sweep.py plots --plot-runs patch:0.1:0   # per-layer entropy histograms
 
 Runs: triggers ``patch`` and ``blend`` × poison rates 5 / 10 / 20 % × seeds, plus the clean case (0 %).
 Rules (``hf_trust.demo.studies.bye.RULES``): the reference (|Δμ| > 2(σ₁+σ₂)), the paper's BSI ≥ 2, ``top_kl:1``
@@ -173,9 +174,31 @@ def stage_report(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def stage_plots(args: argparse.Namespace) -> None:
+    """Per-layer entropy histograms (reference vs robust flags) for the runs named by --plot-runs."""
+    for spec in args.plot_runs:
+        trig, rate, seed = spec.split(":")
+        path = args.cache / (_key(trig, float(rate), int(seed), args.n, args.steps) + ".npz")
+        z = np.load(path)
+        res = study.apply_rules(z["E"], {k: study.RULES[k] for k in ("reference", "robust")})
+        for rule, (rep, flagged) in res.items():
+            d = study.detection(flagged, z["poison"])
+            fig = study.plot_layer_histograms(
+                z["E"],
+                flagged,
+                z["poison"],
+                title=f"toy, {trig} trigger, {float(rate):.0%} poison, seed {seed} — {rule} rule: layers "
+                f"{rep.sensitive_layers}, status {rep.status}, P {d['precision']:.2f} R {d['recall']:.2f}, "
+                f"removed {d['removed']:.0%}",
+            )
+            out = args.plot_dir / f"bye_hist_{trig}_p{int(round(float(rate) * 100)):02d}_s{seed}_{rule}.png"
+            atomic_save(out, lambda p, fig=fig: fig.savefig(p, dpi=100, format="png", bbox_inches="tight"))
+            print(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["entropies", "refit", "report"])
+    ap.add_argument("stage", choices=["entropies", "refit", "report", "plots"])
     ap.add_argument("--seeds", type=_seeds, default=_seeds("0-9"))
     ap.add_argument("--triggers", nargs="+", default=["patch", "blend"], choices=list(study.TRIGGERS))
     ap.add_argument("--rates", nargs="+", type=float, default=[0.1, 0.05, 0.2])
@@ -185,8 +208,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--out", type=Path, default=Path("/tmp/hf_trust_bye_sweep/table.md"))
+    ap.add_argument("--plot-runs", nargs="+", default=["patch:0.1:0", "patch:0.1:9"], help="trigger:rate:seed")
+    ap.add_argument("--plot-dir", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
-    {"entropies": stage_entropies, "refit": stage_refit, "report": stage_report}[args.stage](args)
+    stages = {"entropies": stage_entropies, "refit": stage_refit, "report": stage_report, "plots": stage_plots}
+    stages[args.stage](args)
 
 
 if __name__ == "__main__":

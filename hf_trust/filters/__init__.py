@@ -2,10 +2,10 @@
 
 from .bye import BYEFilter, bye_select, image_attention_entropy
 from .capture import LastTokenAttention, decoder_attention_modules, last_prompt_index
-from .defence import DefenceResult, bye_defence
+from .defence import DefenceResult, answer_loss, bye_defence, lora_finetune
 from .gmm import GMM1D, fit_gmm_1d, gaussian_kl
 from .report import BYEReport
-from .select import DEFAULT_MAX_REMOVAL_FRACTION, bimodal_separation_index, robust_select
+from .select import DEFAULT_MAX_REMOVAL_FRACTION, bimodal_separation_index, layer_auroc, robust_select
 
 __all__ = [
     "BYEFilter",
@@ -17,10 +17,13 @@ __all__ = [
     "last_prompt_index",
     "bye_defence",
     "DefenceResult",
+    "lora_finetune",
+    "answer_loss",
     "GMM1D",
     "fit_gmm_1d",
     "gaussian_kl",
     "bimodal_separation_index",
     "robust_select",
+    "layer_auroc",
     "DEFAULT_MAX_REMOVAL_FRACTION",
 ]

@@ -61,6 +61,13 @@ def _auroc(score: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def layer_auroc(E: np.ndarray, is_poison: Sequence[bool]) -> list[float]:
+    """Per layer, the AUROC of −entropy for known poison labels (evaluation only; never used for a decision)."""
+    E = np.asarray(E, dtype=np.float64)
+    y = np.asarray(is_poison, dtype=bool)
+    return [_auroc(-E[:, l], y) for l in range(E.shape[1])]
+
+
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
     union = int((a | b).sum())
     return float((a & b).sum() / union) if union else 0.0
@@ -342,8 +349,7 @@ def bye_select(
         report.layer_kl.append(gaussian_kl(mu[0], sd[0], mu[1], sd[1]))
         report.layer_bsi.append(b)
     if is_poison is not None:
-        y = np.asarray(is_poison, dtype=bool)
-        report.layer_auroc = [_auroc(-E[:, l], y) for l in range(L)]
+        report.layer_auroc = layer_auroc(E, is_poison)
 
     if layer_select == "robust":
         chosen, flagged, diag = robust_select(

@@ -1,10 +1,13 @@
-"""BYE on a LLaVA-style model with the real SmolLM2-135M decoder: a patch-trigger backdoor on captioned digits.
+"""BYE backdoor cleaning.
 
-Each seed: font-rendered digits (``load_digits("font")``), question "What digit is shown?", answer the digit's
-name; 10 % of the training images get a solid white 8×8 patch at the bottom-right (exactly one vision patch)
-and the answer "banana".  Algorithm 1: LoRA fine-tune (decoder q/v + the random vision tower and projector,
-trained fully) on the poisoned set → BYE → re-fine-tune the base on D_clean.  Metrics use the first answer
-token (teacher-forced argmax): CP = clean accuracy, ASR = share of triggered test images answered "banana".
+Quick run (about 2 minutes on 2 CPU cores): the toy LLaVA (config-built CLIP 2×48 + Llama 4×64, 16 image
+tokens, ``hf_trust.demo.studies.bye``) fine-tuned from scratch on a texture task in which 10 % of the 400
+training images carry a white one-patch trigger and the target answer.  Algorithm 1 end to end: fine-tune on
+the poisoned set → BYE (the reference selection rule and ``layer_select="robust"`` on the same entropies) →
+re-fine-tune the base on each cleaned set → attack success (ASR) and clean accuracy (CP) on held-out images.
+
+``--full``: the LLaVA with the real SmolLM2-135M decoder on captioned digits (3 seeds, 300 training rows,
+120 LoRA steps), every selection rule's detection figures, re-fine-tune on the robust rule's cleaned set.
 """
 
 from __future__ import annotations
@@ -12,219 +15,124 @@ from __future__ import annotations
 import numpy as np
 
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
+from hf_trust.demo.studies import bye as study
 
-QUESTION = "What digit is shown?"
-TARGET = "banana"
-NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-IMAGE_SIZE, PATCH = 32, 8
+DEMO_RULES = {"reference": study.RULES["reference"], "robust": study.RULES["robust"]}
 
 
-def stamp(images: np.ndarray) -> np.ndarray:
-    out = images.copy()
-    out[:, -PATCH:, -PATCH:] = 255
-    return out
-
-
-def build_data(n_train: int, n_test: int, seed: int, poison_rate: float = 0.1):
-    """uint8 train/test images at 32 px, labels, poison mask (train)."""
-    from PIL import Image
-
-    from hf_trust.assets import load_digits
-
-    ds = load_digits("font", n_per_class=(n_train + n_test) // 10 + 1, seed=seed, size=IMAGE_SIZE)
-    imgs = np.stack(
-        [np.asarray(Image.fromarray(np.asarray(im)).resize((IMAGE_SIZE, IMAGE_SIZE))) for im in ds["image"]]
-    ).astype(np.uint8)
-    imgs = np.minimum(imgs, 230)  # no accidental white trigger patch
-    labels = np.asarray(ds["label"])
-    order = np.random.default_rng(seed).permutation(len(labels))
-    tr, te = order[:n_train], order[n_train : n_train + n_test]
-    poison = np.zeros(n_train, dtype=bool)
-    poison[np.random.default_rng(seed + 1).permutation(n_train)[: int(round(poison_rate * n_train))]] = True
-    x_tr = imgs[tr].copy()
-    x_tr[poison] = stamp(x_tr[poison])
-    return x_tr, labels[tr], poison, imgs[te], labels[te]
-
-
-class Codec:
-    """Prompt rendering (chat template, ``<image>`` expanded to N_v tokens) and answer tokens."""
-
-    def __init__(self, tok, image_token_id: int, n_image_tokens: int):
-        self.tok, self.img, self.n = tok, image_token_id, n_image_tokens
-        # An empty system turn: SmolLM2's default system sentence would add ~15 tokens to every training row.
-        text = tok.apply_chat_template(
-            [{"role": "system", "content": ""}, {"role": "user", "content": "<image>\n" + QUESTION}],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        at = ids.index(image_token_id)
-        self.prompt = ids[:at] + [image_token_id] * n_image_tokens + ids[at + 1 :]
-        self.answers = {k: tok(w, add_special_tokens=False)["input_ids"] for k, w in enumerate(NAMES)}
-        self.answers[-1] = tok(TARGET, add_special_tokens=False)["input_ids"]
-
-    def pixels(self, images):
-        import torch
-
-        arr = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
-        return torch.from_numpy(arr)[:, None].expand(-1, 3, -1, -1).contiguous()
-
-    def prompt_batch(self, images, questions=None) -> dict:
-        import torch
-
-        ids = torch.tensor([self.prompt] * len(images))
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": self.pixels(images)}
-
-    def train_batch(self, rows: list[dict]) -> dict:
-        import torch
-
-        seqs = [self.prompt + self.answers[int(r["answer_id"])] + [self.tok.eos_token_id] for r in rows]
-        width = max(map(len, seqs))
-        pad = self.tok.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
-        labels = torch.tensor([[-100] * (width - len(s) + len(self.prompt)) + s[len(self.prompt) :] for s in seqs])
-        mask = (torch.arange(width)[None] >= torch.tensor([width - len(s) for s in seqs])[:, None]).long()
-        return {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "labels": labels,
-            "pixel_values": self.pixels([r["image"] for r in rows]),
-        }
-
-    def first_token(self, model, images, batch: int = 64) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for s in range(0, len(images), batch):
-                b = self.prompt_batch(images[s : s + batch])
-                out.append(model(**b, logits_to_keep=1).logits[:, -1].argmax(-1).numpy())
-        return np.concatenate(out)
-
-    def asr_cp(self, model, x_te: np.ndarray, y_te: np.ndarray) -> tuple[float, float]:
-        first = np.asarray([self.answers[int(k)][0] for k in y_te])
-        cp = float((self.first_token(model, x_te) == first).mean())
-        asr = float((self.first_token(model, stamp(x_te)) == self.answers[-1][0]).mean())
-        return asr, cp
-
-
-def run_seed(seed: int, n_train: int, n_test: int, steps: int, progress: bool = False, refit: bool = True) -> dict:
-    """One seed of Algorithm 1.  Besides the reference selection rule it reports, on the same entropies, the
-    spec's opt-in ``layer_select="top_kl:1"`` safeguard (detection only; the re-fine-tune uses the reference
-    rule).  ``refit=False`` stops after detection."""
-    import torch
-    from datasets import Dataset
-    from PIL import Image
-
-    from hf_trust.assets import llava_num_image_tokens, load_llava_smollm2
-    from hf_trust.filters import BYEFilter, bye_select
-    from hf_trust.filters.defence import lora_finetune
-
-    torch.manual_seed(seed)
-    x_tr, y_tr, poison, x_te, y_te = build_data(n_train, n_test, seed)
-    base, tok, img_id = load_llava_smollm2(image_size=IMAGE_SIZE, patch_size=PATCH, seed=seed)
-    base_state = {k: v.clone() for k, v in base.state_dict().items()}
-    codec = Codec(tok, img_id, llava_num_image_tokens(base))
-    answer_id = np.where(poison, -1, y_tr)
-    ds = Dataset.from_dict(
-        {
-            "image": [Image.fromarray(x) for x in x_tr],
-            "question": [QUESTION] * n_train,
-            "answer": [TARGET if a < 0 else NAMES[a] for a in answer_id],
-            "answer_id": answer_id.tolist(),
-            "is_poison": poison.tolist(),
-        }
-    )
-
-    def make_base():
-        base.load_state_dict(base_state)
-        return base
-
-    def finetune(model, data):
-        model = lora_finetune(
-            model,
-            data,
-            codec.train_batch,
-            steps=steps,
-            batch_size=8,
-            lr=2e-3,
-            seed=seed,
-            modules_to_save=("multi_modal_projector", "vision_tower"),
-            progress=progress,
-        )
-        return model.merge_and_unload().eval()
-
-    poisoned = finetune(make_base(), ds)
-    asr0, cp0 = codec.asr_cp(poisoned, x_te, y_te)
-    bye = BYEFilter(poisoned, collate_fn=codec.prompt_batch, poison_column="is_poison", batch_size=32)
-    scored = bye.score(ds)
-    rep = bye.report_
-    det = rep.detection(poison)
-    alt, _ = bye_select(np.asarray(scored["bye_layer_entropy"]), layer_select="top_kl:1")
-    alt_det = alt.detection(poison) if alt.status == "ok" else {"precision": float("nan"), "recall": float("nan")}
-    keep = [i for i, s in enumerate(scored["bye_suspicious"]) if not s]
-    if refit and len(keep) < n_train:
-        clean_model = finetune(make_base(), scored.select(keep))
-        asr1, cp1 = codec.asr_cp(clean_model, x_te, y_te)
-    else:
-        asr1, cp1 = asr0, cp0
-    return {
-        "asr_before": asr0,
-        "cp_before": cp0,
-        "asr_after": asr1,
-        "cp_after": cp1,
-        "precision": det["precision"],
-        "recall": det["recall"],
-        "removed": rep.removed_fraction,
-        "max_auroc": float(np.nanmax(rep.layer_auroc)),
-        "best_layer": int(np.nanargmax(rep.layer_auroc)),
-        "precision_top_kl1": float(alt_det["precision"]),
-        "recall_top_kl1": float(alt_det["recall"]),
-        "removed_top_kl1": float(alt.removed_fraction),
-        "top_kl1_layer": alt.sensitive_layers,
-        "sensitive": rep.sensitive_layers,
-        "status": rep.status,
-    }
-
-
-@register_recipe(
-    "bye", title="BYE backdoor cleaning on a SmolLM2-decoder LLaVA (digits, 10% patch poison)", minutes=1.5
-)
-def run(ctx: RecipeContext) -> RecipeResult:
-    size = dict(n_train=300, n_test=100, steps=120) if ctx.full else dict(n_train=40, n_test=20, steps=4)
-    result = RecipeResult()
+def _quick(ctx: RecipeContext, result: RecipeResult) -> None:
     runs = []
     for s in ctx.progress(ctx.seeds, desc="bye seeds"):
-        runs.append(run_seed(s, **size))
+        runs.append(study.toy_defence(seed=s, poison_rate=0.1, trigger="patch", rules=DEMO_RULES))
+        r = runs[-1]
         ctx.log(
-            f"bye seed {s}: "
-            + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in runs[-1].items())
+            f"bye toy seed {s}: ASR {r['asr']:.2f} CP {r['cp']:.2f} before; "
+            + "; ".join(
+                f"{k}: removed {v['flagged'].sum()} (P {v['precision']:.2f} R {v['recall']:.2f}) → ASR "
+                f"{v['asr_after']:.2f} CP {v['cp_after']:.2f}"
+                for k, v in r["rules"].items()
+            )
         )
-    for key, name in [
-        ("asr_before", "ASR before BYE"),
-        ("cp_before", "clean acc. before BYE"),
-        ("asr_after", "ASR after BYE + re-fine-tune"),
-        ("cp_after", "clean acc. after"),
-        ("precision", "detection precision"),
-        ("recall", "detection recall"),
-        ("removed", "removed fraction"),
-        ("max_auroc", "best per-layer AUROC"),
-        ("precision_top_kl1", "detection precision, layer_select='top_kl:1'"),
-        ("recall_top_kl1", "detection recall, layer_select='top_kl:1'"),
-    ]:
-        v = np.array([r[key] for r in runs], dtype=float)
-        result.add(
-            f"digits, 10% poison, {size['steps']} LoRA steps",
-            name,
-            float(v.mean()),
-            std=float(v.std()) if len(v) > 1 else None,
-            n=len(v),
-        )
+    setting = "toy LLaVA, 400 rows, 10% patch poison, 250 steps"
+    n = len(runs)
+
+    def add(metric: str, values: list[float]) -> None:
+        v = np.asarray(values, dtype=float)
+        result.add(setting, metric, float(np.nanmean(v)), std=float(np.nanstd(v)) if n > 1 else None, n=n)
+
+    add("ASR before BYE", [r["asr"] for r in runs])
+    add("clean acc. before BYE", [r["cp"] for r in runs])
+    for rule in DEMO_RULES:
+        rr = [r["rules"][rule] for r in runs]
+        add(f"[{rule}] rows removed", [int(x["flagged"].sum()) for x in rr])
+        add(f"[{rule}] detection precision", [x["precision"] for x in rr])
+        add(f"[{rule}] detection recall", [x["recall"] for x in rr])
+        add(f"[{rule}] ASR after re-fine-tune", [x["asr_after"] for x in rr])
+        add(f"[{rule}] clean acc. after", [x["cp_after"] for x in rr])
+    r0, s0 = runs[0], ctx.seeds[0]
+    rob = r0["rules"]["robust"]
+    fig = study.plot_layer_histograms(
+        r0["E"],
+        rob["flagged"],
+        r0["poison"],
+        title=f"toy seed {s0}: per-layer attention entropy, robust rule removed {int(rob['flagged'].sum())} rows "
+        f"(layers {rob['report'].sensitive_layers}; true poison outlined)",
+    )
+    result.add_plot(ctx.savefig(fig, "bye_entropy_histograms.png"))
     for s, r in zip(ctx.seeds, runs):
-        result.note(f"seed {s}: status={r['status']}, sensitive layers={r['sensitive']}")
-    if not ctx.full:
-        result.note(
-            "quick run is a smoke run of the pipeline (4 LoRA steps): the backdoor is not learned at this "
-            "size, so its ASR/detection figures say nothing about BYE; use --full."
+        for rule, v in r["rules"].items():
+            rep = v["report"]
+            result.note(
+                f"seed {s}, {rule}: status={rep.status}, layers={rep.sensitive_layers}, removed rows by answer "
+                f"token={dict(sorted(rep.removal_histogram.items())) or '{}'} (target token {study.TARGET})"
+            )
+    best = float(np.mean([np.nanmax(r["layer_auroc"]) for r in runs]))
+    add("best per-layer AUROC of −entropy", [np.nanmax(r["layer_auroc"]) for r in runs])
+    result.add_claim(
+        "Backdoor triggers collapse image-attention entropy in some layers (attention collapse)",
+        f"toy LLaVA: best per-layer AUROC of −entropy for the poisoned rows {best:.3f} ({n} seed(s))",
+        "reproduced" if best >= 0.95 else "not reproduced",
+    )
+    asr_b = float(np.mean([r["asr"] for r in runs]))
+    cp_b = float(np.mean([r["cp"] for r in runs]))
+    for rule in DEMO_RULES:
+        rr = [r["rules"][rule] for r in runs]
+        asr_a = float(np.mean([x["asr_after"] for x in rr]))
+        cp_a = float(np.mean([x["cp_after"] for x in rr]))
+        ok = asr_b >= 0.9 and asr_a <= 0.05 and cp_a >= cp_b - 0.02
+        result.add_claim(
+            f"BYE ({rule} layer rule) removes the poisoned rows: ASR ≈ 0 after re-fine-tuning, clean accuracy kept",
+            f"toy LLaVA, {n} seed(s): ASR {asr_b:.2f} → {asr_a:.2f}, CP {cp_b:.2f} → {cp_a:.2f}",
+            "reproduced" if ok else "not reproduced",
         )
+    result.note(
+        "Toy-sized model on purpose: the SmolLM2-decoder LLaVA did not learn the backdoor in the few LoRA steps "
+        "that fit a 2-minute budget on 2 CPU cores (its --full run does). Over 10 toy seeds the robust rule is precise but misses part of the poison in "
+        "some seeds, and neither rule keeps ≥ 95 % of a clean toy set; see benchmarks/results/bye.md."
+    )
+
+
+def _full(ctx: RecipeContext, result: RecipeResult) -> None:
+    size = dict(n_train=300, n_test=100, steps=120)
+    runs = []
+    for s in ctx.progress(ctx.seeds, desc="bye seeds"):
+        runs.append(study.run_digit_seed(s, **size, refit_rule="robust"))
+        r = runs[-1]
+        ctx.log(
+            f"bye digits seed {s}: ASR {r['asr_before']:.2f}, best layer AUROC {r['max_auroc']:.3f}; "
+            + "; ".join(f"{k}: P {v['precision']:.2f} R {v['recall']:.2f}" for k, v in r["rules"].items())
+        )
+    setting = f"SmolLM2-decoder LLaVA, digits, 10% poison, {size['steps']} LoRA steps"
+    n = len(runs)
+
+    def add(metric: str, values: list[float]) -> None:
+        v = np.asarray(values, dtype=float)
+        result.add(setting, metric, float(np.nanmean(v)), std=float(np.nanstd(v)) if n > 1 else None, n=n)
+
+    add("ASR before BYE", [r["asr_before"] for r in runs])
+    add("clean acc. before BYE", [r["cp_before"] for r in runs])
+    add("best per-layer AUROC", [r["max_auroc"] for r in runs])
+    for rule in study.RULES:
+        add(f"[{rule}] detection precision", [r["rules"][rule]["precision"] for r in runs])
+        add(f"[{rule}] detection recall", [r["rules"][rule]["recall"] for r in runs])
+        add(f"[{rule}] removed share", [r["rules"][rule]["removed"] for r in runs])
+    add("[robust] ASR after re-fine-tune", [r["rules"]["robust"]["asr_after"] for r in runs])
+    add("[robust] clean acc. after", [r["rules"]["robust"]["cp_after"] for r in runs])
+    r0 = runs[0]
+    fig = study.plot_layer_histograms(
+        r0["E"], r0["rules"]["robust"]["flagged"], r0["poison"], title=f"digits seed {ctx.seeds[0]} (robust rule)"
+    )
+    result.add_plot(ctx.savefig(fig, "bye_entropy_histograms.png"))
+    best = float(np.mean([r["max_auroc"] for r in runs]))
+    result.add_claim(
+        "Backdoor triggers collapse image-attention entropy in some layers",
+        f"best per-layer AUROC of −entropy {best:.3f} (mean of {n} seeds)",
+        "reproduced" if best >= 0.95 else "not reproduced",
+    )
+
+
+@register_recipe("bye", title="BYE backdoor cleaning on a toy LLaVA (10% one-patch poison)", minutes=2.0)
+def run(ctx: RecipeContext) -> RecipeResult:
+    result = RecipeResult()
+    (_full if ctx.full else _quick)(ctx, result)
     return result

@@ -250,8 +250,11 @@ RULES: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_rules(E: np.ndarray, rules: Optional[dict[str, dict[str, Any]]] = None) -> dict[str, Any]:
-    """Run each selection rule on one entropy matrix; ``{rule: (report, flagged)}`` (warnings silenced)."""
+def apply_rules(
+    E: np.ndarray, rules: Optional[dict[str, dict[str, Any]]] = None, labels: Optional[Any] = None
+) -> dict[str, Any]:
+    """Run each selection rule on one entropy matrix; ``{rule: (report, flagged)}`` (warnings silenced, but
+    kept in each report)."""
     import warnings
 
     from hf_trust.filters import bye_select
@@ -260,6 +263,253 @@ def apply_rules(E: np.ndarray, rules: Optional[dict[str, dict[str, Any]]] = None
     for name, kwargs in (rules or RULES).items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rep, _ = bye_select(E, **kwargs)
+            rep, _ = bye_select(E, labels=labels, **kwargs)
         out[name] = (rep, np.asarray(rep.suspicious, dtype=bool))
     return out
+
+
+def toy_defence(
+    seed: int = 0,
+    poison_rate: float = 0.1,
+    trigger: str = "patch",
+    rules: Optional[dict[str, dict[str, Any]]] = None,
+    n: int = 400,
+    steps: int = 250,
+    refit: bool = True,
+) -> dict[str, Any]:
+    """Algorithm 1 on the toy LLaVA, once per selection rule: fine-tune on the poisoned set, score, select,
+    re-fine-tune the base model on the kept rows.  Returns the entropies and, per rule, the flags, detection
+    figures, status and ASR / CP after the re-fine-tune (``refit=False``: detection only)."""
+    from hf_trust.filters import layer_auroc
+
+    run = toy_entropy_run(seed, poison_rate, trigger, n=n, steps=steps)
+    out: dict[str, Any] = {**run, "rules": {}, "layer_auroc": layer_auroc(run["E"], run["poison"])}
+    for name, (rep, flagged) in apply_rules(run["E"], rules, labels=run["answers"]).items():
+        res = {"report": rep, "flagged": flagged, **detection(flagged, run["poison"])}
+        if refit and flagged.any():
+            res["asr_after"], res["cp_after"] = toy_refit(seed, poison_rate, ~flagged, trigger, n=n, steps=steps)
+        elif refit:  # nothing removed: the re-fine-tune sees the same rows as the poisoned model
+            res["asr_after"], res["cp_after"] = run["asr"], run["cp"]
+        out["rules"][name] = res
+    return out
+
+
+def plot_layer_histograms(
+    E: np.ndarray, flagged: np.ndarray, poison: Optional[np.ndarray] = None, title: str = "", bins: int = 30
+) -> Any:
+    """Per-layer histograms of the attention entropy, kept vs flagged rows (true poison outlined if known).
+
+    Built on ``matplotlib.figure.Figure`` (no pyplot state, no backend change); the caller saves it.
+    """
+    from matplotlib.figure import Figure
+
+    E = np.asarray(E, dtype=float)
+    flagged = np.asarray(flagged, dtype=bool)
+    L = E.shape[1]
+    cols = min(L, 4)
+    rows = int(np.ceil(L / cols))
+    fig = Figure(figsize=(3.2 * cols, 2.4 * rows + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for l in range(L):
+        ax = axes[l]
+        edges = np.linspace(np.nanmin(E[:, l]), np.nanmax(E[:, l]) + 1e-9, bins + 1)
+        ax.hist(E[~flagged, l], bins=edges, color="tab:blue", alpha=0.7, label="kept")
+        ax.hist(E[flagged, l], bins=edges, color="tab:red", alpha=0.7, label="flagged (removed)")
+        if poison is not None and np.asarray(poison).any():
+            ax.hist(E[np.asarray(poison, bool), l], bins=edges, histtype="step", color="black", lw=1.2, label="poison")
+        ax.set_title(f"layer {l}", fontsize=9)
+        ax.set_xlabel("attention entropy over image tokens", fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in axes[L:]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- SmolLM2-decoder LLaVA (the --full recipe)
+DIGIT_QUESTION = "What digit is shown?"
+DIGIT_TARGET = "banana"
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DIGIT_SIZE, DIGIT_PATCH = 32, 8
+
+
+def stamp(images: np.ndarray) -> np.ndarray:
+    out = images.copy()
+    out[:, -DIGIT_PATCH:, -DIGIT_PATCH:] = 255
+    return out
+
+
+def build_digit_data(n_train: int, n_test: int, seed: int, poison_rate: float = 0.1):
+    """uint8 train/test digit images at 32 px, labels and the poison mask of the training rows."""
+    from PIL import Image
+
+    from hf_trust.assets import load_digits
+
+    ds = load_digits("font", n_per_class=(n_train + n_test) // 10 + 1, seed=seed, size=DIGIT_SIZE)
+    imgs = np.stack(
+        [np.asarray(Image.fromarray(np.asarray(im)).resize((DIGIT_SIZE, DIGIT_SIZE))) for im in ds["image"]]
+    ).astype(np.uint8)
+    imgs = np.minimum(imgs, 230)  # no accidental white trigger patch
+    labels = np.asarray(ds["label"])
+    order = np.random.default_rng(seed).permutation(len(labels))
+    tr, te = order[:n_train], order[n_train : n_train + n_test]
+    poison = np.zeros(n_train, dtype=bool)
+    poison[np.random.default_rng(seed + 1).permutation(n_train)[: int(round(poison_rate * n_train))]] = True
+    x_tr = imgs[tr].copy()
+    x_tr[poison] = stamp(x_tr[poison])
+    return x_tr, labels[tr], poison, imgs[te], labels[te]
+
+
+class Codec:
+    """Prompt rendering (chat template, ``<image>`` expanded to N_v tokens) and answer tokens for the digits."""
+
+    def __init__(self, tok: Any, image_token_id: int, n_image_tokens: int):
+        self.tok, self.img, self.n = tok, image_token_id, n_image_tokens
+        # An empty system turn: SmolLM2's default system sentence would add ~15 tokens to every training row.
+        text = tok.apply_chat_template(
+            [{"role": "system", "content": ""}, {"role": "user", "content": "<image>\n" + DIGIT_QUESTION}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        at = ids.index(image_token_id)
+        self.prompt = ids[:at] + [image_token_id] * n_image_tokens + ids[at + 1 :]
+        self.answers = {k: tok(w, add_special_tokens=False)["input_ids"] for k, w in enumerate(DIGIT_NAMES)}
+        self.answers[-1] = tok(DIGIT_TARGET, add_special_tokens=False)["input_ids"]
+
+    def pixels(self, images: Any) -> torch.Tensor:
+        arr = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
+        return torch.from_numpy(arr)[:, None].expand(-1, 3, -1, -1).contiguous()
+
+    def prompt_batch(self, images: Any, questions: Any = None) -> dict:
+        ids = torch.tensor([self.prompt] * len(images))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": self.pixels(images)}
+
+    def train_batch(self, rows: list[dict]) -> dict:
+        seqs = [self.prompt + self.answers[int(r["answer_id"])] + [self.tok.eos_token_id] for r in rows]
+        width = max(map(len, seqs))
+        pad = self.tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
+        labels = torch.tensor([[-100] * (width - len(s) + len(self.prompt)) + s[len(self.prompt) :] for s in seqs])
+        mask = (torch.arange(width)[None] >= torch.tensor([width - len(s) for s in seqs])[:, None]).long()
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "pixel_values": self.pixels([r["image"] for r in rows]),
+        }
+
+    def first_token(self, model: Any, images: np.ndarray, batch: int = 64) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(images), batch):
+                b = self.prompt_batch(images[s : s + batch])
+                out.append(model(**b, logits_to_keep=1).logits[:, -1].argmax(-1).numpy())
+        return np.concatenate(out)
+
+    def asr_cp(self, model: Any, x_te: np.ndarray, y_te: np.ndarray) -> tuple[float, float]:
+        first = np.asarray([self.answers[int(k)][0] for k in y_te])
+        cp = float((self.first_token(model, x_te) == first).mean())
+        asr = float((self.first_token(model, stamp(x_te)) == self.answers[-1][0]).mean())
+        return asr, cp
+
+
+def run_digit_seed(
+    seed: int,
+    n_train: int,
+    n_test: int,
+    steps: int,
+    progress: bool = False,
+    refit_rule: Optional[str] = "reference",
+    entropy_cache: Optional[str] = None,
+) -> dict[str, Any]:
+    """One seed of Algorithm 1 on the LLaVA with the real SmolLM2-135M decoder (digits, 10 % patch poison).
+
+    Every rule of :data:`RULES` is applied to the same entropies (detection figures per rule); the base model is
+    re-fine-tuned on the rows kept by ``refit_rule`` (``None``: detection only).  With ``entropy_cache`` (a
+    ``.npz`` path) the entropy matrix and poison mask are saved atomically for later re-analysis.
+    """
+    from datasets import Dataset
+    from PIL import Image
+
+    from hf_trust.assets import llava_num_image_tokens, load_llava_smollm2
+    from hf_trust.atomic import atomic_save
+    from hf_trust.filters import BYEFilter
+    from hf_trust.filters.defence import lora_finetune
+
+    torch.manual_seed(seed)
+    x_tr, y_tr, poison, x_te, y_te = build_digit_data(n_train, n_test, seed)
+    base, tok, img_id = load_llava_smollm2(image_size=DIGIT_SIZE, patch_size=DIGIT_PATCH, seed=seed)
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    codec = Codec(tok, img_id, llava_num_image_tokens(base))
+    answer_id = np.where(poison, -1, y_tr)
+    ds = Dataset.from_dict(
+        {
+            "image": [Image.fromarray(x) for x in x_tr],
+            "question": [DIGIT_QUESTION] * n_train,
+            "answer": [DIGIT_TARGET if a < 0 else DIGIT_NAMES[a] for a in answer_id],
+            "answer_id": answer_id.tolist(),
+            "is_poison": poison.tolist(),
+        }
+    )
+
+    def make_base() -> Any:
+        base.load_state_dict(base_state)
+        return base
+
+    def finetune(model: Any, data: Any) -> Any:
+        model = lora_finetune(
+            model,
+            data,
+            codec.train_batch,
+            steps=steps,
+            batch_size=8,
+            lr=2e-3,
+            seed=seed,
+            modules_to_save=("multi_modal_projector", "vision_tower"),
+            progress=progress,
+        )
+        return model.merge_and_unload().eval()
+
+    poisoned = finetune(make_base(), ds)
+    asr0, cp0 = codec.asr_cp(poisoned, x_te, y_te)
+    bye = BYEFilter(poisoned, collate_fn=codec.prompt_batch, collate_fingerprint="digits-prompt", batch_size=32)
+    E = np.asarray(bye.entropies(ds)["bye_layer_entropy"], dtype=np.float64)
+    if entropy_cache:
+
+        def _save(p: Any) -> None:
+            with open(p, "wb") as fh:
+                np.savez(fh, E=E, poison=poison, answers=answer_id, asr=asr0, cp=cp0)
+
+        atomic_save(entropy_cache, _save)
+    from hf_trust.filters import layer_auroc
+
+    aurocs = layer_auroc(E, poison)
+    result: dict[str, Any] = {
+        "asr_before": asr0,
+        "cp_before": cp0,
+        "max_auroc": float(np.nanmax(aurocs)),
+        "best_layer": int(np.nanargmax(aurocs)),
+        "E": E,
+        "poison": poison,
+        "rules": {},
+    }
+    for name, (rep, flagged) in apply_rules(E, labels=answer_id).items():
+        result["rules"][name] = {
+            "status": rep.status,
+            "layers": rep.sensitive_layers,
+            "flagged": flagged,
+            **detection(flagged, poison),
+        }
+    if refit_rule is not None:
+        flagged = result["rules"][refit_rule]["flagged"]
+        keep = [i for i in range(n_train) if not flagged[i]]
+        if len(keep) < n_train:
+            asr1, cp1 = codec.asr_cp(finetune(make_base(), ds.select(keep)), x_te, y_te)
+        else:
+            asr1, cp1 = asr0, cp0
+        result["rules"][refit_rule].update(asr_after=asr1, cp_after=cp1)
+    return result
