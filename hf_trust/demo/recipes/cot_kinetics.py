@@ -1,62 +1,28 @@
-"""CoT-Kinetics on real generations: SmolLM2-135M-Instruct solving reasoning-gym problems.
+"""CoT-Kinetics on real generations: SmolLM2-135M-Instruct's own arithmetic chains (reasoning-gym).
 
-The model writes a step-by-step solution; the task's own scorer labels the final number; the detection
-table compares the (reconstructed) CoT-Kinetics energy with MaxProb, perplexity, entropy, CoE-R and CoE-C
-on the same generations, with a bootstrap interval on AUROC.
+The model writes greedy few-shot chains for problems it solves about half the time (so AUROC has power);
+the task's own scorer labels the final number; the energy (default: momentum and curvature, no logit
+lens) is compared with MaxProb, perplexity, entropy, CoE-R and CoE-C on the same chains, with bootstrap
+intervals on AUROC and a picture of the ROC curves.
 """
 
 from __future__ import annotations
-
-import re
-from typing import Optional
 
 import numpy as np
 
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 
-TASKS = ("basic_arithmetic", "chain_sum", "gsm_symbolic")
-PREFIX = "Let's think step by step."
-THINK_END = "The answer is"
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+BASELINE_LABELS = {
+    "maxprob": "MaxProb",
+    "perplexity": "perplexity",
+    "entropy": "entropy",
+    "coe_r": "CoE-R",
+    "coe_c": "CoE-C",
+}
 
 
-def extract_answer(text: str) -> Optional[str]:
-    """The number after the last "The answer is", else the last number in the text."""
-    tail = text.rsplit(THINK_END, 1)[-1] if THINK_END in text else text
-    nums = _NUMBER.findall(tail) or _NUMBER.findall(text)
-    return nums[-1] if nums else None
-
-
-def generate_chains(model, tok, questions, max_new_tokens: int, batch_size: int = 8, progress=None):
-    """Greedy chains; returns (prompt ids, generated ids, decoded text) per question."""
-    import torch
-
-    tok.padding_side = "left"
-    prompts = []
-    for q in questions:
-        msgs = [
-            {"role": "system", "content": f"Solve the problem step by step, then end with '{THINK_END} <number>.'"},
-            {"role": "user", "content": q},
-        ]
-        text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + PREFIX
-        prompts.append(text)
-    out = []
-    batches = range(0, len(prompts), batch_size)
-    for s in progress(batches, desc="generating") if progress else batches:
-        enc = tok(prompts[s : s + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        for i in range(len(gen)):
-            prompt_ids = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
-            new = gen[i, enc["input_ids"].shape[1] :].tolist()
-            new = [t for t in new if t != tok.pad_token_id]
-            if tok.eos_token_id in new:
-                new = new[: new.index(tok.eos_token_id)]
-            out.append((prompt_ids, new or [tok.eos_token_id], tok.decode(new, skip_special_tokens=True)))
-    return out
-
-
-def bootstrap_auroc(score, labels, n: int = 500, seed: int = 0) -> tuple[float, float]:
+def bootstrap_auroc(score, labels, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95 % interval of AUROC over resamples of the chains."""
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(seed)
@@ -64,62 +30,99 @@ def bootstrap_auroc(score, labels, n: int = 500, seed: int = 0) -> tuple[float, 
     vals = []
     for _ in range(n):
         ix = rng.integers(0, len(labels), len(labels))
-        if len(set(labels[ix])) == 2:
+        if 0 < labels[ix].sum() < len(ix):
             vals.append(roc_auc_score(labels[ix], score[ix]))
     return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
-@register_recipe("cot_kinetics", title="CoT-Kinetics vs five baselines on SmolLM2 reasoning chains", minutes=2.0)
+@register_recipe("cot_kinetics", title="CoT-Kinetics vs five baselines on SmolLM2's own arithmetic chains", minutes=1.5)
 def run(ctx: RecipeContext) -> RecipeResult:
     import evaluate
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
 
     import hf_trust
     from hf_trust import assets
-    from hf_trust.metrics.cot_kinetics.kinetics import BASELINE_DIRECTION
+    from hf_trust.demo.studies.cot_kinetics import ANSWER_MARKER, DEFAULT_TASKS, make_chains
+    from hf_trust.metrics.cot_kinetics.kinetics import BASELINE_DIRECTION, ENERGY_DIRECTION
 
     result = RecipeResult()
-    per_task = 40 if ctx.full else 8
-    max_new = 96 if ctx.full else 48
-    lens_layers = list(range(0, 31, 3)) if ctx.full else [10, 20, 30]
+    per_task = 200 if ctx.full else 64
     model, tok = assets.load_smollm2()
-    ds = assets.load_reasoning_tasks(TASKS, per_task, seed=ctx.seeds[0])
-    chains = generate_chains(model, tok, ds["question"], max_new, progress=ctx.progress)
-    labels = [
-        int(assets.score_reasoning(t, extract_answer(text), e) >= 1.0)
-        for (_, _, text), t, e in zip(chains, ds["task"], ds["entry"])
-    ]
+    chains = make_chains(
+        model,
+        tok,
+        DEFAULT_TASKS,
+        per_task=per_task,
+        seed=ctx.seeds[0],
+        max_new_tokens=32,
+        batch_size=16,
+        cache_dir=assets.cache_dir() / "cot_kinetics",
+        progress=lambda it: ctx.progress(list(it), desc="generating chains"),
+    )
+    labels = np.array([c.correct for c in chains])
+    n, acc = len(labels), float(labels.mean())
+    task = DEFAULT_TASKS[0]
+    setting = f"SmolLM2-135M, {task.name} {task.config.get('min_terms')} terms"
+    result.add(setting, "answer accuracy", acc, n=n)
+    if not 0 < labels.sum() < n:
+        result.note(f"all {n} answers were {'correct' if acc else 'wrong'}: no detection table.")
+        result.add_claim(
+            "energy detects wrong answers better than baselines", "no correct/wrong mix", "not at this size"
+        )
+        return result
     det = evaluate.load(hf_trust.metric_path("cot_kinetics"), "detection")
-    kwargs = dict(
-        predictions=[c[2] or "-" for c in chains],
-        token_ids=[c[1] for c in chains],
-        prompt_ids=[c[0] for c in chains],
+    out = det.compute(
+        predictions=[c.text or "-" for c in chains],
+        references=labels.tolist(),
+        token_ids=[c.output_ids or [tok.eos_token_id] for c in chains],
+        prompt_ids=[c.prompt_ids for c in chains],
         model=model,
         tokenizer=tok,
         think_start="",
-        think_end=THINK_END,
-        lens_layers=lens_layers,
-        batch_size=4,
+        think_end=ANSWER_MARKER,
+        batch_size=8,
     )
-    n, acc = len(labels), float(np.mean(labels))
-    result.add("SmolLM2-135M, " + "+".join(TASKS), "answer accuracy", acc, n=n)
-    if 0 < sum(labels) < n:
-        out = det.compute(references=labels, **kwargs)
-        for name, row in out["detection_table"].items():
-            sign = 1.0 if name == "cot_kinetics" else BASELINE_DIRECTION[name]
-            score = -np.asarray(out["energy"]) if name == "cot_kinetics" else sign * np.asarray(out["baselines"][name])
-            lo, hi = bootstrap_auroc(score, labels)
-            result.add(name, "AUROC", row["auroc"], n=n, note=f"95% bootstrap [{lo:.2f}, {hi:.2f}]")
-            result.add(name, "AUPR", row["aupr"], n=n)
-            result.add(name, "FPR@95", row["fpr_at_95"], n=n)
-        statuses = out["segment_status"]
-        result.note(
-            f"segments: {statuses.count('ok')} ended with '{THINK_END}', "
-            f"{statuses.count('no_think_end')} were scored whole (no end marker)."
-        )
+    scores = {"CoT-Kinetics energy": ENERGY_DIRECTION * np.asarray(out["energy"])}
+    scores["momentum alone"] = ENERGY_DIRECTION * np.asarray(out["momentum"])
+    scores["curvature alone"] = ENERGY_DIRECTION * np.asarray(out["curvature"])
+    for k, label in BASELINE_LABELS.items():
+        scores[label] = BASELINE_DIRECTION[k] * np.asarray(out["baselines"][k])
+    keys = ["cot_kinetics", "momentum", "curvature", *BASELINE_LABELS]
+    aurocs, cis = {}, {}
+    for (name, score), key in zip(scores.items(), keys):
+        row = out["detection_table"][key]
+        lo, hi = bootstrap_auroc(score, labels, seed=len(aurocs))
+        aurocs[name], cis[name] = row["auroc"], (lo, hi)
+        result.add(name, "AUROC", row["auroc"], n=n, note=f"95% bootstrap [{lo:.2f}, {hi:.2f}]")
+        result.add(name, "FPR@95", row["fpr_at_95"], n=n)
+    fig, ax = plt.subplots(figsize=(5.2, 4.8))
+    for name, score in scores.items():
+        fpr, tpr, _ = roc_curve(labels, score)
+        ax.plot(fpr, tpr, lw=2.2 if name == "CoT-Kinetics energy" else 1.1, label=f"{name} ({aurocs[name]:.2f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate (wrong answers accepted)")
+    ax.set_ylabel("true positive rate (correct answers accepted)")
+    ax.set_title(f"ROC, {n} chains, accuracy {acc:.2f}")
+    ax.legend(fontsize=7, loc="lower right")
+    result.add_plot(ctx.savefig(fig, "cot_kinetics_roc.png"))
+    energy, lo_e, hi_e = aurocs["CoT-Kinetics energy"], *cis["CoT-Kinetics energy"]
+    best = max(BASELINE_LABELS.values(), key=lambda k: aurocs[k])
+    if energy > aurocs[best] and lo_e > 0.5:
+        verdict = "reproduced"
+    elif aurocs[best] > hi_e:
+        verdict = "not reproduced"
     else:
-        result.note(f"all {n} answers were {'correct' if sum(labels) else 'wrong'}: no detection table.")
+        verdict = "not at this size"
+    result.add_claim(
+        "CoT-Kinetics energy separates correct from wrong answers better than existing baselines (AUROC)",
+        f"energy AUROC {energy:.2f} [{lo_e:.2f}, {hi_e:.2f}] vs best baseline {best} {aurocs[best]:.2f} "
+        f"[{cis[best][0]:.2f}, {cis[best][1]:.2f}], n = {n}, accuracy {acc:.2f}",
+        verdict,
+    )
     result.note(
-        "The energy is the project's reconstruction of the paper's equation (its method section was "
-        "not available); logit-lens layers " + str(lens_layers) + "."
+        "The energy is the project's reconstruction (momentum + curvature of hidden states across layers, "
+        "γ = 0.8, no logit lens); the paper's method section was not available. Larger run with every term "
+        "and both CoE token sets: benchmarks/results/cot_kinetics.md."
     )
     return result
