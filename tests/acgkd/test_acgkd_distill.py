@@ -34,6 +34,8 @@ def test_teacher_is_perfect_on_the_motif_task(task):
 
 
 def test_acgkd_reaches_teacher_while_controls_stay_at_chance(task, distilled, tmp_path):
+    """Teacher seed 1 (the module's fixture). The same claim on teacher seed 0 is tested below and does
+    not hold, so this is a per-teacher result, not a guarantee of the method at this size."""
     teacher, test = task
     model, core, _ = distilled
     t_acc = graph_accuracy(teacher, test)
@@ -42,6 +44,19 @@ def test_acgkd_reaches_teacher_while_controls_stay_at_chance(task, distilled, tm
     assert graph_accuracy(untrained, test) <= 0.6
     randg = acgkd_distill(teacher, student(0), small_args(tmp_path, gen_mode="randg"), progress=False)
     assert graph_accuracy(randg, test) <= 0.6
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured student/teacher 0.515 (default), 0.50 (lr 1e-2), 0.50 (M = 128) on teacher seed 0: the "
+    "pseudo-graphs satisfy this teacher (it gives 0.95 of them their target class) without covering the real "
+    "motif distribution (teacher seeds 1 and 2 reach 1.0); benchmarks/results/acgkd.md. Strict: if it starts to hold, the claims must be updated.",
+)
+def test_acgkd_reaches_teacher_on_a_second_teacher_seed(tmp_path):
+    teacher, test = motif_teacher(0)
+    assert graph_accuracy(teacher, test) == 1.0  # the teacher itself is perfect here too
+    model = acgkd_distill(teacher, student(0), small_args(tmp_path), progress=False)
+    assert graph_accuracy(model, test) >= 0.95
 
 
 def test_generation_inverts_the_teacher(distilled):

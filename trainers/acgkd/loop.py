@@ -47,6 +47,7 @@ def acgkd_distill(
     progress: bool = True,
     return_core: bool = False,
     bank=None,
+    eval_every: int = 0,
 ):
     """Distil ``teacher`` into ``student`` without data; returns the trained :class:`DistillModel`.
 
@@ -54,6 +55,9 @@ def acgkd_distill(
     training. With ``return_core=True`` also returns the :class:`ACGKDCore` (bank, history).
     ``bank`` starts from an existing :class:`PseudoGraphBank`; with ``gen_warmup_steps=0`` and
     ``gen_steps_per_student_step=0`` it stays frozen.
+    ``eval_every`` > 0 (with ``eval_graphs``) also records, every that many student steps and at the end,
+    ``core.history["eval_curve"]``: rows of step, curriculum pool share r(t) and accuracy on ``eval_graphs``
+    (a read-only pass in eval mode: it changes neither the weights nor any random draw of training).
     """
     from tqdm.auto import tqdm
 
@@ -63,7 +67,15 @@ def acgkd_distill(
     model: DistillModel = core.model.train()
     core.warmup(progress=progress)
     opt, sched = build_student_optimizer(model, args)
+    curve = core.history.setdefault("eval_curve", []) if eval_every and eval_graphs is not None else None
+
+    def record(step: int) -> None:
+        share = core.sampler.ratio(step)
+        curve.append({"step": step, "pool_share": float(share), "accuracy": graph_accuracy(model, eval_graphs)})
+
     for step in tqdm(range(args.max_steps), desc="ACGKD distillation", disable=not progress):
+        if curve is not None and step % eval_every == 0:
+            record(step)
         core.phase2_generator(step)
         loss = core.student_loss(model, step)
         loss.backward()
@@ -72,6 +84,8 @@ def acgkd_distill(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+    if curve is not None:
+        record(args.max_steps)
     if eval_graphs is not None:
         core.history["eval_accuracy"] = [graph_accuracy(model, eval_graphs)]
     core.close()
