@@ -17,11 +17,15 @@ Usage::
     python benchmarks/assemble_results.py            # rewrite RESULTS.md
     python benchmarks/assemble_results.py --check    # exit 1 if RESULTS.md is not what the files give
     python benchmarks/assemble_results.py --strict   # exit 1 if a file lacks its front matter
+    python benchmarks/assemble_results.py --adopt-summary [NAME ...]
+        # one-off: move each row of RESULTS.md's current (hand-written) summary table into the front
+        # matter of its method's file, for files that have none yet; then run without options
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,6 +115,56 @@ def introduction(results_md: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+#: Row labels of the hand-written summary table that do not simply name their file (``--adopt-summary``).
+ROW_LABELS = {
+    "federated core": "federated",
+    "federated prompt learning": "fpl",
+    "cot-kinetics (reconstructed)": "cot_kinetics",
+    "peft suite": "peft_suite",
+}
+
+
+def summary_rows(results_md: str) -> dict[str, dict[str, str]]:
+    """The rows of the summary table in RESULTS.md, keyed by the per-method file they belong to."""
+    rows: dict[str, dict[str, str]] = {}
+    lines = introduction_table(results_md)
+    for line in lines[2:]:
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) != 3:
+            raise ValueError(f"summary row {line!r} does not have three cells (method, headline, status)")
+        label = cells[0]
+        rows[ROW_LABELS.get(label.lower(), re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_"))] = dict(
+            zip(SUMMARY_KEYS, cells)
+        )
+    return rows
+
+
+def introduction_table(results_md: str) -> list[str]:
+    """The table lines (``| ... |``) above the first section of RESULTS.md."""
+    head = results_md.split("\n## ", 1)[0] if not results_md.startswith("## ") else ""
+    return [line for line in head.splitlines() if line.lstrip().startswith("|")]
+
+
+def front_matter(summary: dict[str, str]) -> str:
+    """The YAML front matter block for one per-method file."""
+    return "---\n" + yaml.safe_dump(summary, sort_keys=False, allow_unicode=True, width=1000) + "---\n"
+
+
+def adopt_summary(results_md: str, results_dir: Path, only: Sequence[str] = ()) -> list[str]:
+    """Write each summary row of RESULTS.md into its file's front matter (files without one); return their names."""
+    rows = summary_rows(results_md)
+    done = []
+    for name, summary in rows.items():
+        path = results_dir / f"{name}.md"
+        if (only and name not in only) or not path.is_file():
+            continue
+        text = path.read_text()
+        if parse_result_file(name, text).summary is None:
+            atomic_write_text(path, front_matter(summary) + text)
+            done.append(name)
+    return done
+
+
 def load_files(results_dir: Path) -> tuple[list[ResultFile], list[str]]:
     """The per-method files in :data:`ORDER` (then any others, sorted), and warnings about them."""
     present = {p.stem: p for p in sorted(results_dir.glob("*.md"))}
@@ -133,9 +187,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="do not write; exit 1 if RESULTS.md is out of date")
     p.add_argument("--strict", action="store_true", help="exit 1 if a per-method file lacks its front matter")
+    p.add_argument(
+        "--adopt-summary",
+        nargs="*",
+        metavar="NAME",
+        help="one-off: copy the current summary rows into the front matter of files that lack it (all or NAMEs)",
+    )
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
     p.add_argument("--target", type=Path, default=HERE / "RESULTS.md")
     args = p.parse_args(argv)
+    if args.adopt_summary is not None:
+        try:
+            done = adopt_summary(args.target.read_text(), args.results_dir, args.adopt_summary)
+        except ValueError as exc:
+            print(f"assemble_results: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"front matter added to: {', '.join(done) or 'none (every file has one)'}")
+        return 0
     try:
         text, warnings = assemble(args.target.read_text(), args.results_dir)
     except ValueError as exc:
