@@ -314,6 +314,9 @@ def _adapter_paths(result: RecipeResult, root: Path, name: str) -> list[tuple[st
             found.append((rel.as_posix(), extra))
     for cfg in sorted(rdir.rglob("adapter_config.json")):
         path = cfg.parent.resolve()
+        # Trainer checkpoints hold adapter configs too; they are not what the recipe hands over.
+        if any(part.startswith("checkpoint-") for part in cfg.relative_to(rdir).parts):
+            continue
         if path not in seen:
             seen.add(path)
             found.append((path.relative_to(root.resolve()).as_posix(), {}))

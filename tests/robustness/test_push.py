@@ -249,6 +249,8 @@ def _adapter_recipe(ctx: RecipeContext) -> RecipeResult:
     result.add_adapter(ctx.out_dir / "adapter", metrics={"toy score": 0.5}, evidence={"forgetting": FORGETTING})
     # A second adapter the recipe did not record is still found (any adapter_config.json in its folder).
     model.save_pretrained(ctx.out_dir / "lora_control")
+    # Trainer checkpoints are not published.
+    model.save_pretrained(ctx.out_dir / "run" / "checkpoint-5")
     return result
 
 
