@@ -1,0 +1,72 @@
+"""Flower as the engine of federations beyond one job (``pip install "hf-trust[flower]"``).
+
+:class:`FlowerFederation` runs any :class:`~hf_trust.trainers.federated.ClientTrainer` of the federated core
+as a real Flower app (flwr ≥ 1.42, Message API): a ``ClientApp`` whose ``train`` / ``evaluate`` handlers wrap
+the client trainer, and a ``ServerApp`` that drives any Flower strategy (``flwr.serverapp.strategy.FedAvg``,
+``FedProx``, ``FedAdam``, ``FedMedian``, ``Krum``, ``FedTrimmedAvg``, the differential-privacy wrappers ...) or
+one of ours (:class:`~hf_trust.trainers.federated.Strategy`, adapted by :class:`HFTrustStrategy`).
+
+Two ways to run it:
+
+* ``fed.run_simulation(parts)``: Flower's Simulation Engine (Ray), one virtual SuperNode per client;
+  :func:`run_simulations` runs several federations over one Ray start-up.
+* ``client_app, server_app = fed.apps(parts)``: the real apps, for ``flwr run`` against a SuperLink and
+  SuperNodes (the Deployment Engine); ``examples/flower_app`` is such an app.
+
+The in-process :class:`~hf_trust.trainers.federated.FederatedTrainer` stays the reference: with the same model,
+partition, seed and FedAvg/FedProx both give the same global parameters (to float32 round-off).
+"""
+
+from __future__ import annotations
+
+try:  # the extra: a clear error instead of a bare ModuleNotFoundError deep inside
+    import flwr  # noqa: F401
+    from flwr.app import ArrayRecord  # noqa: F401  (flwr < 1.20 has no Message API)
+except ImportError as exc:  # pragma: no cover - exercised by simulating the missing module
+    from hf_trust.errors import MissingExtraError
+
+    raise MissingExtraError(
+        "hf_trust.trainers.federated.flower needs Flower (flwr >= 1.42 with the Message API and the Ray "
+        'simulation backend); install it with: pip install "hf-trust[flower]"'
+    ) from exc
+
+from ._records import UNIT_WEIGHT_KEY, arrays_to_params, params_to_arrays
+from .client import ClientRuntime
+from .federation import FlowerFederation, default_backend_config, run_simulations
+from .strategy import HFTrustStrategy, as_flower_strategy
+
+# flwr_datasets (and the datasets stack it imports) only when its interop is used: a SuperNode process that
+# only trains should not pay for it.
+_LAZY = {
+    "PartitionsPartitioner",
+    "dirichlet_from_flwr",
+    "dirichlet_to_flwr",
+    "partitions_from_flwr",
+    "partitions_to_flwr",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import datasets
+
+        return getattr(datasets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "UNIT_WEIGHT_KEY",
+    "ClientRuntime",
+    "FlowerFederation",
+    "HFTrustStrategy",
+    "PartitionsPartitioner",
+    "arrays_to_params",
+    "as_flower_strategy",
+    "default_backend_config",
+    "dirichlet_from_flwr",
+    "dirichlet_to_flwr",
+    "params_to_arrays",
+    "partitions_from_flwr",
+    "partitions_to_flwr",
+    "run_simulations",
+]
