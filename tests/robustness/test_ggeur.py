@@ -75,7 +75,7 @@ def test_eval_class_no_client_holds_warns():
 
 # ---------------------------------------------------------------- the demo's feature cache
 def _cache(tmp_path, key, calls):
-    from hf_trust.demo.recipes.ggeur import cached_arrays
+    from hf_trust.demo.studies.ggeur import cached_arrays
 
     def compute():
         calls.append(1)

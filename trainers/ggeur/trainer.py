@@ -128,7 +128,8 @@ class GGEURTrainer:
         self.eval_datasets = eval_datasets or {}
         self.accelerator = accelerator
         self.emb_col, self.label_col, self.domain_col = embedding_column, label_column, domain_column
-        self.shapes: dict[int, GeometricShape] = {}
+        self.shapes: dict[int, GeometricShape] = {}  # empty for augment="none"/"oversample"/"local_cov"
+        self.shape_classes: list[int] = []
         self.class_counts: dict[int, int] = {}
         self.prototypes: dict[str, dict[int, np.ndarray]] = {}
         self.payload_bytes: list[int] = []
@@ -269,9 +270,12 @@ class GGEURTrainer:
                 d: {c: (dom_s1[i, c] / dom_s0[i, c]).numpy() for c in range(num_classes) if dom_s0[i, c] > 0}
                 for i, d in enumerate(domains)
             }
-        # 3) eigendecomposition on rank 0, identical eigenvectors everywhere
-        shapes = None
-        if fed.rank == 0:
+        # 3) eigendecomposition on rank 0, identical eigenvectors everywhere. The controls that never read a
+        # shape's directions or spread ("none", "oversample", "local_cov") skip it: at d = 1280 the d×d
+        # eigendecompositions are most of the run's time.
+        self.shape_classes = sorted(per_class)
+        shapes: Optional[dict] = {}
+        if fed.rank == 0 and cfg.augment in ("ggeur", "isotropic"):
             boost = cfg.boost_which if cfg.mode == "multi_domain" else "none"
             shapes = {
                 c: GeometricShape.from_covariance(self.pooled_cov[c].numpy(), boost, cfg.boost_k, cfg.boost_max)
@@ -306,7 +310,7 @@ class GGEURTrainer:
                 out = augment_single_domain(
                     z,
                     y,
-                    {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes},
+                    {c: isotropic_shape(z.shape[1], 0.0) for c in self.shape_classes},
                     target,
                     rng,
                     num_classes=self.num_classes,
@@ -319,7 +323,7 @@ class GGEURTrainer:
         elif cfg.augment == "oversample":
             # The equal-count control of the multi-domain rule: every held class resampled from the client's
             # own real rows up to the same per-class target, with no cross-domain prototype and no noise.
-            zero = {c: isotropic_shape(z.shape[1], 0.0) for c in self.shapes}
+            zero = {c: isotropic_shape(z.shape[1], 0.0) for c in self.shape_classes}
             out = augment_single_domain(
                 z, y, zero, cfg.target_per_class or 2000, rng, num_classes=self.num_classes, per_sample=cfg.per_sample
             )
@@ -342,7 +346,7 @@ class GGEURTrainer:
                 step1_keep=cfg.step1_keep,
                 prototype_draws=cfg.prototype_draws,
                 target_per_class=cfg.target_per_class or 2000,
-                classes=sorted(self.shapes),
+                classes=self.shape_classes,
                 official=cfg.compat == "official",
             )
         if cfg.normalize and out.synthetic.any():

@@ -2,183 +2,77 @@
 
 Label skew: 10 clients, Dirichlet α; FedAvg alone and with four augmentations at equal sample counts
 (oversampled real rows, isotropic noise, client-local covariance, GGEUR's global covariance).
-Domain skew: one client per digit domain (handwritten / printed / corrupted), GGEUR's multi-domain rule.
+Domain skew: one client per digit domain (handwritten / printed / corrupted), GGEUR's multi-domain rule
+against FedAvg and the equal-count oversampling control.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
-from hf_trust.atomic import atomic_save
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
+from hf_trust.demo.studies.ggeur import (
+    MULTI_DOMAIN_VARIANTS,
+    VARIANTS,
+    efficientnet_embeddings,
+    projection_sample,
+    run_label_skew,
+    run_multi_domain,
+)
 
-logger = logging.getLogger("hf_trust.demo.ggeur")
-
-VARIANTS = ("none", "oversample", "isotropic", "local_cov", "ggeur")
-
-
-# Bumped whenever the way features are computed changes (preprocessing, pooling): old cache files go stale.
-FEATURE_VERSION = 2
-
-
-def _sha256_arrays(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        digest.update(f"{a.dtype.str}|{a.shape}|".encode())
-        digest.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
-    return digest.hexdigest()
+LABELS = {"none": "FedAvg", "oversample": "+oversample", "isotropic": "+isotropic", "local_cov": "+local cov"}
 
 
-def module_fingerprint(model: Any) -> str:
-    """SHA-256 of a module's class and every tensor of its state dict (names, dtypes, shapes, values)."""
-    digest = hashlib.sha256(type(model).__qualname__.encode())
-    for name, t in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(_sha256_arrays(t.detach().cpu().numpy()).encode())
-    return digest.hexdigest()
+def _label(variant: str) -> str:
+    return LABELS.get(variant, "+GGEUR")
 
 
-def cached_arrays(folder: Path, stem: str, key: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]):
-    """Arrays cached under ``folder`` in a file named after ``stem`` and the hash of ``key``.
-
-    ``key`` must hold everything that determines the arrays. The file stores the key itself and the
-    SHA-256 of every array, and is verified on read: a truncated file, a key mismatch (a hash collision
-    or a hand-copied file) or changed contents raise no error but are logged and recomputed; every write
-    is atomic, so an interrupted run never leaves a half file that a later run would trust.
-    """
-    blob = json.dumps(key, sort_keys=True, default=str)
-    path = Path(folder) / f"{stem}_{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
-    if path.is_file():
-        problem = None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            meta = json.loads(str(arrays.pop("__meta__")))
-            if meta.get("key") != json.loads(blob):
-                problem = "it was written for other settings"
-            elif meta.get("sha256") != {k: _sha256_arrays(v) for k, v in sorted(arrays.items())}:
-                problem = "its contents do not match their recorded SHA-256"
-        except Exception as exc:  # truncated zip, missing member, bad JSON: all mean "recompute"
-            problem = f"it cannot be read ({type(exc).__name__}: {exc})"
-        if problem is None:
-            return arrays
-        logger.warning("feature cache %s is stale or corrupt (%s); recomputing it.", path, problem)
-    arrays = compute()
-    meta = {"key": json.loads(blob), "sha256": {k: _sha256_arrays(v) for k, v in sorted(arrays.items())}}
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would otherwise append ".npz" to the name
-            np.savez(fh, __meta__=np.asarray(json.dumps(meta)), **arrays)
-
-    atomic_save(path, write)
-    return arrays
+def _mean_std(vals) -> tuple[float, Optional[float]]:
+    return float(np.mean(vals)), float(np.std(vals)) if len(vals) > 1 else None
 
 
-def efficientnet_embeddings(name: str, n_train: int, n_test: int, size: int, seed: int = 0):
-    """Cached EfficientNet-Lite0 features: ``(train Dataset, test Dataset)`` with embedding, label(, domain).
+def _figure(curves: dict[str, list[list[float]]], title: str, projection: dict):
+    """Left: test accuracy per round of each variant; right: the 2-D projection of real vs generated rows."""
+    from matplotlib.figure import Figure
 
-    The cache is keyed on the data (a hash of the very images and labels), the encoder (a hash of its
-    weights), the input size, the subset sizes, the seed and :data:`FEATURE_VERSION`.
-    """
-    from datasets import Dataset
-
-    from hf_trust import assets
-
-    if name == "fashion":
-        tr = assets.load_fashion_mnist("train", limit=n_train, seed=seed)
-        te = assets.load_fashion_mnist("test", limit=n_test, seed=seed)
-    else:
-        full = assets.load_digit_domains(n_per_class=(n_train + n_test) // 30, seed=seed)
-        split = full.train_test_split(test_size=n_test / len(full), seed=seed, stratify_by_column="label")
-        tr, te = split["train"], split["test"]
-    images = {tag: np.stack([np.asarray(im) for im in ds["image"]]) for tag, ds in (("train", tr), ("test", te))}
-    labels = {tag: np.asarray(ds["label"]) for tag, ds in (("train", tr), ("test", te))}
-    domains = {
-        tag: np.asarray(ds["domain"] if "domain" in ds.column_names else [], dtype=str)
-        for tag, ds in (("train", tr), ("test", te))
-    }
-    model = assets.load_efficientnet_lite0()
-    key = {
-        "dataset": name,
-        "n_train": n_train,
-        "n_test": n_test,
-        "size": size,
-        "seed": seed,
-        "version": FEATURE_VERSION,
-        "encoder": module_fingerprint(model),
-        "data": _sha256_arrays(*images.values(), *labels.values(), *domains.values()),
-    }
-
-    def compute() -> dict[str, np.ndarray]:
-        return {
-            "xtr": assets.efficientnet_features(model, images["train"], size=size),
-            "xte": assets.efficientnet_features(model, images["test"], size=size),
-        }
-
-    feats = cached_arrays(assets.cache_dir() / "features", f"effnet_{name}", key, compute)
-
-    def make(x, y, d):
-        cols = {"embedding": x.astype(np.float32).tolist(), "label": y.tolist()}
-        if len(d):
-            cols["domain"] = d.tolist()
-        return Dataset.from_dict(cols)
-
-    return (
-        make(feats["xtr"], labels["train"], domains["train"]),
-        make(feats["xte"], labels["test"], domains["test"]),
-    )
-
-
-def run_label_skew(
-    train, test, alpha: float, seed: int, rounds: int, variants=VARIANTS, clients: int = 10, progress=None
-) -> dict[str, float]:
-    """Final-round test accuracy of FedAvg with each augmentation variant on one Dirichlet split."""
-    from hf_trust.trainers.federated import DirichletLabelPartitioner, FedAvg, FederatedConfig
-    from hf_trust.trainers.ggeur import GGEURConfig, GGEURTrainer
-
-    parts = DirichletLabelPartitioner(num_clients=clients, alpha=alpha, min_size=1, min_per_class=1, seed=seed).split(
-        train
-    )
-    out = {}
-    for variant in variants if progress is None else progress(variants, desc=f"α={alpha} seed={seed}"):
-        cfg = GGEURConfig(augment=variant, lr=1e-3, batch_size=64, local_epochs=2, per_sample=50, seed=seed)
-        trainer = GGEURTrainer(cfg, FedAvg(), FederatedConfig(rounds=rounds, seed=seed), eval_datasets={"test": test})
-        out[variant] = trainer.fit(parts)[-1]["eval_test_accuracy"]
-    return out
-
-
-def run_multi_domain(train, test, seed: int, rounds: int, target: int = 300) -> dict[str, dict[str, float]]:
-    """Per-domain test accuracy without and with GGEUR's multi-domain rule (one client per domain)."""
-    from hf_trust.trainers.federated import DomainPartitioner, FedAvg, FederatedConfig
-    from hf_trust.trainers.ggeur import GGEURConfig, GGEURTrainer
-
-    parts = DomainPartitioner(num_clients=3, seed=seed).split(train, domain_column="domain")
-    domains = sorted(set(test["domain"]))
-    evals = {d: test.filter(lambda r, d=d: r["domain"] == d) for d in domains}
-    out = {}
-    for variant in ("none", "ggeur"):
-        cfg = GGEURConfig(
-            mode="multi_domain",
-            augment=variant,
-            lr=1e-3,
-            batch_size=32,
-            local_epochs=2,
-            target_per_class=target,
-            step1_keep=target // 2,
-            prototype_draws=target // 2,
-            seed=seed,
+    fig = Figure(figsize=(10, 3.8))
+    ax, px = fig.subplots(1, 2)
+    for variant, runs in curves.items():
+        mean = np.mean(np.asarray(runs), axis=0)
+        ax.plot(
+            np.arange(1, len(mean) + 1),
+            mean,
+            marker="o",
+            ms=3,
+            label=_label(variant),
+            lw=2 if variant == "ggeur" else 1,
         )
-        hist = GGEURTrainer(cfg, FedAvg(), FederatedConfig(rounds=rounds, seed=seed), eval_datasets=evals).fit(parts)
-        out[variant] = {d: hist[-1][f"eval_{d}_accuracy"] for d in domains}
-    return out
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    for i, (c, d) in enumerate(projection["by_class"].items()):
+        color = f"C{i}"
+        px.scatter(*d["global_real"].T, s=6, color="0.8", zorder=1)
+        px.scatter(*d["generated"].T, s=8, color=color, alpha=0.35, marker="^", zorder=2)
+        px.scatter(
+            *d["client_real"].T,
+            s=40,
+            color=color,
+            edgecolor="k",
+            zorder=3,
+            label=f"class {c}: {d['n_client_real']} real → +{d['n_generated']} generated",
+        )
+    px.scatter([], [], s=6, color="0.8", label="all clients' real rows (grey)")
+    px.scatter([], [], s=8, color="0.4", marker="^", label="generated (triangles)")
+    px.set_title(f"client {projection['client']}: real (circles) vs GGEUR rows, PCA", fontsize=9)
+    px.set_xticks([])
+    px.set_yticks([])
+    px.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
 
 
 @register_recipe("ggeur", title="GGEUR: geometry-guided augmentation on EfficientNet features", minutes=1.5)
@@ -193,34 +87,61 @@ def run(ctx: RecipeContext, dataset: Optional[str] = None) -> RecipeResult:
     train, test = efficientnet_embeddings(name, n_train, n_test, size)
     result.note(
         f"{name}: {len(train)} train / {len(test)} test EfficientNet-Lite0 features ({size}px), "
-        f"10 clients, Dir(α) with ≥1 sample per class, {rounds} rounds × 2 local epochs, Adam 1e-3."
+        f"10 clients, Dir(α) with ≥1 sample per class, {rounds} rounds × 2 local epochs, Adam 1e-3. "
+        f"Every augmentation fills a client's held classes to the same counts; '+oversample' does so by "
+        f"resampling the client's own rows, so it is the equal-count control of '+GGEUR'."
     )
-    for alpha in alphas:
+    headline = {}
+    for ai, alpha in enumerate(alphas):
         table = {v: [] for v in VARIANTS}
-        for seed in ctx.seeds:
-            for v, acc in run_label_skew(train, test, alpha, seed, rounds, progress=ctx.progress).items():
-                table[v].append(acc)
+        curves = {v: [] for v in VARIANTS}
+        projection = None
+        for si, seed in enumerate(ctx.seeds):
+            first = ai == 0 and si == 0
+            runs = run_label_skew(train, test, alpha, seed, rounds, progress=ctx.progress, keep_ggeur=first)
+            for v in VARIANTS:
+                table[v].append(runs[v]["final"])
+                curves[v].append(runs[v]["curve"])
+            if first:
+                projection = projection_sample(runs["ggeur_trainer"], runs["partitions"], seed=seed)
+                runs["ggeur_trainer"].partitions.release()
         for v in VARIANTS:
-            result.add(
-                f"{name} α={alpha}",
-                f"acc {'FedAvg' if v == 'none' else '+' + v}",
-                float(np.mean(table[v])),
-                std=float(np.std(table[v])) if len(table[v]) > 1 else None,
-                n=len(table[v]),
-            )
-    dtrain, dtest = efficientnet_embeddings("digits", 900, 300, size)
-    md = {"none": {}, "ggeur": {}}
+            mean, std = _mean_std(table[v])
+            result.add(f"{name} α={alpha}", f"acc {_label(v)}", mean, std=std, n=len(table[v]))
+        headline[alpha] = {v: _mean_std(table[v])[0] for v in VARIANTS}
+        if projection is not None:
+            fig = _figure(curves, f"{name}, Dir(α={alpha}), {len(ctx.seeds)} seed(s)", projection)
+            result.add_plot(ctx.savefig(fig, "ggeur_rounds_and_projection.png"))
+
+    n_dtrain, n_dtest = 900, 300
+    dtrain, dtest = efficientnet_embeddings("digits", n_dtrain, n_dtest, size)
+    md = {v: {} for v in MULTI_DOMAIN_VARIANTS}
     for seed in ctx.seeds:
         for variant, accs in run_multi_domain(dtrain, dtest, seed, rounds).items():
             for d, a in accs.items():
                 md[variant].setdefault(d, []).append(a)
-    for variant in ("none", "ggeur"):
+    for variant in MULTI_DOMAIN_VARIANTS:
         for d, accs in md[variant].items():
-            result.add(
-                f"digit domains, client={d}",
-                f"acc {'FedAvg' if variant == 'none' else '+GGEUR'}",
-                float(np.mean(accs)),
-                std=float(np.std(accs)) if len(accs) > 1 else None,
-                n=len(accs),
-            )
+            mean, std = _mean_std(accs)
+            result.add(f"digit domains, client={d}", f"acc {_label(variant)}", mean, std=std, n=len(accs))
+    result.note(
+        f"Domain skew: {len(dtrain)} train / {len(dtest)} test digit features, one client per domain, "
+        f"target 300 rows per class; '+oversample' is the equal-count control (own rows only, no prototypes)."
+    )
+
+    h = headline[alphas[0]]
+    best_other = max(h["none"], h["oversample"])
+    gain = h["ggeur"] - best_other
+    md_mean = {v: float(np.mean([np.mean(a) for a in md[v].values()])) for v in MULTI_DOMAIN_VARIANTS}
+    measured = (
+        f"{name} α={alphas[0]}: FedAvg {h['none']:.3f}, +oversample {h['oversample']:.3f}, +GGEUR {h['ggeur']:.3f}; "
+        f"digit domains (mean over clients): FedAvg {md_mean['none']:.3f}, +oversample {md_mean['oversample']:.3f}, "
+        f"+GGEUR {md_mean['ggeur']:.3f}"
+    )
+    verdict = "reproduced" if gain > 0.01 else "not reproduced" if h["ggeur"] < h["none"] else "not at this size"
+    result.add_claim(
+        "GGEUR's global-geometry augmentation improves FedAvg under label skew beyond equal-count oversampling",
+        measured,
+        verdict,
+    )
     return result
