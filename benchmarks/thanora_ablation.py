@@ -2,7 +2,7 @@
 
 Arms (same r, α, target modules, optimiser, steps and mixed batches per seed; no task ids in training):
 
-* ``LoRA``, ``PiSSA`` (``init_lora_weights="pissa_niter_4"``), ``CorDA`` (IPA, covariance from a mixed preview),
+* ``LoRA``, ``PiSSA`` (``init_lora_weights="pissa_niter_4"``), ``CorDA`` (IPM, instruction-previewed mode, covariance from a mixed preview),
   ``EVA`` (``rho=1``: equal rank in every layer) — what a PEFT user would try first;
 * ``ThanoRA`` (cooperative block, softmax allocation, covariance init, λ = 1e-2) and its ablations
   ``no cooperative block``, ``uniform split``, ``random task-block init``, ``λ = 0``.
@@ -60,25 +60,44 @@ def encode(tok, rows, max_len: int = 96):
     return out
 
 
-def collate(examples, pad_id):
+def collate(examples, pad_id, with_labels: bool = True):
+    """Left-padded batch: every answer ends at the last position, so the loss needs logits only there."""
     width = max(len(e[0]) for e in examples)
     ids = torch.full((len(examples), width), pad_id)
     labels = torch.full((len(examples), width), -100)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for r, (i, lab) in enumerate(examples):
-        ids[r, : len(i)] = torch.tensor(i)
-        labels[r, : len(lab)] = torch.tensor(lab)
-        mask[r, : len(i)] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        ids[r, width - len(i) :] = torch.tensor(i)
+        labels[r, width - len(lab) :] = torch.tensor(lab)
+        mask[r, width - len(i) :] = 1
+    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp_min(0)}
+    if with_labels:
+        batch["labels"] = labels
+    else:
+        batch["logits_to_keep"] = 1  # calibration: only the layer inputs matter, skip the 49k-way head
+    return batch
+
+
+def answer_loss(model, batch) -> tuple[torch.Tensor, int]:
+    """Mean next-token NLL over the answer tokens, computing the LM head only on the last K positions."""
+    labels = batch["labels"]
+    k = int((labels != -100).sum(1).max()) + 1
+    inputs = {key: v for key, v in batch.items() if key != "labels"}
+    logits = model(**inputs, logits_to_keep=k).logits[:, :-1].float()
+    target = labels[:, -k + 1 :]
+    n = int((target != -100).sum())
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+    )
+    return loss, n
 
 
 def answer_nll(model, examples, pad_id) -> float:
     total = n = 0.0
     with torch.no_grad():
         for s in range(0, len(examples), 8):
-            b = collate(examples[s : s + 8], pad_id)
-            k = int((b["labels"][:, 1:] != -100).sum())
-            total += float(model(**b).loss) * k
+            loss, k = answer_loss(model, collate(examples[s : s + 8], pad_id))
+            total += float(loss) * k
             n += k
     return total / max(n, 1)
 
@@ -106,12 +125,15 @@ def build(arm: str, base, common: dict, calib: dict, mixed_calib: list, seed: in
     if arm == "CorDA":
         from peft.tuners.lora.corda import preprocess_corda
 
-        cfg = LoraConfig(init_lora_weights="corda", corda_config=CordaConfig(corda_method="ipa"), **common)
+        cfg = LoraConfig(init_lora_weights="corda", corda_config=CordaConfig(corda_method="ipm"), **common)
 
         def run_model():
+            # CorDA's hooks expect one unpadded example per forward.
             with torch.no_grad():
                 for b in mixed_calib:
-                    m(**b)
+                    for row in range(b["input_ids"].shape[0]):
+                        keep = b["attention_mask"][row].bool()
+                        m(input_ids=b["input_ids"][row, keep][None], logits_to_keep=1)
 
         preprocess_corda(m, cfg, run_model=run_model)
         return get_peft_model(m, cfg), False
@@ -134,7 +156,7 @@ def train(model, regularized: bool, train_rows, steps: int, lr: float, batch: in
     t0 = time.perf_counter()
     for _ in range(steps):
         pick = [train_rows[i] for i in rng.choice(len(train_rows), size=batch, replace=False)]
-        loss = model(**collate(pick, pad)).loss
+        loss = answer_loss(model, collate(pick, pad))[0]
         if regularized:
             loss = loss + model.base_model.regularization_loss()
         opt.zero_grad()
@@ -153,7 +175,7 @@ def tau_sweep(out: Path, taus, r: int, n_calib: int) -> dict:
     for i, t in enumerate(TASKS):
         ds = assets.load_reasoning_tasks([t], n_calib, seed=100 + i)
         enc = encode(tok, list(zip(ds["question"], ds["answer"])))
-        calib[t] = [collate(enc[s : s + 4], tok.pad_token_id) for s in range(0, n_calib, 4)]
+        calib[t] = [collate(enc[s : s + 4], tok.pad_token_id, with_labels=False) for s in range(0, n_calib, 4)]
     cfg = ThanoRAConfig(
         task_names=list(TASKS),
         r=r,
@@ -218,7 +240,7 @@ def main() -> None:
         train_rows += enc[: args.n_train]
         evals[t] = enc[args.n_train : args.n_train + args.n_eval]
         cal = enc[args.n_train + args.n_eval :]
-        calib[t] = [collate(cal[s : s + 4], pad) for s in range(0, len(cal), 4)]
+        calib[t] = [collate(cal[s : s + 4], pad, with_labels=False) for s in range(0, len(cal), 4)]
         mixed += calib[t]
     # Named modules rather than "all-linear": preprocess_corda does not expand that shorthand.
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -1,9 +1,11 @@
 """ThanoRA on SmolLM2-135M-Instruct with a reasoning-gym task mixture, through the ``Trainer`` API.
 
     python examples/thanora_multitask.py --steps 30 --out runs/thanora
-    python examples/thanora_multitask.py --compare --seeds 0 1 2     # ThanoRA vs LoRA (the demo's --full setting)
 
-Flow: per-task calibration batches → ``preprocess_thanora`` (rank split + task-subspace init) →
+ThanoRA vs LoRA at equal r is the demo recipe (``hf-trust demo --methods thanora [--full]``); the ablation and
+PEFT peers are ``benchmarks/thanora_ablation.py``.
+
+Flow: per-task preview batches → ``preprocess_thanora`` (rank split, cooperative block, covariance init) →
 ``get_peft_model`` → ``ThanoRATrainer`` on the shuffled mixture (no task ids) → allocation table →
 save, export as a stock LoRA adapter, merge.
 """
@@ -15,6 +17,31 @@ from pathlib import Path
 
 import torch
 
+#: Heterogeneous in input and output: word reversal (characters), arithmetic (digits), counting (story).
+TASKS = ("spell_backward", "basic_arithmetic", "leg_counting")
+
+
+def encode(tok, rows, max_len: int = 96):
+    """Chat-formatted (question, answer) → (input ids, labels on the answer tokens only)."""
+    out = []
+    for q, a in rows:
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tok(a + tok.eos_token, add_special_tokens=False)["input_ids"]
+        out.append(((p_ids + a_ids)[-max_len:], ([-100] * len(p_ids) + a_ids)[-max_len:]))
+    return out
+
+
+def preview_batch(examples, pad_id):
+    """Right-padded calibration batch (padding is excluded from ThanoRA's statistics by the mask)."""
+    width = max(len(i) for i, _ in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for r, (i, _) in enumerate(examples):
+        ids[r, : len(i)] = torch.tensor(i)
+        mask[r, : len(i)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
 
 def train_with_trainer(args) -> None:
     from datasets import Dataset
@@ -22,8 +49,7 @@ def train_with_trainer(args) -> None:
     from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
     from hf_trust import ThanoRAConfig, ThanoRATrainer, assets, preprocess_thanora
-    from hf_trust.demo.recipes.thanora import TASKS, collate, encode
-    from hf_trust.peft_tuners.thanora.report import format_allocation
+    from hf_trust.peft_tuners.thanora import format_allocation
 
     model, tok = assets.load_smollm2()
     pad = tok.pad_token_id
@@ -31,8 +57,8 @@ def train_with_trainer(args) -> None:
     for t in TASKS:
         ds = assets.load_reasoning_tasks([t], args.n_train + 8, seed=args.seed)
         enc = encode(tok, list(zip(ds["question"], ds["answer"])))
-        rows += [{"input_ids": i, "labels": l, "task": t} for i, l, _ in enc[: args.n_train]]
-        calib[t] = [collate(enc[args.n_train :][s : s + 4], pad) for s in (0, 4)]
+        rows += [{"input_ids": i, "labels": lab, "task": t} for i, lab in enc[: args.n_train]]
+        calib[t] = [preview_batch(enc[args.n_train :][s : s + 4], pad) for s in (0, 4)]
     config = ThanoRAConfig(
         task_names=list(TASKS),
         r=args.r,
@@ -71,22 +97,8 @@ def train_with_trainer(args) -> None:
     print("saved adapter, stock-LoRA export and merged model under", args.out)
 
 
-def compare(args) -> None:
-    from hf_trust.demo import RecipeContext
-    from hf_trust.demo.recipes import thanora
-    from hf_trust.demo.runner import format_table
-
-    result = thanora.run(RecipeContext(out_dir=Path(args.out), full=not args.quick, seeds=args.seeds))
-    print(format_table({"thanora": result}))
-    for note in result.notes:
-        print("-", note)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--compare", action="store_true", help="ThanoRA vs LoRA at equal r/steps/data (the demo recipe)")
-    ap.add_argument("--quick", action="store_true", help="with --compare: the demo's short setting")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--n-train", type=int, default=32)
@@ -95,7 +107,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    compare(args) if args.compare else train_with_trainer(args)
+    train_with_trainer(args)
 
 
 if __name__ == "__main__":
