@@ -102,6 +102,9 @@ class ThanoRAConfig(LoraFamilyConfig):
         subspace_factors (`str`, defaults to `"both"`): which factors the regulariser acts on: ``"A"``, ``"B"`` or
             ``"both"`` (the paper does not say).
         intra_lambda (`float`, defaults to `0.0`): λ_in of the within-block anti-collapse term Σ_t ‖Â_t Â_tᵀ − I‖².
+        use_dora (`bool`, defaults to `False`): LoRA's option, allowed: the task and cooperative blocks partition A
+            and B as usual and DoRA's magnitude rescales the whole update; such an adapter cannot be exported as
+            plain LoRA (``export_as_lora`` refuses it) and the method was not described with DoRA.
         regularize_B (`bool`, defaults to `True`): older switch, kept so saved adapters load; ``False`` means
             ``subspace_factors="A"``.
         calib_tokens_per_task (`int`, defaults to `2048`):
@@ -195,10 +198,6 @@ class ThanoRAConfig(LoraFamilyConfig):
                 raise HFTrustConfigError(
                     f"ThanoRAConfig.manual_ranks {self.manual_ranks} go below min_rank_per_task={self.min_rank_per_task}."
                 )
-        if self.use_dora:
-            raise HFTrustConfigError(
-                "ThanoRAConfig.use_dora must be False (the task blocks assume ΔW = s·BA); use a plain LoraConfig for DoRA."
-            )
 
     # ------------------------------------------------------------------ derived values
     def cooperative_rank_for(self, r: int) -> int:

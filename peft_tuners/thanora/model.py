@@ -193,3 +193,16 @@ class ThanoRAModel(LoraFamilyModel):
                 }
             )
         return rows
+
+    # ------------------------------------------------------------------ export
+    def export_as_lora(self, path, adapter_name: Optional[str] = None):
+        """Write the adapter as a stock PEFT LoRA adapter (``peft_type: LORA``; loads without ``import hf_trust``).
+
+        Refused for a DoRA adapter, whose update also depends on its magnitude vector.
+        """
+        if self._config(adapter_name).use_dora:
+            raise HFTrustConfigError(
+                "ThanoRAConfig.use_dora=True: the update includes DoRA's magnitude vector, which a plain LoRA export "
+                "cannot carry. Save the adapter with save_pretrained (it loads after `import hf_trust`)."
+            )
+        return super().export_as_lora(path, adapter_name)

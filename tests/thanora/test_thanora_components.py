@@ -270,3 +270,19 @@ def test_delete_adapter_leaves_no_thanora_state_and_keeps_the_other_adapter():
     model.delete_adapter("foobar")
     assert [a for m, a in held if "foobar" in getattr(m, a)] == []
     assert all(m.thanora_slices["other"] == [(0, 2), (2, 4)] for m in layers)  # 6 − 2 = 4 → 2 + 2
+
+
+def test_dora_variant_merges_exactly_and_refuses_stock_lora_export(tmp_path):
+    base = make_tiny_llama()
+    cfg = llama_cfg(use_dora=True, rank_allocation="uniform", task_init="random")
+    model = get_peft_model(base, cfg)
+    randomize(model)
+    model.eval()
+    ids = lm_batches(1, seed=4)[0]
+    with torch.no_grad():
+        ref = model(**ids).logits
+    with pytest.raises(HFTrustConfigError, match="use_dora"):
+        model.base_model.export_as_lora(tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    with torch.no_grad():
+        assert (model.merge_and_unload()(**ids).logits - ref).abs().max() < 1e-5
