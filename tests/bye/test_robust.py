@@ -100,3 +100,22 @@ def test_removed_share_per_class_matches_a_recount():
     for k in ("a", "b", "target"):
         assert rep.removed_share_per_class[k] == pytest.approx(flagged[labels == k].mean())
     assert rep.removed_share_per_class["target"] >= 0.9 and rep.removed_share_per_class["a"] <= 0.05
+
+
+def test_filter_forwards_the_robust_rule_and_its_parameters():
+    """``BYEFilter(..., layer_select="robust")`` runs the same selection as ``bye_select`` on its entropies."""
+    from hf_trust.filters import BYEFilter
+
+    from . import toy
+
+    model = toy.make_tiny_llava(seed=0)
+    ds = toy.make_dataset(48, 0.1, seed=0)
+    bye = BYEFilter(model, collate_fn=toy.collate, batch_size=24, layer_select="robust", max_minority=0.3)
+    scored = bye.score(ds)
+    rep = bye.report_
+    assert rep.params["layer_select"] == "robust" and rep.params["max_minority"] == 0.3
+    direct, _ = bye_select(
+        np.asarray(scored["bye_layer_entropy"]), layer_select="robust", max_minority=0.3, labels=ds["answer"]
+    )
+    assert rep.suspicious == direct.suspicious and rep.sensitive_layers == direct.sensitive_layers
+    assert rep.removed_share_per_class == direct.removed_share_per_class
