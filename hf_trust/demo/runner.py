@@ -360,12 +360,18 @@ def _push_adapters(
 @contextlib.contextmanager
 def _staging(out_dir: Path, parent: Path) -> Iterator[Path]:
     """``atomic_directory`` with its first write turned into a one-line :class:`DemoError`."""
-    entered = False
+    entered = built = False
     try:
         with atomic_directory(out_dir) as staging:
             entered = True
             yield staging
+            built = True
     except OSError as exc:
+        if built:  # the swap itself failed; atomic_directory has put the previous report back
+            raise DemoError(
+                f"could not move the new report into {out_dir} ({exc.strerror or exc}); "
+                "the previous report there is unchanged"
+            ) from exc
         if entered:
             raise
         # A real write probe: os.access says yes to root even on read-only file systems.

@@ -177,10 +177,11 @@ def test_crash_while_swapping_in_the_new_report_keeps_the_old_one(tmp_path, monk
 
     monkeypatch.setattr(os, "replace", crash_on_swap(real_replace))
     monkeypatch.setattr(os, "rename", crash_on_swap(real_rename))
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(DemoError, match="simulated crash.*previous report there is unchanged"):
         run_demo(["zz_value"], out_dir=out, seeds=[8])
     monkeypatch.undo()
     assert _report(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # staging and old copy cleaned up
     assert json.loads((out / "results.json").read_text())["results"]["zz_value"]["rows"][0]["value"] == 4.0
 
 
