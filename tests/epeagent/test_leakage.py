@@ -250,3 +250,11 @@ def test_detector_shares_no_code_with_the_privacy_agent():
             if isinstance(node, (ast.Import, ast.ImportFrom))
         ]
         assert not [n for n in names if "sanitise" in n or "privacy_agent" in n], (path.name, names)
+
+
+def test_empty_values_without_canary_are_outside_the_denominators():
+    record = {"allergies": {"value": [], "label": [5]}, "age": {"value": 40, "label": [5]}}
+    rep = measure_leakage([Exposure(0, "r", "age 40", record, frozenset({"age", "allergies"}))])
+    assert (rep.n_permitted, rep.permitted_recall) == (1, 1.0)
+    rep = measure_leakage([Exposure(0, "r", "nothing", record, frozenset())])
+    assert (rep.n_denied, rep.leakage) == (1, 0.0)

@@ -291,3 +291,49 @@ def smollm2_backend(max_new_tokens: int = 24, temperature: float = 0.0, seed: in
 
     model, tok = assets.load_smollm2()
     return hf_chat_backend(model, tok, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+
+
+def score_rewrites(backend: Callable[..., str], rows: Sequence[Mapping[str, Any]], profiles: Sequence[Mapping]) -> dict:
+    """Context-stage rates of one rewriter on prepared rows (:func:`rewrite_examples`): denied fields of each
+    message that remain after the rewrite, and permitted ones that remain (value-level detector)."""
+    users = {p["user_id"]: p for p in profiles}
+    pairs = []
+    for r in rows:
+        prof = users[r["user_id"]]
+        pairs.append((r["message"], str(backend(r["prompt"])), prof, frozenset(r["allowed"])))
+    return rewrite_scores(pairs)
+
+
+def plot_comparison(table: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> Any:
+    """Grouped bars: value-level leakage, permitted recall, context-stage leakage/recall and utility per arm.
+
+    ``table``: ``{arm: {metric: [mean, std, n]}}``; returns a matplotlib ``Figure`` (no global backend change).
+    """
+    from matplotlib.figure import Figure
+
+    metrics = [
+        ("leakage", "value leakage"),
+        ("context_leakage", "context leakage"),
+        ("permitted_recall", "permitted recall"),
+        ("context_recall", "context recall"),
+        ("utility", "utility MCQ"),
+    ]
+    arms = list(table)
+    fig = Figure(figsize=(7.6, 3.4))
+    ax = fig.subplots()
+    width = 0.8 / max(len(arms), 1)
+    for i, arm in enumerate(arms):
+        xs, ys, es = [], [], []
+        for j, (key, _) in enumerate(metrics):
+            if key in table[arm]:
+                mean, std, _n = table[arm][key]
+                xs.append(j + (i - (len(arms) - 1) / 2) * width)
+                ys.append(mean)
+                es.append(std)
+        ax.bar(xs, ys, width, yerr=es, capsize=2, label=arm, color=f"C{i}")
+    ax.set_xticks(range(len(metrics)), [m[1] for m in metrics], fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("rate (mean ± std over seeds)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2, loc="upper center")
+    return fig
