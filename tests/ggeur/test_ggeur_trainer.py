@@ -157,3 +157,21 @@ def test_two_processes_pool_the_same_covariance(tmp_path):
         np.testing.assert_allclose(outs[1]["eig"][c], outs[2]["eig"][c], atol=1e-10)
     for name in outs[1]["head"]:
         assert (outs[1]["head"][name] - outs[2]["head"][name]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("augment", ["none", "oversample", "local_cov"])
+def test_controls_without_moments_train_exactly_as_with_them(augment, monkeypatch):
+    """The controls skip the d×d statistics; their rows, and so their heads, must not change by it."""
+    train, _ = digit_embeddings(n_train=300)
+    parts = _parts(train, alpha=0.1, clients=4, seed=0)
+
+    def head(full: bool):
+        monkeypatch.setattr(GGEURTrainer, "_needs_moments", lambda self: full)
+        t = GGEURTrainer(GGEURConfig(augment=augment, per_sample=10), FedAvg(), FederatedConfig(rounds=2, seed=0))
+        t.fit(parts)
+        return t, torch.cat([t.head.weight.detach().flatten(), t.head.bias.detach().flatten()])
+
+    full, with_moments = head(True)
+    light, without = head(False)
+    assert light.class_counts == full.class_counts and light.payload_bytes == []
+    assert torch.equal(with_moments, without)

@@ -229,6 +229,9 @@ class GGEURTrainer:
         cfg = self.config
         all_clients = list(range(parts.num_clients))
         num_classes = self.num_classes
+        if not self._needs_moments():
+            self._counts_only_round(fed, parts, all_clients)
+            return
         payloads: dict[int, ClientStatistics] = {}
         for k in fed.hosted(all_clients):
             z, y = self._client_arrays(parts, k)
@@ -282,6 +285,31 @@ class GGEURTrainer:
                 for c in sorted(per_class)
             }
         self.shapes = fed.broadcast_object(shapes)
+
+    def _needs_moments(self) -> bool:
+        """Whether this run reads the pooled second moments (the global shapes) or the domain prototypes.
+
+        The equal-count controls ("none", "oversample", and "local_cov" in single-domain mode) only need
+        each class's global row count; skipping the d×d moments, their pickled size check and the
+        eigendecompositions makes them several times cheaper at d = 1280, and changes none of their rows.
+        """
+        return self.config.augment in ("ggeur", "isotropic") or (
+            self.config.mode == "multi_domain" and self.config.augment == "local_cov"
+        )
+
+    def _counts_only_round(self, fed: FederatedTrainer, parts: Partitions, all_clients: list[int]) -> None:
+        counts = []
+        for k in fed.hosted(all_clients):
+            y = np.asarray(parts.client_dataset(k)[self.label_col], dtype=np.int64)
+            vals, cnt = np.unique(y, return_counts=True)
+            counts.append((k, {int(c): int(n) for c, n in zip(vals, cnt)}))
+        per_class: dict[int, int] = {}
+        for _, cnt in fed.gather_objects(counts):
+            for c, n in cnt.items():
+                per_class[c] = per_class.get(c, 0) + n
+        self.class_counts = dict(sorted(per_class.items()))
+        self.shape_classes = sorted(per_class)
+        self.shapes, self.prototypes = {}, {}
 
     def _dim(self, parts: Partitions) -> int:
         return len(parts.dataset[0][self.emb_col])
