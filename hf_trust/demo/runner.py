@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
+import os
 import shutil
 import threading
 import time
@@ -78,6 +80,59 @@ def check_report_target(out_dir: str | Path) -> Path:
             "pass a new or empty folder so nothing of yours is replaced"
         )
     return parent
+
+
+def _marker(folder: Path) -> Optional[dict]:
+    """The marker of a report folder, or ``None`` when there is none or it is unreadable."""
+    try:
+        data = json.loads((folder / REPORT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("generator") == "hf-trust demo" else None
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # unknown owner: assume it is still running and leave the folder alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def tidy_leftovers(out_dir: str | Path) -> list[str]:
+    """Clean up after a run of this report that was killed (SIGKILL, power loss); return what was done.
+
+    A killed run can leave, beside ``out_dir``, its unfinished staging folder (removed here when the
+    process that wrote it is gone) and, if it died in the middle of the swap, the previous report
+    under its temporary "old" name: that one is moved back when ``out_dir`` is missing, and removed
+    when ``out_dir`` holds the newer report. Only folders carrying the report marker are touched.
+    """
+    out_dir = Path(out_dir)
+    parent = out_dir.resolve().parent
+    if not parent.is_dir():
+        return []
+    done = []
+    for folder in sorted(parent.glob(f".{out_dir.name}.staging-*")):
+        info = _marker(folder)
+        if folder.is_dir() and info is not None and not _alive(info.get("pid")):
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"removed {folder.name}, the unfinished report of a run that was killed")
+    olds = sorted(
+        (f for f in parent.glob(f".{out_dir.name}.old-*") if f.is_dir() and _marker(f) is not None),
+        key=lambda f: f.stat().st_mtime,
+    )
+    if olds and not out_dir.exists() and not out_dir.is_symlink():
+        os.replace(olds.pop(), out_dir)
+        done.append(f"restored the previous report into {out_dir} (a run was killed while replacing it)")
+    if olds and is_report_folder(out_dir):
+        for folder in olds:
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"removed {folder.name}, a report already replaced by {out_dir}")
+    return done
 
 
 def format_table(results: dict[str, RecipeResult]) -> str:
@@ -409,7 +464,10 @@ def run_demo(
 
     out_dir = Path(out_dir)
     selected = _select(methods)
-    parent = check_report_target(out_dir)
+    check_report_target(out_dir)
+    for line in tidy_leftovers(out_dir):
+        print(line)
+    parent = check_report_target(out_dir)  # again: a restored previous report is a report
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results: dict[str, RecipeResult] = {}
     failures: dict[str, str] = {}
@@ -417,6 +475,11 @@ def run_demo(
     warnings: list[str] = []
     start = time.time()
     with _staging(out_dir, parent) as staging:
+        # Marks the folder as an unfinished report of this process, so a later run can tell a folder
+        # left by a killed run (safe to remove) from one still being written.
+        atomic_write_json(
+            staging / REPORT_MARKER, {"generator": "hf-trust demo", "complete": False, "pid": os.getpid()}
+        )
         progress = _Progress(selected, interval=progress_interval)
         try:
             for index, recipe in enumerate(selected):
@@ -468,7 +531,10 @@ def run_demo(
             "warnings": warnings,
         }
         atomic_write_json(staging / "results.json", payload)
-        atomic_write_json(staging / REPORT_MARKER, {"generator": "hf-trust demo", "format": 1, "created": created})
+        atomic_write_json(
+            staging / REPORT_MARKER,
+            {"generator": "hf-trust demo", "format": 1, "created": created, "complete": True, "pid": os.getpid()},
+        )
         # Between the checks at the start and now the user may have put files into out_dir: check again
         # so that a report never replaces anything but a report.
         check_report_target(out_dir)
@@ -505,6 +571,7 @@ def describe_recipes(recipes: Optional[dict[str, Recipe]] = None) -> str:
 
 __all__ = [
     "REPORT_MARKER",
+    "tidy_leftovers",
     "check_report_target",
     "describe_recipes",
     "estimate_seconds_left",

@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from hf_trust.demo.runner import (
     describe_recipes,
     estimate_seconds_left,
     run_demo,
+    tidy_leftovers,
 )
 from hf_trust.errors import DemoError
 
@@ -286,3 +291,75 @@ def test_demo_list_shows_every_method_with_its_expected_time(capsys):
     total = float(re.search(r"~([\d.]+) min", lines[-1]).group(1))
     assert total == pytest.approx(sum(r.minutes for r in recipes.values()), rel=1e-5, abs=1e-6)
     assert describe_recipes() == "\n".join(lines)
+
+
+# ---- leftovers of a killed run ---------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_killed_run_leftovers_are_cleaned_and_only_ours(tmp_path):
+    out = tmp_path / "report"
+    dead = tmp_path / ".report.staging-dead"
+    live = tmp_path / ".report.staging-live"
+    foreign = tmp_path / ".report.staging-foreign"
+    for folder, pid in ((dead, _dead_pid()), (live, os.getpid())):
+        folder.mkdir()
+        (folder / REPORT_MARKER).write_text(json.dumps({"generator": "hf-trust demo", "complete": False, "pid": pid}))
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("not a report")
+    run_demo(["zz_value"], out_dir=out)
+    assert not dead.exists()  # its writer is gone
+    assert live.is_dir() and (foreign / "mine.txt").read_text() == "not a report"
+
+
+def test_report_lost_mid_swap_is_restored(tmp_path, capsys):
+    out = tmp_path / "report"
+    run_demo(["zz_value"], out_dir=out, seeds=[6])
+    before = _report(out)
+    # A kill between the two renames of the swap leaves the previous report under its "old" name only.
+    os.replace(out, tmp_path / ".report.old-abc123")
+    assert tidy_leftovers(out) == [f"restored the previous report into {out} (a run was killed while replacing it)"]
+    assert _report(out) == before
+    # An "old" copy next to a newer report is removed.
+    shutil.copytree(out, tmp_path / ".report.old-def456")
+    run_demo(["zz_value"], out_dir=out, seeds=[7])
+    assert "removed .report.old-def456, a report already replaced by" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+_KILLED_RUN = """
+import sys, time
+from hf_trust.demo import RecipeResult, register_recipe
+from hf_trust.demo.runner import run_demo
+
+@register_recipe("zz_hang", title="hangs until killed", minutes=0.01)
+def hang(ctx):
+    (ctx.out_dir / "started").write_text("1")
+    time.sleep(600)
+    return RecipeResult()
+
+run_demo(["zz_hang"], out_dir=sys.argv[1])
+"""
+
+
+def test_sigkill_mid_run_keeps_previous_report_and_the_next_run_cleans_up(tmp_path):
+    out = tmp_path / "report"
+    run_demo(["zz_value"], out_dir=out, seeds=[5])
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(out)], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(tmp_path.glob(".report.staging-*/zz_hang/started")):
+        assert proc.poll() is None and time.time() < deadline, "the run did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert len(list(tmp_path.glob(".report.staging-*"))) == 1  # what SIGKILL leaves behind
+    run_demo(["zz_value"], out_dir=out, seeds=[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
