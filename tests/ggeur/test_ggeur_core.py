@@ -139,3 +139,16 @@ def test_client_statistics_rejects_bad_shapes():
         client_statistics(np.zeros(5), [0] * 5)
     with pytest.raises(ValueError, match="must match"):
         client_statistics(np.zeros((5, 2)), [0] * 4)
+
+
+def test_axis_aligned_shapes_draw_exactly_what_the_full_transform_draws():
+    """The oversampling / isotropic controls skip the d×d matmul; the draws must not change by a bit."""
+    from hf_trust.trainers.ggeur.geometry import isotropic_shape
+
+    centers = np.random.default_rng(1).normal(size=(5, 32))
+    for trace in (0.0, 3.7):
+        shape = isotropic_shape(32, trace)
+        fast = shape.sample(centers, np.random.default_rng(0), per_center=3, scale="sqrt")
+        eps = np.random.default_rng(0).standard_normal((15, 32))
+        full = np.repeat(centers, 3, axis=0) + eps @ shape.transform("sqrt")
+        assert np.array_equal(fast, full)
