@@ -11,10 +11,12 @@ Metric: held-out answer NLL per task (answer tokens only), mean over tasks, afte
 Also: the per-layer allocation of the full-depth SmolLM2-135M for a sweep of the temperature τ (entropies
 measured once; the split recomputed per τ), drawn as heat maps.
 
-    python benchmarks/thanora_ablation.py --layers 4 --steps 40 --seeds 0 1 2 --out /tmp/thanora_ablation
+    python benchmarks/thanora_ablation.py --layers 2 --steps 12 --n-train 32 --n-eval 8 --n-calib 4 --seeds 0 1 2
 
 ``--layers L`` keeps the first L decoder layers of SmolLM2-135M-Instruct (with its final norm and LM head) so the
-ablation fits a shared 2-core CPU; ``--layers 30`` is the whole model.
+ablation fits a shared 2-core CPU; ``--layers 30`` is the whole model.  ``--arms`` runs a subset (two processes
+can split the arms); every finished run is written to ``--json`` at once.  Batches are left-padded so that the
+49k-way LM head is evaluated only on answer positions (calibration forwards skip it entirely).
 """
 
 from __future__ import annotations
@@ -166,11 +168,11 @@ def train(model, regularized: bool, train_rows, steps: int, lr: float, batch: in
     return (time.perf_counter() - t0) / steps
 
 
-def tau_sweep(out: Path, taus, r: int, n_calib: int) -> dict:
-    """Per-layer allocation of the full-depth SmolLM2 for each τ (entropies measured once)."""
+def tau_sweep(out: Path, taus, r: int, n_calib: int, layers: int) -> dict:
+    """Per-layer allocation of SmolLM2 (first ``layers`` decoder layers) for each τ (entropies measured once)."""
     import matplotlib.pyplot as plt
 
-    model, tok = assets.load_smollm2()
+    model, tok = truncated_smollm2(layers)
     calib = {}
     for i, t in enumerate(TASKS):
         ds = assets.load_reasoning_tasks([t], n_calib, seed=100 + i)
@@ -188,7 +190,7 @@ def tau_sweep(out: Path, taus, r: int, n_calib: int) -> dict:
     budget = r - cfg.cooperative_rank_for(r)
     modules = sorted(cfg.task_entropy_map, key=lambda n: (int(n.split(".")[2]), n))
     sweep = {}
-    fig, axes = plt.subplots(len(taus), 1, figsize=(14, 2.2 * len(taus)), sharex=True)
+    fig, axes = plt.subplots(len(taus), 1, figsize=(max(8, 0.25 * len(modules)), 2.2 * len(taus)), sharex=True)
     for ax, tau in zip(np.atleast_1d(axes), taus):
         split = {n: softmax_allocation(cfg.task_entropy_map[n], budget, tau, 1.0, 1) for n in modules}
         sweep[str(tau)] = split
@@ -200,7 +202,7 @@ def tau_sweep(out: Path, taus, r: int, n_calib: int) -> dict:
         ax.set_title(f"τ = {tau}: {n_nonuni}/{len(modules)} modules non-uniform", fontsize=8)
     ax.set_xticks(range(0, len(modules), 7))
     ax.set_xticklabels([f"L{modules[i].split('.')[2]}" for i in range(0, len(modules), 7)], fontsize=7)
-    fig.suptitle(f"ThanoRA task shares per module, SmolLM2-135M all-linear, r = {r} ({budget} task ranks)")
+    fig.suptitle(f"ThanoRA task shares per module, SmolLM2-135M first {layers} layers, r = {r} ({budget} task ranks)")
     fig.tight_layout()
     fig.savefig(out / "thanora_tau_sweep.png", dpi=110)
     plt.close(fig)
@@ -221,15 +223,13 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=list(PEER_ARMS) + list(THANORA_ARMS))
     ap.add_argument("--taus", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.5])
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--sweep-layers", type=int, default=30, help="decoder layers of the model the τ sweep measures")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--json", default="/tmp/thanora_ablation.json")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"args": vars(args), "runs": {}}
-    if not args.skip_sweep:
-        results["tau_sweep"] = tau_sweep(out, args.taus, 16, args.n_calib)
-        atomic_write_json(args.json, results, default=str)
 
     base, tok = truncated_smollm2(args.layers)
     pad = tok.pad_token_id
@@ -247,31 +247,34 @@ def main() -> None:
     common = dict(r=args.r, lora_alpha=2 * args.r, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
     results["base_nll"] = {t: answer_nll(base, evals[t], pad) for t in TASKS}
     print("base", results["base_nll"], flush=True)
-    for seed in args.seeds:
-        for arm in args.arms:
-            t0 = time.perf_counter()
-            try:
-                model, reg = build(arm, base, common, calib, mixed, seed)
-                step = train(model, reg, train_rows, args.steps, args.lr, args.batch, pad, seed)
-                nll = {t: answer_nll(model, evals[t], pad) for t in TASKS}
-                row = {"nll": nll, "mean": statistics.mean(nll.values()), "step_s": step}
-                if reg:
-                    rep = model.base_model.allocation_report()
-                    row["non_uniform"] = sum(max(x["ranks"].values()) != min(x["ranks"].values()) for x in rep)
-                    row["modules"] = len(rep)
-                    row["cross_cos"] = model.base_model.cross_block_cosine()
-                    if arm == "ThanoRA" and seed == args.seeds[0]:
-                        fig = plot_allocation_heatmap(rep, f"ThanoRA allocation, SmolLM2 first {args.layers} layers")
-                        fig.savefig(out / "thanora_allocation_heatmap.png", dpi=110)
-                        import matplotlib.pyplot as plt
+    # Arm-major: every seed of an arm before the next arm, so a run cut short still has whole arms.
+    for arm, seed in [(a, s) for a in args.arms for s in args.seeds]:
+        t0 = time.perf_counter()
+        try:
+            model, reg = build(arm, base, common, calib, mixed, seed)
+            step = train(model, reg, train_rows, args.steps, args.lr, args.batch, pad, seed)
+            nll = {t: answer_nll(model, evals[t], pad) for t in TASKS}
+            row = {"nll": nll, "mean": statistics.mean(nll.values()), "step_s": step}
+            if reg:
+                rep = model.base_model.allocation_report()
+                row["non_uniform"] = sum(max(x["ranks"].values()) != min(x["ranks"].values()) for x in rep)
+                row["modules"] = len(rep)
+                row["cross_cos"] = model.base_model.cross_block_cosine()
+                if arm == "ThanoRA" and seed == args.seeds[0]:
+                    fig = plot_allocation_heatmap(rep, f"ThanoRA allocation, SmolLM2 first {args.layers} layers")
+                    fig.savefig(out / "thanora_allocation_heatmap.png", dpi=110)
+                    import matplotlib.pyplot as plt
 
-                        plt.close(fig)
-            except Exception as exc:  # a peer that fails is a result, not a crash of the whole table
-                row = {"error": f"{type(exc).__name__}: {exc}"}
-            row["wall_s"] = time.perf_counter() - t0
-            results["runs"].setdefault(arm, {})[str(seed)] = row
-            print(seed, arm, json.dumps(row, default=str), flush=True)
-            atomic_write_json(args.json, results, default=str)
+                    plt.close(fig)
+        except Exception as exc:  # a peer that fails is a result, not a crash of the whole table
+            row = {"error": f"{type(exc).__name__}: {exc}"}
+        row["wall_s"] = time.perf_counter() - t0
+        results["runs"].setdefault(arm, {})[str(seed)] = row
+        print(seed, arm, json.dumps(row, default=str), flush=True)
+        atomic_write_json(args.json, results, default=str)
+    if not args.skip_sweep:
+        results["tau_sweep"] = tau_sweep(out, args.taus, 16, args.n_calib, args.sweep_layers)
+        atomic_write_json(args.json, results, default=str)
     print(format_table(results))
 
 
