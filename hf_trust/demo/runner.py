@@ -407,8 +407,7 @@ def _push_adapters(
                 commit_message=f"hf-trust demo: {name} adapter with its measured evidence",
             )
             url = f"{endpoint.rstrip('/')}/{repo_id}"
-            pushed[rel] = url
-            tqdm.write(f"[{name}] pushed {rel} to {url} (commit {info.oid})")
+            pushed[rel] = f"{url} (commit {info.oid})"
     return pushed
 
 
@@ -468,6 +467,12 @@ def run_demo(
     for line in tidy_leftovers(out_dir):
         print(line)
     parent = check_report_target(out_dir)  # again: a restored previous report is a report
+    if push_to:
+        # Fail before a long run, not after it: the namespace and the token are known now.
+        from hf_trust.hub_cards.push import check_repo_id, resolve_token
+
+        check_repo_id(f"{push_namespace}/hf-trust-demo")
+        push_token = resolve_token(push_token)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results: dict[str, RecipeResult] = {}
     failures: dict[str, str] = {}

@@ -275,6 +275,14 @@ def test_demo_pushes_its_adapters_to_a_hub_stand_in_and_says_where(hub_server, t
     assert data["results"]["zz_adapter"]["adapters"] == ["zz_adapter/adapter", "zz_adapter/lora_control"]
 
 
+def test_demo_push_without_token_fails_before_running(hub_server, tmp_path, no_token, capsys):
+    endpoint, calls = hub_server
+    out = tmp_path / "report"
+    assert main(["demo", "--methods", "zz_adapter", "--out", str(out), "--push-to", endpoint]) == 2
+    assert "no Hub token" in capsys.readouterr().err
+    assert calls == [] and not out.exists()  # nothing ran, nothing was written
+
+
 def test_demo_does_not_push_by_default(hub_server, tmp_path, capsys, monkeypatch):
     endpoint, calls = hub_server
     # Even with a reachable Hub configured as the default endpoint, nothing is pushed without --push-to.
