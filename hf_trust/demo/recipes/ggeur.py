@@ -15,6 +15,7 @@ import numpy as np
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.studies.ggeur import (
     MULTI_DOMAIN_VARIANTS,
+    QUICK_VARIANTS,
     VARIANTS,
     efficientnet_embeddings,
     projection_sample,
@@ -83,6 +84,7 @@ def run(ctx: RecipeContext, dataset: Optional[str] = None) -> RecipeResult:
     name = dataset or ("fashion" if assets.FASHION_MNIST_DIR.is_dir() else "digits")
     n_train, n_test, size = (2000, 1000, 32) if ctx.full else (1500, 500, 32)
     alphas = (0.05, 0.1, 0.5) if ctx.full else (0.1,)
+    variants = VARIANTS if ctx.full else QUICK_VARIANTS
     rounds = 10
     train, test = efficientnet_embeddings(name, n_train, n_test, size)
     result.note(
@@ -93,22 +95,24 @@ def run(ctx: RecipeContext, dataset: Optional[str] = None) -> RecipeResult:
     )
     headline = {}
     for ai, alpha in enumerate(alphas):
-        table = {v: [] for v in VARIANTS}
-        curves = {v: [] for v in VARIANTS}
+        table = {v: [] for v in variants}
+        curves = {v: [] for v in variants}
         projection = None
         for si, seed in enumerate(ctx.seeds):
             first = ai == 0 and si == 0
-            runs = run_label_skew(train, test, alpha, seed, rounds, progress=ctx.progress, keep_ggeur=first)
-            for v in VARIANTS:
+            runs = run_label_skew(
+                train, test, alpha, seed, rounds, variants=variants, progress=ctx.progress, keep_ggeur=first
+            )
+            for v in variants:
                 table[v].append(runs[v]["final"])
                 curves[v].append(runs[v]["curve"])
             if first:
                 projection = projection_sample(runs["ggeur_trainer"], runs["partitions"], seed=seed)
                 runs["ggeur_trainer"].partitions.release()
-        for v in VARIANTS:
+        for v in variants:
             mean, std = _mean_std(table[v])
             result.add(f"{name} α={alpha}", f"acc {_label(v)}", mean, std=std, n=len(table[v]))
-        headline[alpha] = {v: _mean_std(table[v])[0] for v in VARIANTS}
+        headline[alpha] = {v: _mean_std(table[v])[0] for v in variants}
         if projection is not None:
             fig = _figure(curves, f"{name}, Dir(α={alpha}), {len(ctx.seeds)} seed(s)", projection)
             result.add_plot(ctx.savefig(fig, "ggeur_rounds_and_projection.png"))
