@@ -27,6 +27,7 @@ the last).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -435,6 +436,17 @@ def coe_positions(prompt_len: int, seq_len: int, token_set: str) -> list[int]:
     raise KineticsError(f"coe_token_set must be one of {COE_TOKEN_SETS}, got {token_set!r}.")
 
 
+class _Shifted:
+    """Logits of the last columns only, indexed as if they covered the whole row (columns offset by ``shift``)."""
+
+    def __init__(self, logits: torch.Tensor, shift: int):
+        self.logits, self.shift = logits, shift
+
+    def __getitem__(self, index: tuple) -> torch.Tensor:
+        rows, cols = index
+        return self.logits[rows, cols - self.shift]
+
+
 @torch.no_grad()
 def score_batch(
     model: nn.Module,
@@ -475,6 +487,8 @@ def score_batch(
         cols += [off + t for t in positions]
         nxt += [seq[t + 1] for t in positions]
         coe_index.append(torch.tensor([off + t for t in coe_positions(plen, len(seq), coe_token_set)]).to(device))
+    # earliest column whose logits are needed: the prediction of each row's first output token
+    keep = width - min(width - len(seq) + max(plen, 1) - 1 for seq, plen in zip(sequences, prompt_lens))
     if not rows:
         raise KineticsError("no reasoning token to score: the outputs are empty or end right after the prompt.")
     owner = torch.tensor(rows)
@@ -501,13 +515,22 @@ def score_batch(
         # left padding: positions count from each row's first real token (absolute-position models
         # such as GPT-2 would otherwise see shifted positions)
         position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device))
+        extra = {}
+        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+            # rows are left-padded, so every position whose logits are used sits in the last `keep` columns;
+            # skipping the LM head on the prompt saves a V×d product per prompt token
+            extra["logits_to_keep"] = keep
+        out = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device), **extra
+        )
     finally:
         for hnd in handles:
             hnd.remove()
     if acc.layer != n_layers + 1:
         raise KineticsError(f"saw {acc.layer} layer states, expected {n_layers + 1}; the model skipped layers.")
     logits = out.logits  # log-softmax is taken on the needed rows only: V×T copies are large
+    if logits.shape[1] != width:  # logits_to_keep: put the kept columns back at their positions
+        logits = _Shifted(logits, width - logits.shape[1])
     if weights.mass == "surprisal":
         lp_rows = torch.log_softmax(logits[acc.rows, acc.cols].float(), -1)
         mass = -lp_rows.gather(1, acc.next_ids[:, None].to(lp_rows.device))[:, 0].double().cpu()
