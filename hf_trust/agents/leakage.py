@@ -17,7 +17,8 @@ the keys of :attr:`FieldMatch.forms` and of :attr:`LeakageReport.by_form`):
     ``"in 3 months"`` or ``"LDL 187"``), matched as a number in the text whatever its thousands separators
     (``62000``, ``62,000``, ``62 000``, ``62'000``, narrow no-break spaces), currency (``$62,000``,
     ``USD 62000``, ``62000 EUR``) or trailing zero decimals (``62000.00``).  Numbers with fewer than two
-    digits are skipped (a lone ``3`` is not identifying).
+    digits are skipped (a lone ``3`` is not identifying), and the day, month and year of a date written in
+    the text are not loose numbers (``2024-06-11`` does not match a value of 11).
 ``scaled``
     Round numbers of 1,000 or more written with a scale: ``226k``, ``226K``, ``226 thousand``,
     ``1.5m``, ``1.5 million``, ``$226k``.
@@ -407,7 +408,11 @@ class LeakageDetector:
         The canary is listed as the form ``"canary"``; the judge is not consulted here (see :meth:`judge_find`).
         """
         norm = normalise_text(text)
-        nums, scaled, dates, words = numbers_in(norm), _scaled_in(norm), dates_in(norm), _words_text(norm)
+        # The day, month and year of a written date are not loose numbers ("2024-06-11" is not the number 11).
+        undated = norm
+        for pat, _ in _DATE_PATTERNS:
+            undated = pat.sub(" ", undated)
+        nums, scaled, dates, words = numbers_in(undated), _scaled_in(undated), dates_in(norm), _words_text(norm)
         out = {}
         for name in fields if fields is not None else self.probes:
             probe = self.probes[name]

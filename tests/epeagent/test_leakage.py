@@ -258,3 +258,9 @@ def test_empty_values_without_canary_are_outside_the_denominators():
     assert (rep.n_permitted, rep.permitted_recall) == (1, 1.0)
     rep = measure_leakage([Exposure(0, "r", "nothing", record, frozenset())])
     assert (rep.n_denied, rep.leakage) == (1, 0.0)
+
+
+def test_parts_of_a_written_date_are_not_loose_numbers():
+    det = LeakageDetector({"time_horizon": {"value": 11}, "visit": {"value": "2024-06-11"}})
+    assert det.find("traded on 2024-06-11") == {"visit": ("text", "date")}
+    assert det.find("traded on 2024-06-11 for 11 years") == {"visit": ("text", "date"), "time_horizon": ("number",)}

@@ -332,8 +332,9 @@ def plot_comparison(table: Mapping[str, Mapping[str, Sequence[float]]], title: s
                 es.append(std)
         ax.bar(xs, ys, width, yerr=es, capsize=2, label=arm, color=f"C{i}")
     ax.set_xticks(range(len(metrics)), [m[1] for m in metrics], fontsize=8)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.3)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("rate (mean ± std over seeds)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=2, loc="upper center")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", frameon=False)
     return fig
