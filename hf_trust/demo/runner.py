@@ -324,9 +324,8 @@ def _markdown(
         else:
             md.append("> **Warning:** this recipe returned no table rows.")
         md.append("")
-        for note in result.notes:
-            md.append(f"- {note}")
-        md.append("")
+        if result.notes:
+            md += [f"- {note}" for note in result.notes] + [""]
         images = [p for p in plots[name] if p.lower().endswith(_IMAGE_SUFFIXES)]
         for rel in plots[name]:
             label = Path(rel).name
