@@ -3,7 +3,9 @@ and the in-process references they are compared with."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -131,7 +133,29 @@ def flower_jobs() -> dict:
     out = {name: (fed, parts) for name, fed in jobs.items()}
     out["ggeur"] = ggeur_job()
     out["fpl"] = fpl_job()
+    out["example_app"] = example_app_job()  # 2 clients: uses SuperNodes 0 and 1 of the same engine
     return out
+
+
+# ---------------------------------------------------------------------- examples/flower_app in simulation
+EXAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "flower_app"
+
+
+def example_app_module():
+    """examples/flower_app's task module (the app's package is not installed; its folder goes on sys.path, which
+    the Simulation Engine's workers inherit)."""
+    if str(EXAMPLE_APP) not in sys.path:
+        sys.path.insert(0, str(EXAMPLE_APP))
+    import hf_trust_flower_app.task as task
+
+    return task
+
+
+def example_app_job():
+    task = example_app_module()
+    fed, parts = task.make_federation(rounds=2)
+    fed.record_client_params = True
+    return fed, parts
 
 
 # ---------------------------------------------------------------------- GGEUR and FPL (also 4 clients)

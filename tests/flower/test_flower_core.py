@@ -97,9 +97,3 @@ def test_bad_arguments_fail_before_the_engine_starts():
     fed = FlowerFederation(make_client_trainer(), FedAvg(min_available_nodes=10), CFG)
     with pytest.raises(ValueError, match="wait forever"):
         run_simulations([(fed, parts)])
-    with pytest.raises(ValueError, match="same number of clients"):
-        _, other = core_data()
-        other.indices = other.indices[:3]
-        run_simulations(
-            [(FlowerFederation(make_client_trainer()), parts), (FlowerFederation(make_client_trainer()), other)]
-        )

@@ -227,7 +227,11 @@ class ClientRuntime:
     def query(self, action: str, msg: Message, context: Context, cfg: dict) -> Message:
         if action == "info":
             k = partition_id(context)
-            rec = client_record(k, **{"num-examples": int(self.local_rows(k, context))})
+            if isinstance(self.data, Partitions) and k >= self.data.num_clients:
+                # a SuperNode beyond this federation's clients (a simulation sized for a larger one): unused
+                rec = client_record(k, **{"num-examples": -1})
+            else:
+                rec = client_record(k, **{"num-examples": int(self.local_rows(k, context))})
             return Message(RecordDict({CLIENT_RECORD_KEY: rec}), reply_to=msg)
         raise ValueError(f"unknown hf-trust query action {action!r}.")
 

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -99,6 +100,9 @@ def _flower_log_level(verbose: bool) -> Iterator[None]:
 def short_reason(reason: str, limit: int = 400) -> str:
     """The client's own error message out of Flower's error reason (which wraps it in the engine's traceback)."""
     text = str(reason)
+    m = re.fullmatch(r"\s*<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>\s*", text, flags=re.S)
+    if m and "Message: " not in text:
+        return f"{m.group(1)}: {m.group(2)}"[:limit]
     if "Message: " in text:
         text = text.rsplit("Message: ", 1)[1]
         text = text.rstrip().removesuffix("'>").rstrip()
@@ -136,7 +140,8 @@ class FlowerFederation:
             ``FedAdam()`` of ``hf_trust.trainers.federated``), which aggregates exactly as ``FederatedTrainer``.
             Default: the core FedAvg.
         config: :class:`FederatedConfig`: rounds, local epochs, seed, client timeout, ``eval_every``,
-            ``output_dir`` (history.json, partition.json and global_params.pt are written there), and
+            ``output_dir`` (history.json, partition.json and global_params.pt are written there, and every
+            ``save_every`` rounds checkpoint-<r>/ with the history and global parameters so far), and
             ``client_fraction``/``sampling`` for core strategies (a Flower strategy samples by its own
             ``fraction_train``).
         eval_datasets: name → dataset evaluated on the server with ``client_trainer.evaluate`` every
@@ -232,17 +237,24 @@ class FlowerFederation:
         ``num_clients`` SuperNodes (default: the partition's client count, else the strategy's minimum).
         The run config may override ``num-server-rounds`` and ``output-dir``.
         """
+        return self.client_app(data), self.server_app(data, num_clients)
+
+    def client_app(self, data: DataSource) -> ClientApp:
+        """The ``ClientApp`` of :meth:`apps` (for an app module: ``app = fed.client_app(parts)``)."""
+        return build_client_app(self.client_runtime(data))
+
+    def server_app(self, data: DataSource = None, num_clients: Optional[int] = None) -> ServerApp:
+        """The ``ServerApp`` of :meth:`apps` (for an app module: ``app = fed.server_app(parts)``)."""
         if num_clients is None and isinstance(data, Partitions):
             num_clients = data.num_clients
-        client_app = build_client_app(self.client_runtime(data))
-        server_app = ServerApp()
         partitions = data if isinstance(data, Partitions) else None
+        server_app = ServerApp()
 
         @server_app.main()
         def _main(grid: Grid, context: Context) -> None:
             self.serve(grid, context, job="", num_clients=num_clients, partitions=partitions)
 
-        return client_app, server_app
+        return server_app
 
     # ------------------------------------------------------------------ the ServerApp
     def _expected_nodes(self, num_clients: Optional[int]) -> int:
@@ -274,8 +286,8 @@ class FlowerFederation:
             if msg.has_error():
                 raise RuntimeError(f"SuperNode {msg.metadata.src_node_id} failed the handshake: {msg.error.reason}")
             k = reply_partition(msg)
-            if k is None:
-                continue
+            if k is None or (num_clients is not None and k >= num_clients):
+                continue  # not an hf-trust client, or a SuperNode this federation does not use
             if k in nodes:
                 raise HFTrustConfigError(
                     f"SuperNodes {nodes[k]} and {msg.metadata.src_node_id} both host partition {k}; give each "
@@ -331,13 +343,19 @@ class FlowerFederation:
         for r in range(1, rounds + 1):
             arrays, row = self._round(ordered, arrays, r, job)
             self.history.append(row)
+            if out_dir and self.config.save_every and r % self.config.save_every == 0:
+                self._save(Path(out_dir) / f"checkpoint-{r}")
         self.global_params = arrays_to_params(arrays, self.initial_params)
         load_params(self.client_trainer.model, self.global_params)
         if out_dir:
-            atomic_write_json(Path(out_dir) / "history.json", self.history, indent=1, default=float)
-            params = {k: v.clone() for k, v in self.global_params.items()}
-            atomic_save(Path(out_dir) / "global_params.pt", lambda p: torch.save(params, p))
+            self._save(Path(out_dir))
         return self.history
+
+    def _save(self, folder: Path) -> None:
+        """``history.json`` and ``global_params.pt`` (the global trainable parameters) in ``folder``."""
+        atomic_write_json(folder / "history.json", self.history, indent=1, default=float)
+        params = {k: v.clone() for k, v in self.global_params.items()}
+        atomic_save(folder / "global_params.pt", lambda p: torch.save(params, p))
 
     def _round(self, grid: Any, arrays: Any, r: int, job: str) -> tuple[Any, dict[str, Any]]:
         t0 = time.time()
@@ -436,8 +454,8 @@ def run_simulations(
 ) -> list[list[dict[str, Any]]]:
     """Run several federations, one after the other, on one start of Flower's Simulation Engine.
 
-    Every job needs the same number of clients (one virtual SuperNode each).  Each job's client side (model, data,
-    options) is written once to a temporary file that the Ray workers load and cache; the ``ClientApp`` Ray ships
+    The engine starts one virtual SuperNode per client of the largest federation; a smaller one uses the SuperNodes
+    of its partition ids and leaves the others idle.  Each job's client side (model, data, options) is written once to a temporary file that the Ray workers load and cache; the ``ClientApp`` Ray ships
     with every message only names that file.  Returns each federation's history (also in ``fed.history``).
 
     A job whose ServerApp raises does not stop the others: its exception is kept in ``fed.error`` and, with
@@ -448,17 +466,14 @@ def run_simulations(
 
     if not jobs:
         return []
-    sizes = {parts.num_clients for _, parts in jobs}
-    if len(sizes) != 1:
-        raise HFTrustConfigError(f"all federations of one simulation need the same number of clients, got {sizes}.")
-    num_clients = sizes.pop()
-    for fed, _ in jobs:
+    num_supernodes = max(parts.num_clients for _, parts in jobs)
+    for fed, parts in jobs:
         inner = getattr(fed.strategy, "strategy", fed.strategy)
-        need = int(getattr(inner, "min_available_nodes", 1) or 1)
-        if need > num_clients:
+        need = max(int(getattr(inner, "min_available_nodes", 1) or 1), int(getattr(inner, "min_train_nodes", 1) or 1))
+        if need > parts.num_clients:
             raise HFTrustConfigError(
-                f"{type(inner).__name__}(min_available_nodes={need}) would wait forever for {need} SuperNodes; the "
-                f"partition has {num_clients} clients. Lower min_available_nodes / min_train_nodes."
+                f"{type(inner).__name__}(min_available_nodes / min_train_nodes = {need}) would wait forever for "
+                f"{need} SuperNodes; the partition has {parts.num_clients} clients. Lower them."
             )
     verbose = any(fed.verbose for fed, _ in jobs) if verbose is None else verbose
     import cloudpickle
@@ -478,7 +493,7 @@ def run_simulations(
             for (fed, parts), path in zip(jobs, paths):
                 fed.error = None
                 try:
-                    fed.serve(grid, context, job=path, num_clients=num_clients, partitions=parts)
+                    fed.serve(grid, context, job=path, num_clients=parts.num_clients, partitions=parts)
                 except Exception as exc:  # the next federation still runs; raised below
                     logger.error("federation %s failed: %s", type(fed).__name__, exc)
                     fed.error = exc
@@ -488,7 +503,7 @@ def run_simulations(
             run_simulation(
                 server_app=server_app,
                 client_app=client_app,
-                num_supernodes=num_clients,
+                num_supernodes=num_supernodes,
                 backend_config=backend_config or default_backend_config(),
                 verbose_logging=verbose,
             )

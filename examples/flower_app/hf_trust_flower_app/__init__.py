@@ -1,0 +1,1 @@
+"""hf-trust's federated core as a Flower app (see task.py)."""
