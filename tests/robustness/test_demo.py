@@ -363,3 +363,23 @@ def test_sigkill_mid_run_keeps_previous_report_and_the_next_run_cleans_up(tmp_pa
     assert len(list(tmp_path.glob(".report.staging-*"))) == 1  # what SIGKILL leaves behind
     run_demo(["zz_value"], out_dir=out, seeds=[1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_overall_bar_says_when_a_recipe_runs_over_its_estimate():
+    from hf_trust.demo.registry import Recipe
+    from hf_trust.demo.runner import _Progress
+
+    recipes = [Recipe("aa", "t", _value, minutes=0.01), Recipe("bb", "t", _value, minutes=1.0)]
+    progress = _Progress(recipes, interval=3600)  # no background refresh: ticks are driven by hand
+    try:
+        progress.start(0)
+        progress._t0 -= 30  # 30 s into a recipe expected to take 0.6 s
+        progress._tick()
+        assert progress.overall.postfix == "aa is taking longer than estimated; ~1 min 00 s after it"
+        progress.finish(0, 30.6, True)
+        progress.start(1)
+        progress._tick()
+        # The first recipe took 51x its estimate, so the second is expected to take 51 x 60 s.
+        assert re.fullmatch(r"bb; ~(50 min 59|51 min 00) s left", progress.overall.postfix)
+    finally:
+        progress.close()
