@@ -9,13 +9,13 @@ is never modified: everything is staged in a temporary copy.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-import httpx
 import huggingface_hub
 from huggingface_hub import EvalResultEntry, HfApi
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
@@ -26,6 +26,18 @@ from hf_trust.errors import HFTrustConfigError, HFTrustError
 
 from .card import TrustReport, _adapter_info, method_key, render_card
 from .evidence import eval_results_yaml, evidence_eval_results, evidence_report, to_eval_entries
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level error classes of the HTTP client huggingface_hub uses (httpx2 in 2.x, httpx in 1.x)."""
+    errors: list[type[BaseException]] = [OSError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
 
 #: Where the evaluation results go inside the repository.
 EVAL_RESULTS_PATH = ".eval_results/hf-trust.yaml"
@@ -155,8 +167,5 @@ def push_adapter(
                     "to that namespace"
                 ) from None
             raise HFTrustError(f"upload of {repo_id} to {where} failed: {exc}") from exc
-        except (
-            OSError,
-            httpx.TransportError,
-        ) as exc:  # connection refused, DNS: name the endpoint, not a stack of HTTP internals
+        except _transport_errors() as exc:  # connection refused, DNS: name the endpoint, not HTTP internals
             raise HFTrustError(f"cannot reach the Hub at {where} ({exc}); check the endpoint and the network") from exc
