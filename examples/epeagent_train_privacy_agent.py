@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 
 import torch
 
@@ -59,16 +60,22 @@ def main() -> None:
     rows = []
     for domain in ("financial", "medical"):
         rows += rewrite_examples(domain, generate_profiles(domain, args.train_users, seed=1000), n_per_profile=2)
-    held_out = generate_profiles("financial", 5, seed=0)  # other users, other sentence templates
+    random.Random(0).shuffle(rows)  # both domains in every stretch of steps
+    held_out = generate_profiles("financial", 5, seed=0)  # other users than the training ones (seed 1000)
     eval_rows = rewrite_examples("financial", held_out, n_per_profile=2, templates="eval")[: args.eval_rows]
+    # The same held-out users in the training sentence templates: separates "learned the task" from
+    # "generalised to new wording".
+    seen_wording = rewrite_examples("financial", held_out, n_per_profile=2, templates="train")[: args.eval_rows]
 
     before = score(hf_chat_backend(model, tok, max_new_tokens=64), eval_rows, held_out)
     model, log = train_privacy_agent(
         model, tok, rows, PrivacyAgentConfig(output_dir=args.out + "_trainer", max_steps=args.steps, use_cpu=True)
     )
     after = score(hf_chat_backend(model, tok, max_new_tokens=64), eval_rows, held_out)
+    after_seen = score(hf_chat_backend(model, tok, max_new_tokens=64), seen_wording, held_out)
     print(f"loss: {[round(h['loss'], 3) for h in log if 'loss' in h]}")
-    print(f"held-out rewrites, denied fields kept / permitted fields kept: untrained {before}, trained {after}")
+    print("held-out users, (denied fields kept, permitted fields kept) after the rewrite:")
+    print(f"  new wording: untrained {before}, trained {after}; training wording: trained {after_seen}")
     with atomic_directory(args.out) as staging:
         model.save_pretrained(staging)
     print(f"LoRA adapter saved to {args.out}")
