@@ -436,17 +436,6 @@ def coe_positions(prompt_len: int, seq_len: int, token_set: str) -> list[int]:
     raise KineticsError(f"coe_token_set must be one of {COE_TOKEN_SETS}, got {token_set!r}.")
 
 
-class _Shifted:
-    """Logits of the last columns only, indexed as if they covered the whole row (columns offset by ``shift``)."""
-
-    def __init__(self, logits: torch.Tensor, shift: int):
-        self.logits, self.shift = logits, shift
-
-    def __getitem__(self, index: tuple) -> torch.Tensor:
-        rows, cols = index
-        return self.logits[rows, cols - self.shift]
-
-
 @torch.no_grad()
 def score_batch(
     model: nn.Module,
@@ -520,19 +509,18 @@ def score_batch(
             # rows are left-padded, so every position whose logits are used sits in the last `keep` columns;
             # skipping the LM head on the prompt saves a V×d product per prompt token
             extra["logits_to_keep"] = keep
-        out = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device), **extra
-        )
+        # without padding the mask is all ones: leaving it out lets attention take its causal fast path
+        attn = None if bool(mask.all()) else mask.to(device)
+        out = model(input_ids=ids.to(device), attention_mask=attn, position_ids=position_ids.to(device), **extra)
     finally:
         for hnd in handles:
             hnd.remove()
     if acc.layer != n_layers + 1:
         raise KineticsError(f"saw {acc.layer} layer states, expected {n_layers + 1}; the model skipped layers.")
     logits = out.logits  # log-softmax is taken on the needed rows only: V×T copies are large
-    if logits.shape[1] != width:  # logits_to_keep: put the kept columns back at their positions
-        logits = _Shifted(logits, width - logits.shape[1])
+    shift = width - logits.shape[1]  # logits_to_keep dropped the first `shift` columns
     if weights.mass == "surprisal":
-        lp_rows = torch.log_softmax(logits[acc.rows, acc.cols].float(), -1)
+        lp_rows = torch.log_softmax(logits[acc.rows, acc.cols - shift].float(), -1)
         mass = -lp_rows.gather(1, acc.next_ids[:, None].to(lp_rows.device))[:, 0].double().cpu()
         del lp_rows
     else:
@@ -547,14 +535,16 @@ def score_batch(
         sel = owner == b
         off = width - len(sequences[b])
         # every output token's own prediction: position t−1 predicts token t (t = prompt_len … end)
-        out_pos = torch.arange(off + max(prompt_lens[b], 1) - 1, width - 1)
+        first_out = off + max(prompt_lens[b], 1) - 1
+        out_pos = torch.arange(first_out, width - 1)
         out_next = ids[b, out_pos + 1]
         nll, ent, maxprob = [], [], []
         for s in range(0, len(out_pos), 256):  # chunks bound the V-wide temporaries
             # one exp pass gives all three: lse = m + log z, p = e / z, H = lse − Σ p·x, max p = 1 / z
-            x = logits[b, out_pos[s : s + 256]].float()
+            lo = first_out + s - shift  # a slice is a view; fancy indexing would copy V floats per row
+            x = logits[b, lo : min(lo + 256, width - 1 - shift)].float()
             m = x.max(-1).values
-            e = torch.exp(x - m[:, None])
+            e = x.sub(m[:, None]).exp_()
             z = e.sum(-1)
             lse = m + torch.log(z)
             picked = x.gather(1, out_next[s : s + 256, None].to(x.device))[:, 0]

@@ -137,7 +137,15 @@ def independent_scores(model, prompt, output, lens_layers=(), gamma=0.8):
     if lens_layers:
         terms["potential"] = np.mean(pot)
     energy = gamma * terms["momentum"] + (1 - gamma) * terms["curvature"]
-    return {"energy": energy, "terms": terms, "baselines": base, "coe_authors": authors, "token_momentum": mom}
+    surprisal = [-lp[t, seq[t + 1]] for t in positions]  # the mass option: −log p(y_{t+1})
+    return {
+        "energy": energy,
+        "terms": terms,
+        "baselines": base,
+        "coe_authors": authors,
+        "token_momentum": mom,
+        "surprisal_momentum": float(np.mean(np.array(surprisal) * np.array(mom))),
+    }
 
 
 @pytest.mark.parametrize("factory", [make_tiny_llama, make_tiny_gpt2])
@@ -181,6 +189,8 @@ def test_gamma_weighs_momentum_against_curvature_and_aggregation(metric, tok):
         np.testing.assert_allclose(out["energy"][0], expect, rtol=1e-6)
     mx = metric.compute(**kw, gamma=1.0, aggregation="max")
     np.testing.assert_allclose(mx["energy"][0], max(ref["token_momentum"]), rtol=1e-6)
+    heavy = metric.compute(**kw, mass="surprisal")
+    np.testing.assert_allclose(heavy["momentum"][0], ref["surprisal_momentum"], rtol=1e-5)
     kin = metric.compute(**kw, term_weights={"momentum": 0.0, "curvature": 0.0, "kinetic": 2.0})
     assert set(kin["terms"]) == {"momentum", "curvature", "kinetic"}
     np.testing.assert_allclose(kin["energy"][0], 2.0 * kin["kinetic"][0], rtol=1e-12)
