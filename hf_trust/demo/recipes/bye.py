@@ -87,8 +87,10 @@ def _quick(ctx: RecipeContext, result: RecipeResult) -> None:
         )
     result.note(
         "Toy-sized model on purpose: the SmolLM2-decoder LLaVA did not learn the backdoor in the few LoRA steps "
-        "that fit a 2-minute budget on 2 CPU cores (its --full run does). Over 10 toy seeds the robust rule is precise but misses part of the poison in "
-        "some seeds, and neither rule keeps ≥ 95 % of a clean toy set; see benchmarks/results/bye.md."
+        "that fit a 2-minute budget on 2 CPU cores (its --full run does). One seed is one draw: over 10 toy "
+        "seeds neither rule removes the backdoor reliably (the robust rule is precise and keeps the clean data "
+        "but misses part of the poison in some seeds; the reference rule often removes a third of the data), "
+        "and neither keeps ≥ 95 % of a clean toy set; see benchmarks/results/bye.md."
     )
 
 
