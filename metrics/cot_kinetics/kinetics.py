@@ -456,7 +456,8 @@ def score_batch(
     lens = resolve_lens_layers(lens_layers, weights.beta, n_layers)
     w = weights.weights()
     names = ["momentum", "curvature"] + (["potential"] if lens is not None else [])
-    names += [k for k, v in w.items() if v != 0.0 and k not in names]
+    # a term named in term_weights is computed and reported even at weight 0 (to read it alone)
+    names += [k for k, v in w.items() if (v != 0.0 or k in weights.term_weights) and k not in names]
     if "potential" in names and lens is None:
         raise KineticsError("the potential term needs the logit lens; pass lens_layers or beta != 0.")
     terms = [ENERGY_TERMS[k]() for k in names]

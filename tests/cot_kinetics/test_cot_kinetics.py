@@ -194,6 +194,9 @@ def test_gamma_weighs_momentum_against_curvature_and_aggregation(metric, tok):
     kin = metric.compute(**kw, term_weights={"momentum": 0.0, "curvature": 0.0, "kinetic": 2.0})
     assert set(kin["terms"]) == {"momentum", "curvature", "kinetic"}
     np.testing.assert_allclose(kin["energy"][0], 2.0 * kin["kinetic"][0], rtol=1e-12)
+    # a term named at weight 0 is reported alone without changing the energy
+    shown = metric.compute(**kw, term_weights={"kinetic": 0.0})
+    assert shown["kinetic"] == kin["kinetic"] and shown["energy"] == metric.compute(**kw)["energy"]
 
 
 def test_saved_model_folder_gives_the_independent_values(tmp_path, metric, tok):
