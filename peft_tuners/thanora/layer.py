@@ -184,19 +184,14 @@ def covariance_basis(weight: torch.Tensor, cov: torch.Tensor, k: int) -> tuple[t
     directions with a non-zero singular value are returned (fewer than ``k`` when M has lower rank).
     """
     m = weight.detach().double().cpu() @ cov.double()
-    if m.shape[0] >= m.shape[1]:
-        evals, evecs = torch.linalg.eigh(m.T @ m)
-        sigma = evals.flip(0).clamp_min(0).sqrt()
-        v = evecs.flip(1).T
-    else:
-        evals, u = torch.linalg.eigh(m @ m.T)
-        sigma = evals.flip(0).clamp_min(0).sqrt()
-        u = u.flip(1)
-        keep = sigma > sigma[0] * 1e-10 if sigma.numel() and sigma[0] > 0 else sigma > 0
-        v = (m.T @ u[:, keep] / sigma[keep]).T
-    keep = sigma > sigma[0] * 1e-10 if sigma.numel() and sigma[0] > 0 else sigma > 0
-    n = min(int(k), int(keep.sum()))
-    return v[:n], sigma
+    tall = m.shape[0] >= m.shape[1]
+    evals, vecs = torch.linalg.eigh(m.T @ m if tall else m @ m.T)
+    sigma = evals.flip(0).clamp_min(0).sqrt()
+    vecs = vecs.flip(1)
+    # Directions with σ ≈ 0 carry no task energy (and cannot be mapped back from the wide Gram matrix).
+    n = min(int(k), int((sigma > sigma[0] * 1e-10).sum()) if sigma.numel() and sigma[0] > 0 else 0)
+    v = vecs[:, :n].T if tall else (m.T @ vecs[:, :n] / sigma[:n]).T
+    return v, sigma
 
 
 def cross_block_cosine(m: torch.Tensor, slices: Slices, eps: float = 1e-8) -> float:
