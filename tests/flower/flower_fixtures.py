@@ -58,6 +58,24 @@ class MisbehavingTrainer(SupervisedClientTrainer):
         return super().fit(ctx)
 
 
+class NaNTrainer(SupervisedClientTrainer):
+    """Client 2 returns a NaN weight in round 0."""
+
+    def fit(self, ctx: ClientContext):
+        result = super().fit(ctx)
+        if ctx.round == 0 and ctx.client_id == 2:
+            import torch
+
+            with torch.no_grad():
+                next(self.model.parameters())[0, 0] = float("nan")
+        return result
+
+
+def nan_trainer() -> NaNTrainer:
+    base = make_client_trainer()
+    return NaNTrainer(base.model, lr=0.05, batch_size=16)
+
+
 def misbehaving_trainer() -> MisbehavingTrainer:
     base = make_client_trainer()
     return MisbehavingTrainer(base.model, lr=0.05, batch_size=16)
@@ -128,6 +146,9 @@ def flower_jobs() -> dict:
             FederatedConfig(rounds=3, seed=0, client_timeout=2.0),
             round_timeout=3.0,
             **rec,
+        ),
+        "nonfinite": FlowerFederation(
+            nan_trainer(), FedAvg(**NO_CLIENT_EVAL), FederatedConfig(rounds=2, seed=0), **rec
         ),
     }
     out = {name: (fed, parts) for name, fed in jobs.items()}

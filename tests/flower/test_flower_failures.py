@@ -35,3 +35,14 @@ def test_failures_and_timeouts_are_recorded_and_left_out(simulated):
     for k, after in fed.round_arrays[3]["global"].items():
         mean = sum(w[i] * rec["clients"][c][k].astype(np.float64) for i, c in enumerate(ids)) / w.sum()
         np.testing.assert_allclose(after, mean, rtol=0, atol=1e-6)
+
+
+def test_a_non_finite_update_is_rejected_like_a_failed_client(simulated):
+    fed = simulated["nonfinite"]
+    assert fed.error is None
+    r1, r2 = fed.history
+    assert r1["failed_clients"] == [2] and r1["aggregated"]
+    assert r1["errors"]["2"].startswith("NonFiniteUpdate: non-finite values in ['0.weight']")
+    assert sorted(fed.round_arrays[1]["clients"]) == [0, 1, 3]  # what the strategy aggregated
+    assert r2["failed_clients"] == []
+    assert all(np.isfinite(v.numpy()).all() for v in fed.global_params.values())

@@ -112,6 +112,17 @@ def short_reason(reason: str, limit: int = 400) -> str:
     return text[:limit]
 
 
+def _nonfinite(msg: Message) -> list[str]:
+    """Names of the reply's arrays holding NaN or inf."""
+    bad = []
+    for rec in msg.content.array_records.values():
+        for name, arr in rec.items():
+            a = arr.numpy()
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                bad.append(name)
+    return bad
+
+
 class _PartitionOrderedGrid:
     """The ServerApp's grid with ``get_node_ids`` in partition order, so a strategy's seeded sampling picks the same
     clients in every run (node ids are random per run); everything else is the grid itself."""
@@ -155,6 +166,11 @@ class FlowerFederation:
         record_client_params: keep every round's global arrays and client replies in ``round_arrays`` (tests,
             robustness analyses; costs memory).
         torch_threads: ``torch.set_num_threads`` in each client process (1 keeps virtual clients from competing).
+        handshake_timeout: seconds to wait for the SuperNodes to connect and say which partition they host.
+        pull_interval: seconds between the ServerApp's polls for replies on the Simulation Engine's in-memory grid
+            (Flower's default 0.1 s is a floor on every round; ``None`` keeps it).  A deployment's grid is left as is.
+        reject_nonfinite: leave a reply with NaN/inf arrays out of the aggregate and record it as a failed client
+            (``NonFiniteUpdate``), as ``FederatedTrainer`` does; ``False`` hands it to the strategy.
         verbose: show Flower's and Ray's logs.
     """
 
@@ -171,6 +187,8 @@ class FlowerFederation:
         record_client_params: bool = False,
         torch_threads: Optional[int] = 1,
         handshake_timeout: float = 600.0,
+        pull_interval: Optional[float] = 0.01,
+        reject_nonfinite: bool = True,
         verbose: bool = False,
     ):
         if not isinstance(client_trainer, ClientTrainer):
@@ -191,6 +209,8 @@ class FlowerFederation:
         self.record_client_params = record_client_params
         self.torch_threads = torch_threads
         self.handshake_timeout = handshake_timeout
+        self.pull_interval = pull_interval
+        self.reject_nonfinite = reject_nonfinite
         self.verbose = verbose
         self.initial_params = {k: v.detach().cpu().clone() for k, v in trainable_params(client_trainer.model).items()}
         if not self.initial_params:
@@ -323,6 +343,8 @@ class FlowerFederation:
         out_dir = run_cfg.get("output-dir") or self.config.output_dir
         self.history, self.round_arrays = [], {}
         self.global_params = {k: v.clone() for k, v in self.initial_params.items()}
+        if self.pull_interval is not None and isinstance(getattr(grid, "pull_interval", None), (int, float)):
+            grid.pull_interval = self.pull_interval  # the Simulation Engine's InMemoryGrid
         t0 = time.perf_counter()
         self.nodes = self.handshake(grid, job, num_clients)
         self.timings = {"handshake_seconds": time.perf_counter() - t0}
@@ -371,12 +393,21 @@ class FlowerFederation:
         replies.sort(key=lambda m: pid_of.get(m.metadata.src_node_id, m.metadata.src_node_id))
         answered = {m.metadata.src_node_id for m in replies}
         records, errors, up, wire_up = [], {}, 0, 0
+        usable = []
         for msg in replies:
             k = pid_of.get(msg.metadata.src_node_id, msg.metadata.src_node_id)
             if msg.has_error():
                 errors[k] = short_reason(msg.error.reason)
                 records.append({"client": k, "failed": errors[k], "error_code": int(msg.error.code)})
+                usable.append(msg)  # the strategy sees the error reply, as in Flower
                 continue
+            bad = _nonfinite(msg) if self.reject_nonfinite else []
+            if bad:
+                # as FederatedTrainer: one NaN/inf update would poison a mean (and FedAdam's moments) for good
+                errors[k] = f"NonFiniteUpdate: non-finite values in {bad[:3]}; the update was rejected"
+                records.append({"client": k, "failed": errors[k]})
+                continue
+            usable.append(msg)
             rec = {"client": k}
             for mr in msg.content.metric_records.values():
                 rec.update({key: v for key, v in mr.items() if not isinstance(v, list)})
@@ -390,12 +421,12 @@ class FlowerFederation:
                     pid_of.get(m.metadata.src_node_id, m.metadata.src_node_id): arrays_to_numpy(
                         next(iter(m.content.array_records.values()))
                     )
-                    for m in replies
+                    for m in usable
                     if not m.has_error() and m.content.array_records
                 },
             }
         with _seeded_global_rngs(derived_seed(self.config.seed, r - 1, 13)):
-            new_arrays, train_metrics = self.strategy.aggregate_train(r, replies)
+            new_arrays, train_metrics = self.strategy.aggregate_train(r, usable)
         aggregated = new_arrays is not None
         if aggregated:
             arrays = new_arrays
@@ -432,7 +463,7 @@ class FlowerFederation:
             for name, ds in self.eval_datasets.items():
                 for metric, value in self.client_trainer.evaluate(ds).items():
                     row[f"eval_{name}_{metric}"] = value
-        self.on_round_end(row, start, replies)
+        self.on_round_end(row, start, usable)
         row["seconds"] = time.time() - t0
         row["client_records"] = sorted(records, key=lambda x: x["client"])
         return arrays, row
