@@ -82,7 +82,7 @@ def main() -> None:
         model=model,
         tokenizer=tok,
         think_start="",
-        think_end=ANSWER_MARKER,
+        think_end=" " + ANSWER_MARKER,  # the marker follows a space inside the chain: ' The' is its own token
         batch_size=8,
     )
     t1 = time.time()
@@ -136,7 +136,7 @@ def main() -> None:
         "segments_ok": out["segment_status"].count("ok"),
         "examples": [{"question": c.question, "text": c.text, "correct": c.correct} for c in chains[:4]],
     }
-    atomic_write_json(RESULTS / "cot_kinetics_eval.json", record)
+    atomic_write_json(assets.cache_dir() / "cot_kinetics" / f"eval-{record['date']}-seed{args.seed}.json", record)
     if args.write:
         write_section(record, plots)
 
@@ -196,7 +196,7 @@ def write_section(r: dict, plots: list[str]) -> None:
         f"SmolLM2-135M-Instruct (Q4_1 weights dequantised to fp32), greedy, ≤ {r['max_new_tokens']} new tokens, "
         f"3-shot worked examples of the same task; reasoning-gym tasks {json.dumps(r['tasks'])}, seed {r['seed']}; "
         f"labelled by the task's own scorer. n = {r['n']} chains, answer accuracy **{r['accuracy']:.3f}**; "
-        f"{r['segments_ok']} chains contain the answer marker (the reasoning is the text before it). "
+        f"In {r['segments_ok']} chains the answer marker was found; the energy scores the tokens before it. "
         f"Logit-lens layers {r['lens_layers']}. AUROC with percentile-bootstrap 95 % intervals "
         f"({r['bootstrap']} resamples of the chains). Machine: {r['machine']}, shared with other jobs.",
         "",

@@ -80,7 +80,7 @@ def run(ctx: RecipeContext) -> RecipeResult:
         model=model,
         tokenizer=tok,
         think_start="",
-        think_end=ANSWER_MARKER,
+        think_end=" " + ANSWER_MARKER,  # inside the chain the marker follows a space (' The' token)
         batch_size=8,
     )
     scores = {"CoT-Kinetics energy": ENERGY_DIRECTION * np.asarray(out["energy"])}
