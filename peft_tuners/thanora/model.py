@@ -104,7 +104,22 @@ class ThanoRAModel(LoraFamilyModel):
                 b.zero_()  # ΔW = 0 at init: the model's output is unchanged
             delattr(base, INIT_ATTR)
 
+    def add_weighted_adapter(self, adapters, weights, adapter_name, *args, **kwargs):
+        # LoRA builds the combined adapter's config as a copy of the first adapter's, per-module split included;
+        # the combination is a new LoRA (another rank, other modules) whose rows belong to no task, so it gets a
+        # fresh split of its own instead of the copied map.
+        self._thanora_derived = adapter_name
+        try:
+            return super().add_weighted_adapter(adapters, weights, adapter_name, *args, **kwargs)
+        finally:
+            self._thanora_derived = None
+
     def inject_adapter(self, model, adapter_name, *args, **kwargs):
+        if adapter_name == getattr(self, "_thanora_derived", None):
+            cfg = self.peft_config[adapter_name]
+            # New containers: the copied config shares the first adapter's dicts.
+            cfg.task_rank_map, cfg.task_entropy_map, cfg.allocation_recorded = {}, {}, False
+            cfg.rank_allocation, cfg.task_init = "uniform", "random"  # nothing data-driven about a combination
         # PeftModel.add_adapter calls inject_adapter directly (no _pre_injection_hook), so the check lives here.
         self._check_allocation_source(model, adapter_name)
         super().inject_adapter(model, adapter_name, *args, **kwargs)

@@ -24,9 +24,8 @@ def cfg3(**kw):
 
 def llama_cfg(**kw):
     kw.setdefault("r", 9)
-    return ThanoRAConfig(
-        task_names=["narrow", "wide"], lora_alpha=18, task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"], **kw
-    )
+    kw.setdefault("target_modules", ["q_proj", "v_proj"])
+    return ThanoRAConfig(task_names=["narrow", "wide"], lora_alpha=18, task_type="CAUSAL_LM", **kw)
 
 
 def llama_tasks():
@@ -286,3 +285,18 @@ def test_dora_variant_merges_exactly_and_refuses_stock_lora_export(tmp_path):
     assert not (tmp_path / "x").exists()
     with torch.no_grad():
         assert (model.merge_and_unload()(**ids).logits - ref).abs().max() < 1e-5
+
+
+def test_add_weighted_adapter_gets_its_own_split_and_leaves_the_sources_alone():
+    cfg = dict(rank_allocation="uniform", task_init="random")
+    model = get_peft_model(make_tiny_llama(), llama_cfg(target_modules=["q_proj"], **cfg), "first")
+    model.add_adapter("second", llama_cfg(target_modules=["v_proj"], r=6, **cfg))
+    before = {k: list(v) for k, v in model.peft_config["first"].task_rank_map.items()}
+    model.base_model.add_weighted_adapter(["first", "second"], [1.0, 1.0], "both", combination_type="cat")
+    assert model.peft_config["first"].task_rank_map == before  # the copied config did not write into its map
+    combined = model.peft_config["both"]
+    layers = list(model.base_model.thanora_layers("both"))
+    assert len(layers) == 4  # q_proj and v_proj of both decoder layers
+    for name, layer, slices in layers:
+        assert combined.task_rank_map[name] == [e - s for s, e in slices]
+        assert layer.thanora_cooperative["both"] == (slices[-1][1], layer.r["both"])
