@@ -40,6 +40,9 @@ _LAZY: dict[str, str] = {
     "FedAvg": "hf_trust.trainers.federated",
     "FedProx": "hf_trust.trainers.federated",
     "FedAdam": "hf_trust.trainers.federated",
+    "latest_checkpoint": "hf_trust.trainers.federated",
+    # federations on Flower (needs the [flower] extra; a clear MissingExtraError without it)
+    "FlowerFederation": "hf_trust.trainers.federated.flower",
     # federated prompt learning
     "PromptConfig": "hf_trust.trainers.fpl",
     "FPLConfig": "hf_trust.trainers.fpl",
@@ -66,6 +69,9 @@ _LAZY: dict[str, str] = {
     "PrivacyEnhancingAgent": "hf_trust.agents",
     "EPEOrchestrator": "hf_trust.agents",
     "hf_chat_backend": "hf_trust.agents",
+    "LeakageDetector": "hf_trust.agents",
+    "PrivacyAgentConfig": "hf_trust.agents",
+    "train_privacy_agent": "hf_trust.agents",
     # Hub
     "push_adapter": "hf_trust.hub_cards",
     "render_card": "hf_trust.hub_cards",
