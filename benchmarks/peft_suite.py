@@ -23,7 +23,9 @@ fails while plain LoRA passes.  Slow (thousands of tests per pass): not part of 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as _dt
+import functools
 import os
 import platform
 import re
@@ -60,6 +62,7 @@ def _is_kwargs_argname(argname: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- plugin part
+@functools.cache  # one class object per config: rows are recognised by identity
 def _target_class(name: str) -> type:
     from peft import LoraConfig
 
@@ -68,7 +71,26 @@ def _target_class(name: str) -> type:
     import hf_trust.peft_tuners.lorasculpt as lorasculpt
     import hf_trust.peft_tuners.thanora as thanora
 
-    return {"lorasculpt": lorasculpt.LoRASculptConfig, "thanora": thanora.ThanoRAConfig}[name]
+    cls = {"lorasculpt": lorasculpt.LoRASculptConfig, "thanora": thanora.ThanoRAConfig}[name]
+    return _with_defaults(cls, EXTRA_KWARGS.get(name, {}))
+
+
+def _with_defaults(cls: type, defaults: dict[str, Any]) -> type:
+    """``cls`` whose constructor also fills ``defaults`` when a call leaves them out.
+
+    Some of PEFT's test bodies build the config themselves with LoRA's keyword arguments only
+    (``config_cls(target_modules=...)``), never through the row kwargs; this gives them the same extra
+    fields the parametrised rows get. Same name, so rows keep their ids; the row's own values still win.
+    """
+    if not defaults:
+        return cls
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in defaults.items():
+            kwargs.setdefault(key, copy.deepcopy(value))
+        cls.__init__(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": cls.__module__, "__doc__": cls.__doc__})
 
 
 def _rewrite_rows(argnames: list[str], rows: list[Any], target: type, extra: dict[str, Any]) -> list[Any] | None:
