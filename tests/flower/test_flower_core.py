@@ -97,3 +97,44 @@ def test_bad_arguments_fail_before_the_engine_starts():
     fed = FlowerFederation(make_client_trainer(), FedAvg(min_available_nodes=10), CFG)
     with pytest.raises(ValueError, match="wait forever"):
         run_simulations([(fed, parts)])
+
+
+def test_apps_are_a_real_flower_client_app_and_server_app():
+    """``fed.apps(parts)`` are Flower's own app objects; the ClientApp answers a train message in-process."""
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from hf_trust.errors import HFTrustConfigError
+    from hf_trust.trainers.federated.client import trainable_params
+    from hf_trust.trainers.federated.flower import UNIT_WEIGHT_KEY, params_to_arrays
+    from tests.flower.flower_fixtures import core_data
+
+    _, parts = core_data()
+    trainer = make_client_trainer()
+    fed = FlowerFederation(trainer, CoreFedAvg(), CFG)
+    client_app, server_app = fed.apps(parts)
+    assert isinstance(client_app, ClientApp) and isinstance(server_app, ServerApp)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # what a ServerApp process has
+    start = trainable_params(trainer.model)
+    msg = Message(
+        RecordDict({"arrays": params_to_arrays(start), "config": ConfigRecord({"server-round": 1})}),
+        dst_node_id=7,
+        message_type="train",
+    )
+    msg.metadata.__dict__["_message_id"] = "m1"
+    ctx = Context(
+        run_id=1, node_id=7, node_config={"partition-id": 2, "num-partitions": 4}, state=RecordDict(), run_config={}
+    )
+    reply = client_app(msg, ctx)
+    arrays = reply.content["arrays"]
+    metrics = reply.content["metrics"]
+    assert list(arrays.keys()) == list(start)  # only the trainable parameters travel, in the model's order
+    assert metrics["num-examples"] == len(parts.indices[2]) and metrics[UNIT_WEIGHT_KEY] == 1
+    assert reply.content["hf-trust-client"]["partition-id"] == 2
+    assert any(float(abs(arrays[k].numpy() - start[k].numpy()).max()) > 0 for k in start)  # it trained
+    # a SuperNode started without --node-config partition-id gets an error that names the fix
+    ctx.node_config = {}
+    with pytest.raises(HFTrustConfigError, match="--node-config"):
+        client_app(msg, ctx)

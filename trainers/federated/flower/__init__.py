@@ -14,7 +14,11 @@ Two ways to run it:
   SuperNodes (the Deployment Engine); ``examples/flower_app`` is such an app.
 
 The in-process :class:`~hf_trust.trainers.federated.FederatedTrainer` stays the reference: with the same model,
-partition, seed and FedAvg/FedProx both give the same global parameters (to float32 round-off).
+partition, seed and FedAvg/FedProx both give the same global parameters (to float32 round-off; bit for bit with
+our strategies).  Method-specific federations: ``flower.ggeur.FlowerGGEUR`` (GGEUR's statistics round as a
+Flower round carrying per-class statistics only) and ``flower.fpl.FlowerPromptFederation`` (only the prompts
+travel).  ``flwr_datasets`` partitioners convert both ways (``partitions_from_flwr`` / ``partitions_to_flwr``,
+``dirichlet_from_flwr`` / ``dirichlet_to_flwr``; the α and seed semantics are in ``flower.datasets``).
 """
 
 from __future__ import annotations
