@@ -23,6 +23,20 @@ from typing import Any, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; put it back at once (no threads race this in practice,
+    # and it is read before any file is created).
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path, directory: bool = False) -> None:
+    """Give a file or folder made by ``mkstemp`` / ``mkdtemp`` (0600 / 0700) the mode a plain ``open`` /
+    ``mkdir`` would have given it, so that reports and adapters are not private by accident."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _fsync_dir(folder: Path) -> None:
     # The rename is durable only once the directory entry is; not every platform allows it.
     try:
@@ -53,6 +67,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _plain_mode(tmp_path)
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
     except BaseException:
@@ -97,6 +112,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    _plain_mode(staging, directory=True)
     try:
         yield staging
     except BaseException:
