@@ -14,8 +14,7 @@ nothing is downloaded. What runs:
   bf16-free fp32 SGD, as the CPU tests check at 1e-5);
 * the CoT-Kinetics metric in bf16, BYE's per-layer attention entropies in bf16 against the same computation
   in fp32 on the CPU, and GGEUR's pooled covariance against an independent float64 recomputation on the
-  device. ACGKD, federated prompt learning and EPEAgent have no check here yet: their GPU paths are the
-  ordinary ``Trainer`` / ``generate`` paths exercised above.
+  device. ACGKD, federated prompt learning and EPEAgent have no row yet.
 
 On a machine without CUDA it says so and exits 0.
 """
