@@ -40,6 +40,8 @@ demo-full: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	# RESULTS.md is generated from benchmarks/results/*.md: it must be up to date
+	$(PY) benchmarks/assemble_results.py --check --strict
 
 test: setup lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets"

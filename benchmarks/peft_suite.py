@@ -26,6 +26,7 @@ import argparse
 import copy
 import datetime as _dt
 import functools
+import json
 import os
 import platform
 import re
@@ -76,21 +77,27 @@ def _target_class(name: str) -> type:
 
 
 def _with_defaults(cls: type, defaults: dict[str, Any]) -> type:
-    """``cls`` whose constructor also fills ``defaults`` when a call leaves them out.
+    """``cls`` with a constructor that also fills ``defaults`` when a call leaves them out.
 
     Some of PEFT's test bodies build the config themselves with LoRA's keyword arguments only
     (``config_cls(target_modules=...)``), never through the row kwargs; this gives them the same extra
-    fields the parametrised rows get. Same name, so rows keep their ids; the row's own values still win.
+    fields the parametrised rows get (the row's own values still win). The class itself is patched, inside
+    the pytest process of this one pass only, so that identity, pickling and ``from_pretrained`` still see
+    the real class.
     """
-    if not defaults:
+    if not defaults or getattr(cls.__init__, "_suite_defaults", None) == defaults:
         return cls
+    original = cls.__init__
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         for key, value in defaults.items():
             kwargs.setdefault(key, copy.deepcopy(value))
-        cls.__init__(self, *args, **kwargs)
+        original(self, *args, **kwargs)
 
-    return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": cls.__module__, "__doc__": cls.__doc__})
+    __init__._suite_defaults = defaults  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+    return cls
 
 
 def _rewrite_rows(argnames: list[str], rows: list[Any], target: type, extra: dict[str, Any]) -> list[Any] | None:
@@ -323,7 +330,15 @@ def write_report(
 ) -> None:
     from hf_trust.atomic import atomic_write_text
 
+    ours = {n: len(regressions.get(n, [])) for n in counts if n != "lora"}
+    headline = f"PEFT {meta['peft']}'s own tests with our configs in place of LoraConfig: " + "; ".join(
+        f"{CLASS_NAMES[n]} {k} rows fail where LoRA passes" for n, k in ours.items()
+    )
+    status = "zero regressions against stock LoRA" if not any(ours.values()) else "regressions against stock LoRA"
     lines = [
+        "---",
+        f"method: PEFT suite\nheadline: {json.dumps(headline)}\nstatus: {status}",
+        "---",
         "# PEFT's own tuner tests with hf-trust's configs in place of `LoraConfig`",
         "",
         f"Run {meta['date']} on {meta['machine']}; PEFT {meta['peft']} (its sdist's tests), transformers "
@@ -331,7 +346,8 @@ def write_report(
         "Produced by `python benchmarks/peft_suite.py`. Each pass runs only the parametrised rows whose config "
         "class is exactly `LoraConfig`, with the config substituted (ThanoRA rows also get "
         "`task_names=['task_a', 'task_b']`; LoRASculpt rows `preserve_ratio=0.5`, because the default 0.1 keeps "
-        "no entry of PEFT's smallest test tensors, e.g. a 2×4 `lora_B`, which LoRASculpt refuses by design). "
+        "no entry of PEFT's smallest test tensors, e.g. a 2×4 `lora_B`, which LoRASculpt refuses by design; test bodies that build the config themselves get the same fields as "
+        "defaults). "
         "PEFT's `set_init_weights_false` helper is given LoRA's branch for the substituted class. Rows that "
         "need a Hub download fail (offline) for every config. 'skipped where LoRA passes' counts rows that PEFT "
         "skips for any class other than exactly `LoraConfig` (e.g. mixed adapter batches): not failures, but "
