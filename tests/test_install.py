@@ -91,7 +91,10 @@ def test_wheel_installs_into_an_existing_stack_without_changing_it(wheel, tmp_pa
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     torch_version = __import__("torch").__version__.split("+")[0]
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    # A clean environment: earlier tests in the same session (Ray starts, for one) may have put the project's
+    # own venv on PYTHONPATH, which would make the fresh venv see every package of ours.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     pre = subprocess.run(
         [str(py), "-m", "pip", "install", "-q", f"torch=={torch_version}", "six"],
         capture_output=True,
@@ -127,6 +130,5 @@ def test_wheel_installs_into_an_existing_stack_without_changing_it(wheel, tmp_pa
         """
     )
     run_env = {**env, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    run_env.pop("PYTHONPATH", None)
     proc = subprocess.run([str(py), "-c", code], cwd=user, capture_output=True, text=True, timeout=600, env=run_env)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

@@ -14,11 +14,13 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def simulated():
+def simulated(request):
     """name → FlowerFederation after one ``run_simulations`` over all of them (see flower_fixtures.flower_jobs)."""
     from hf_trust.trainers.federated.flower import run_simulations
     from tests.flower.flower_fixtures import flower_jobs
 
     jobs = flower_jobs()
+    before = os.environ.get("PYTHONPATH")
     run_simulations([(fed, parts) for fed, parts in jobs.values()], raise_errors=False)
+    request.config.hf_trust_pythonpath_around_simulation = (before, os.environ.get("PYTHONPATH"))
     return {name: fed for name, (fed, _) in jobs.items()}

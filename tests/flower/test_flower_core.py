@@ -138,3 +138,9 @@ def test_apps_are_a_real_flower_client_app_and_server_app():
     ctx.node_config = {}
     with pytest.raises(HFTrustConfigError, match="--node-config"):
         client_app(msg, ctx)
+
+
+def test_simulation_leaves_the_callers_pythonpath_alone(simulated, request):
+    # Flower's Ray backend rewrites os.environ["PYTHONPATH"]; later subprocesses of the caller must not inherit it.
+    before, after = request.config.hf_trust_pythonpath_around_simulation
+    assert after == before

@@ -477,6 +477,20 @@ def _check_simulation_extra() -> None:
         )
 
 
+@contextlib.contextmanager
+def _caller_pythonpath_kept() -> Iterator[None]:
+    """Flower's Ray backend writes ``os.environ["PYTHONPATH"]`` of the calling process (to reach its workers);
+    put the caller's value back afterwards so that later subprocesses of the caller see their own."""
+    before = os.environ.get("PYTHONPATH")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def run_simulations(
     jobs: Sequence[tuple[FlowerFederation, Partitions]],
     backend_config: Optional[dict] = None,
@@ -530,7 +544,7 @@ def run_simulations(
                     fed.error = exc
 
         client_app = build_client_app(None)
-        with _flower_log_level(verbose):
+        with _flower_log_level(verbose), _caller_pythonpath_kept():
             run_simulation(
                 server_app=server_app,
                 client_app=client_app,
