@@ -275,7 +275,9 @@ def _collect_plots(name: str, result: RecipeResult, root: Path, warnings: list[s
     out = []
     for plot in result.plots:
         path = Path(plot)
-        if not path.is_absolute():
+        # ctx.savefig returns a path under ctx.out_dir, which is relative when --out is: relative to the
+        # working directory, then; a bare name means the recipe's own folder.
+        if not path.is_absolute() and not path.is_file():
             path = rdir / path
         if not path.is_file():
             warnings.append(f"{name}: plot {plot} was recorded but does not exist; it is missing from the report")

@@ -53,6 +53,15 @@ def test_demo_writes_report_and_prints_table(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging or old copy left beside it
 
 
+def test_pictures_are_embedded_when_the_report_folder_is_relative(tmp_path, monkeypatch, capsys):
+    # `make demo` runs `hf-trust demo` with the default, relative --out: every picture must reach the report.
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--methods", "zz_sum", "--out", "report"]) == 0
+    assert "missing from the report" not in capsys.readouterr().out
+    assert (tmp_path / "report" / "zz_sum" / "line.png").stat().st_size > 0
+    assert "![line.png](zz_sum/line.png)" in (tmp_path / "report" / "README.md").read_text()
+
+
 def test_unknown_method_is_one_line_and_nonzero(tmp_path, capsys):
     assert main(["demo", "--methods", "nope", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
