@@ -38,6 +38,7 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 import hf_trust  # noqa: E402,F401
 from hf_trust import ThanoRAConfig, assets, preprocess_thanora  # noqa: E402
 from hf_trust.atomic import atomic_write_json  # noqa: E402
+from hf_trust.demo.studies.chat_lm import answer_loss, answer_nll, collate, encode  # noqa: E402
 from hf_trust.peft_tuners.thanora import plot_allocation_heatmap, softmax_allocation  # noqa: E402
 
 TASKS = ("spell_backward", "basic_arithmetic", "leg_counting")
@@ -49,59 +50,6 @@ THANORA_ARMS = {
     "ThanoRA, λ = 0": {"subspace_lambda": 0.0},
 }
 PEER_ARMS = ("LoRA", "PiSSA", "CorDA", "EVA")
-
-
-def encode(tok, rows, max_len: int = 96):
-    """Chat-formatted (question, answer) → (input ids, labels on the answer tokens only)."""
-    out = []
-    for q, a in rows:
-        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(a + tok.eos_token, add_special_tokens=False)["input_ids"]
-        out.append(((p_ids + a_ids)[-max_len:], ([-100] * len(p_ids) + a_ids)[-max_len:]))
-    return out
-
-
-def collate(examples, pad_id, with_labels: bool = True):
-    """Left-padded batch: every answer ends at the last position, so the loss needs logits only there."""
-    width = max(len(e[0]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id)
-    labels = torch.full((len(examples), width), -100)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for r, (i, lab) in enumerate(examples):
-        ids[r, width - len(i) :] = torch.tensor(i)
-        labels[r, width - len(lab) :] = torch.tensor(lab)
-        mask[r, width - len(i) :] = 1
-    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp_min(0)}
-    if with_labels:
-        batch["labels"] = labels
-    else:
-        batch["logits_to_keep"] = 1  # calibration: only the layer inputs matter, skip the 49k-way head
-    return batch
-
-
-def answer_loss(model, batch) -> tuple[torch.Tensor, int]:
-    """Mean next-token NLL over the answer tokens, computing the LM head only on the last K positions."""
-    labels = batch["labels"]
-    k = int((labels != -100).sum(1).max()) + 1
-    inputs = {key: v for key, v in batch.items() if key != "labels"}
-    logits = model(**inputs, logits_to_keep=k).logits[:, :-1].float()
-    target = labels[:, -k + 1 :]
-    n = int((target != -100).sum())
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
-    )
-    return loss, n
-
-
-def answer_nll(model, examples, pad_id) -> float:
-    total = n = 0.0
-    with torch.no_grad():
-        for s in range(0, len(examples), 8):
-            loss, k = answer_loss(model, collate(examples[s : s + 8], pad_id))
-            total += float(loss) * k
-            n += k
-    return total / max(n, 1)
 
 
 def truncated_smollm2(layers: int):
