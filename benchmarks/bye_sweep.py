@@ -6,6 +6,9 @@ Stages (each reads what the earlier one cached, so the expensive fine-tunes run 
     python benchmarks/bye_sweep.py refit --seeds 0-9 --rules reference robust --rates 0.1
     python benchmarks/bye_sweep.py report                         # markdown table of every rule
     python benchmarks/bye_sweep.py plots --plot-runs patch:0.1:0   # per-layer entropy histograms
+    python benchmarks/bye_sweep.py digits --seeds 0-2 --rules reference bsi2 top_kl:1 robust   # SmolLM2 recipe
+    python benchmarks/bye_sweep.py digits-report --seeds 0-2
+    python benchmarks/bye_sweep.py plots --plot-runs digits:0
 
 Runs: triggers ``patch`` and ``blend`` × poison rates 5 / 10 / 20 % × seeds, plus the clean case (0 %).
 Rules (``hf_trust.demo.studies.bye.RULES``): the reference (|Δμ| > 2(σ₁+σ₂)), the paper's BSI ≥ 2, ``top_kl:1``
@@ -16,10 +19,11 @@ the study's code version) and written atomically.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -94,6 +98,23 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _mask_digest(flagged: np.ndarray) -> str:
+    """Identity of a removal: a cached re-fine-tune is valid only for exactly the rows it was trained without."""
+    return hashlib.sha256(np.packbits(np.asarray(flagged, dtype=bool)).tobytes()).hexdigest()[:16]
+
+
+def _refit_after(args: argparse.Namespace, key: str, rule: str, flagged: np.ndarray) -> Optional[dict]:
+    """``{"asr", "cp"}`` after the cached re-fine-tune of ``rule`` on run ``key``; None when absent or stale."""
+    p = args.cache / f"{key}_refit_{rule.replace(':', '')}.json"
+    if not p.exists():
+        return None
+    rec = json.loads(p.read_text())
+    # Entries from before the digest was recorded are checked by the removed count at least.
+    if rec.get("flag_digest", _mask_digest(flagged)) != _mask_digest(flagged) or rec["removed"] != int(flagged.sum()):
+        return None
+    return {"asr": float(rec["asr"]), "cp": float(rec["cp"])}
+
+
 def stage_refit(args: argparse.Namespace) -> None:
     for row in _load(args):
         if row["trigger"] == "none":
@@ -101,14 +122,15 @@ def stage_refit(args: argparse.Namespace) -> None:
         res = study.apply_rules(row["E"], {k: study.RULES[k] for k in args.rules})
         for rule, (_rep, flagged) in res.items():
             path = args.cache / f"{row['key']}_refit_{rule.replace(':', '')}.json"
-            if path.exists():
+            digest = _mask_digest(flagged)
+            if path.exists() and json.loads(path.read_text()).get("flag_digest") == digest:
                 continue
             t0 = time.time()
             if flagged.any():
                 asr, cp = study.toy_refit(row["seed"], row["rate"], ~flagged, row["trigger"], args.n, args.steps)
             else:  # nothing removed: the re-fine-tune would see the same data as the poisoned model
                 asr, cp = row["asr"], row["cp"]
-            atomic_write_json(path, {"asr": asr, "cp": cp, "removed": int(flagged.sum())})
+            atomic_write_json(path, {"asr": asr, "cp": cp, "removed": int(flagged.sum()), "flag_digest": digest})
             print(f"{path.name}: ASR {asr:.3f} CP {cp:.3f} ({time.time() - t0:.0f} s)", flush=True)
 
 
@@ -135,9 +157,10 @@ def stage_report(args: argparse.Namespace) -> None:
         groups.setdefault((r["trigger"], r["rate"]), []).append(r)
     rules = list(study.RULES)
     lines.append(
-        "| trigger | poison | seeds | ASR / CP before | rule | precision | recall | removed | status ok | ASR after |"
+        "| trigger | poison | seeds | ASR / CP before | rule | precision | recall | removed | status ok | ASR after "
+        "| ASR after ≤ 0.05 | CP after |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (trig, rate), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] == "none", kv[0][0], kv[0][1])):
         args_n_hint = len(rs)
         asr = np.array([r["asr"] for r in rs])
@@ -146,11 +169,12 @@ def stage_report(args: argparse.Namespace) -> None:
         for rule in rules:
             det = [study.detection(res[rule][1], r["poison"]) for res, r in zip(results, rs)]
             statuses = [res[rule][0].status for res in results]
-            after = []
-            for r in rs:
-                p = args.cache / f"{r['key']}_refit_{rule.replace(':', '')}.json"
-                if p.exists():
-                    after.append(json.loads(p.read_text())["asr"])
+            after, cp_after = [], []
+            for res, r in zip(results, rs):
+                a = _refit_after(args, r["key"], rule, res[rule][1])
+                if a is not None:
+                    after.append(a["asr"])
+                    cp_after.append(a["cp"])
             prec = np.array([d["precision"] for d in det])
             rec = np.array([d["recall"] for d in det])
             rem = np.array([d["removed"] for d in det])
@@ -158,7 +182,9 @@ def stage_report(args: argparse.Namespace) -> None:
             lines.append(
                 f"| {trig} | {int(round(rate * 100))} % | {len(rs)} | {before} | {rule} | {_fmt(prec)} | "
                 f"{_fmt(rec)} | {_fmt(rem)} | {sum(s == 'ok' for s in statuses)}/{len(rs)} | "
-                f"{_fmt(np.array(after)) if after else 'not run'} |"
+                f"{_fmt(np.array(after)) if after else 'not run'} | "
+                f"{f'{sum(a <= 0.05 for a in after)}/{len(after)}' if after else '–'} | "
+                f"{_fmt(np.array(cp_after)) if cp_after else '–'} |"
             )
             summary[f"{trig}_{rate}_{rule}"] = {
                 "precision": prec.tolist(),
@@ -166,6 +192,7 @@ def stage_report(args: argparse.Namespace) -> None:
                 "removed": rem.tolist(),
                 "status": statuses,
                 "asr_after": after,
+                "cp_after": cp_after,
                 "seeds": [r["seed"] for r in rs],
             }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +204,14 @@ def stage_report(args: argparse.Namespace) -> None:
 def stage_plots(args: argparse.Namespace) -> None:
     """Per-layer entropy histograms (reference vs robust flags) for the runs named by --plot-runs."""
     for spec in args.plot_runs:
-        trig, rate, seed = spec.split(":")
-        path = args.cache / (_key(trig, float(rate), int(seed), args.n, args.steps) + ".npz")
+        if spec.startswith("digits:"):  # the SmolLM2-decoder recipe: patch trigger, 10 % poison
+            trig, rate, seed = "digits", "0.1", spec.split(":")[1]
+            path = _digit_summary_path(args, int(seed)).with_suffix(".npz")
+            setting = f"SmolLM2-decoder LLaVA, digits, 10% patch poison, seed {seed}"
+        else:
+            trig, rate, seed = spec.split(":")
+            path = args.cache / (_key(trig, float(rate), int(seed), args.n, args.steps) + ".npz")
+            setting = f"toy, {trig} trigger, {float(rate):.0%} poison, seed {seed}"
         z = np.load(path)
         res = study.apply_rules(z["E"], {k: study.RULES[k] for k in ("reference", "robust")})
         for rule, (rep, flagged) in res.items():
@@ -187,7 +220,7 @@ def stage_plots(args: argparse.Namespace) -> None:
                 z["E"],
                 flagged,
                 z["poison"],
-                title=f"toy, {trig} trigger, {float(rate):.0%} poison, seed {seed} — {rule} rule: layers "
+                title=f"{setting} — {rule} rule: layers "
                 f"{rep.sensitive_layers}, status {rep.status}, P {d['precision']:.2f} R {d['recall']:.2f}, "
                 f"removed {d['removed']:.0%}",
             )
@@ -196,9 +229,96 @@ def stage_plots(args: argparse.Namespace) -> None:
             print(out)
 
 
+DIGIT_SIZE = {"n_train": 300, "n_test": 100, "steps": 120}
+
+
+def _digit_summary_path(args: argparse.Namespace, seed: int) -> Path:
+    return args.cache / f"digits_v{STUDY_VERSION}_s{seed}_n{DIGIT_SIZE['n_train']}_t{DIGIT_SIZE['steps']}.json"
+
+
+def stage_digits(args: argparse.Namespace) -> None:
+    """The SmolLM2-decoder recipe per seed: entropies cached, every rule's re-fine-tune cached."""
+    args.cache.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        t0 = time.time()
+        stem = _digit_summary_path(args, seed).with_suffix("")
+        r = study.run_digit_seed(
+            seed,
+            **DIGIT_SIZE,
+            progress=True,
+            refit_rules=tuple(args.rules),
+            entropy_cache=str(stem) + ".npz",
+            refit_cache_dir=str(args.cache),
+        )
+        summary = {
+            "seed": seed,
+            **DIGIT_SIZE,
+            "asr_before": r["asr_before"],
+            "cp_before": r["cp_before"],
+            "max_auroc": r["max_auroc"],
+            "best_layer": r["best_layer"],
+            "rules": {
+                k: {
+                    kk: (vv.tolist() if isinstance(vv, np.ndarray) else vv)
+                    for kk, vv in v.items()
+                    if kk not in ("report", "flagged")
+                }
+                | {"removed_share_per_class": v["report"].removed_share_per_class}
+                for k, v in r["rules"].items()
+            },
+        }
+        atomic_write_json(_digit_summary_path(args, seed), summary)
+        print(f"digits seed {seed}: {time.time() - t0:.0f} s", json.dumps(summary, default=str), flush=True)
+
+
+def _layers(layers: list[int]) -> str:
+    return f"layers {layers}" if len(layers) <= 6 else f"{len(layers)} layers"
+
+
+def stage_digits_report(args: argparse.Namespace) -> None:
+    global args_n_hint
+    runs = [
+        json.loads(_digit_summary_path(args, s).read_text())
+        for s in args.seeds
+        if _digit_summary_path(args, s).exists()
+    ]
+    if not runs:
+        raise SystemExit(f"no digit runs cached under {args.cache}; run the 'digits' stage first.")
+    args_n_hint = len(runs)
+    lines = [
+        "| rule | precision | recall | removed | status ok | ASR after | clean acc. after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rule in study.RULES:
+        rr = [r["rules"][rule] for r in runs]
+
+        def col(k: str, rr: list = rr) -> str:
+            return _fmt(np.array([x.get(k, np.nan) for x in rr], dtype=float))
+
+        ok = sum(x["status"] == "ok" for x in rr)
+        lines.append(
+            f"| {rule} | {col('precision')} | {col('recall')} | {col('removed')} | {ok}/{len(rr)} | "
+            f"{col('asr_after')} | {col('cp_after')} |"
+        )
+    lines += ["", "| seed | ASR / CP before | best layer (AUROC) | " + " | ".join(study.RULES) + " |"]
+    lines.append("|---" * (3 + len(study.RULES)) + "|")
+    for r in runs:
+        cells = [
+            f"{x['status']}, {_layers(x['layers'])}, removed {x['removed']:.0%}, P {x['precision']:.2f} / "
+            f"R {x['recall']:.2f} → ASR {x.get('asr_after', float('nan')):.2f}, CP {x.get('cp_after', float('nan')):.2f}"
+            for x in (r["rules"][k] for k in study.RULES)
+        ]
+        lines.append(
+            f"| {r['seed']} | {r['asr_before']:.2f} / {r['cp_before']:.2f} | {r['best_layer']} "
+            f"({r['max_auroc']:.3f}) | " + " | ".join(cells) + " |"
+        )
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["entropies", "refit", "report", "plots"])
+    ap.add_argument("stage", choices=["entropies", "refit", "report", "plots", "digits", "digits-report"])
     ap.add_argument("--seeds", type=_seeds, default=_seeds("0-9"))
     ap.add_argument("--triggers", nargs="+", default=["patch", "blend"], choices=list(study.TRIGGERS))
     ap.add_argument("--rates", nargs="+", type=float, default=[0.1, 0.05, 0.2])
@@ -211,7 +331,14 @@ def main() -> None:
     ap.add_argument("--plot-runs", nargs="+", default=["patch:0.1:0", "patch:0.1:9"], help="trigger:rate:seed")
     ap.add_argument("--plot-dir", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
-    stages = {"entropies": stage_entropies, "refit": stage_refit, "report": stage_report, "plots": stage_plots}
+    stages = {
+        "entropies": stage_entropies,
+        "refit": stage_refit,
+        "report": stage_report,
+        "plots": stage_plots,
+        "digits": stage_digits,
+        "digits-report": stage_digits_report,
+    }
     stages[args.stage](args)
 
 

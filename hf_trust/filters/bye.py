@@ -180,7 +180,7 @@ class BYEFilter:
         layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (paper), ``"robust"``, ``"top_kl:<k>"`` or
             a list of layers; see :func:`hf_trust.filters.bye_select`.  ``"robust"`` is opt-in: see
             ``benchmarks/results/bye.md`` for when it beats the reference.
-        bsi_threshold, max_minority, agreement: parameters of ``"bsi"`` / ``"robust"``.
+        bsi_threshold, max_minority, agreement, min_support: parameters of ``"bsi"`` / ``"robust"``.
         require_minor_low_component, warn_if_removal_concentrated: opt-in safeguards of the reference modes.
         max_removal_fraction: at most this share of rows is removed (default 0.5, every mode; ``None`` = no cap,
             then removing more than half sets ``status="majority_flagged"`` and warns).
@@ -212,6 +212,7 @@ class BYEFilter:
         bsi_threshold: float = 2.0,
         max_minority: float = 0.4,
         agreement: float = 0.5,
+        min_support: Optional[int] = None,
         require_minor_low_component: bool = False,
         max_removal_fraction: Optional[float] = DEFAULT_MAX_REMOVAL_FRACTION,
         warn_if_removal_concentrated: Optional[float] = None,
@@ -240,6 +241,7 @@ class BYEFilter:
             bsi_threshold=bsi_threshold,
             max_minority=max_minority,
             agreement=agreement,
+            min_support=min_support,
             require_minor_low_component=require_minor_low_component,
             max_removal_fraction=max_removal_fraction,
             warn_if_removal_concentrated=warn_if_removal_concentrated,

@@ -94,6 +94,7 @@ def check_select_config(
     max_removal_fraction: Any,
     warn_if_removal_concentrated: Any,
     direction: Any,
+    min_support: Any = None,
 ) -> None:
     """Reject settings that cannot work, naming the field and the fix (``HFTrustConfigError``)."""
     for name, value in (("k_sigma", k_sigma), ("bsi_threshold", bsi_threshold)):
@@ -107,6 +108,13 @@ def check_select_config(
     _check_fraction("agreement", agreement, allow_none=False)
     if isinstance(max_minority, bool) or not isinstance(max_minority, (int, float)) or not (0 < max_minority < 1):
         raise HFTrustConfigError(f"max_minority must be a share in (0, 1), got {max_minority!r}; default 0.4.")
+    if min_support is not None and (
+        isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1
+    ):
+        raise HFTrustConfigError(
+            f"min_support must be an integer ≥ 1 or None (automatic: max(1, round(L / 10)) agreeing layers), "
+            f"got {min_support!r}."
+        )
     if direction != "low":
         raise HFTrustConfigError(
             f"direction is fixed to 'low' (attention collapse lowers entropy), as in the paper; got {direction!r}."
@@ -167,8 +175,13 @@ def lowest_separated_mode(
     return mask, path[depth][1], depth + 1
 
 
+def default_min_support(num_layers: int) -> int:
+    """Agreeing layers a group needs before it outranks smaller groups: ``max(1, round(L / 10))``."""
+    return max(1, int(round(num_layers / 10)))
+
+
 def robust_select(
-    E: np.ndarray, *, bsi_threshold: float, max_minority: float, agreement: float
+    E: np.ndarray, *, bsi_threshold: float, max_minority: float, agreement: float, min_support: Optional[int] = None
 ) -> tuple[list[int], np.ndarray, dict]:
     """The ``"robust"`` layer and row choice.  Returns ``(layers, flagged, diagnostics)``.
 
@@ -186,15 +199,25 @@ def robust_select(
        are never compared or averaged.
     3. **The same rows collapse together.**  The trigger is one feature of the poisoned rows, so the layers
        that see it flag (nearly) the same rows, while clean structure in one layer need not agree with another.
-       Candidates are grouped by the agreement (Jaccard index ≥ ``agreement``) of their flagged rows.  Of the
-       groups, the one whose low mode is the smallest share of the data wins (ties: more layers), following
-       fact 1: a clean mode (an answer class, an image type) is typically a larger block than a poisoned subset.
+       Candidates are grouped by the agreement (Jaccard index ≥ ``agreement``) of their flagged rows.
+    4. **Support grows with depth.**  In a deep decoder some layer will show a small, separated low mode by
+       chance (clean entropies are multi-modal, and there are many layers to look at), while a trigger's collapse
+       shows in a band of layers.  Groups with at least ``min_support`` layers therefore rank before smaller
+       ones; the default ``max(1, round(L / 10))`` is 1 for a 4-layer model and 3 for a 30-layer one, so the
+       number of layers that must agree grows with the number of layers that could agree by chance.  (On the
+       SmolLM2-decoder recipe, seed 0, a lone layer with a 4 % clean low mode outranked the three layers that
+       agreed on the poison; ``benchmarks/results/bye.md``.)
+
+    Of the groups with enough support (all groups when none has), the one whose low mode is the smallest share
+    of the data wins (ties: more layers), following fact 1: a clean mode (an answer class, an image type) is
+    typically a larger block than a poisoned subset.
 
     Rows are flagged by a per-layer decision (membership of that layer's separated low mode, i.e. a maximum
     posterior under that layer's own fitted mixture) combined by majority over the chosen layers, instead of a
     second mixture on averaged raw entropies of unrelated layers.
     """
     n, L = E.shape
+    support = default_min_support(L) if min_support is None else int(min_support)
     min_rows = max(3, int(math.ceil(0.005 * n)))
     modes: dict[int, np.ndarray] = {}
     seps: dict[int, float] = {}
@@ -203,7 +226,12 @@ def robust_select(
         if mask is not None and mask.mean() <= max_minority:
             modes[l], seps[l] = mask, sep
     cands = sorted(modes)
-    diag: dict = {"candidates": cands, "groups": [], "separation": {str(l): seps[l] for l in cands}}
+    diag: dict = {
+        "candidates": cands,
+        "groups": [],
+        "separation": {str(l): seps[l] for l in cands},
+        "min_support": support,
+    }
     if not cands:
         return [], np.zeros(n, dtype=bool), diag
     groups: list[list[int]] = []  # connected components of the agreement graph
@@ -221,8 +249,9 @@ def robust_select(
                     seen.add(b)
                     stack.append(b)
         groups.append(sorted(comp))
-    # the most minority-like group first (an attack is a small share of the data), then the larger group
-    groups.sort(key=lambda g: (float(np.mean([modes[l].mean() for l in g])), -len(g)))
+    # groups with enough agreeing layers first, then the most minority-like (an attack is a small share of the
+    # data), then the larger group
+    groups.sort(key=lambda g: (len(g) < support, float(np.mean([modes[l].mean() for l in g])), -len(g)))
     diag["groups"] = groups
     chosen = groups[0]
     votes = np.stack([modes[l] for l in chosen], axis=1).mean(axis=1)
@@ -269,6 +298,7 @@ def bye_select(
     bsi_threshold: float = 2.0,
     max_minority: float = 0.4,
     agreement: float = 0.5,
+    min_support: Optional[int] = None,
     require_minor_low_component: bool = False,
     max_removal_fraction: Optional[float] = DEFAULT_MAX_REMOVAL_FRACTION,
     warn_if_removal_concentrated: Optional[float] = None,
@@ -287,6 +317,8 @@ def bye_select(
         max_minority: ``"robust"`` only: largest weight of a layer's low component that can still be an
             attack (0.4; poison is a minority of a fine-tuning set).
         agreement: ``"robust"`` only: Jaccard overlap of two layers' flagged rows that counts as agreement (0.5).
+        min_support: ``"robust"`` only: agreeing layers a group needs to rank before smaller groups (``None``:
+            ``max(1, round(L / 10))``, see :func:`robust_select`).
         require_minor_low_component: drop selected layers whose low component weighs ≥ 0.5 (non-robust modes).
         max_removal_fraction: at most this share of rows is removed (the lowest scores first), status
             ``"capped"`` with a warning; ``None`` disables the cap (then more than half flagged gives status
@@ -310,6 +342,7 @@ def bye_select(
         max_removal_fraction=max_removal_fraction,
         warn_if_removal_concentrated=warn_if_removal_concentrated,
         direction=direction,
+        min_support=min_support,
     )
     E = np.asarray(entropies, dtype=np.float64)
     if E.ndim != 2 or E.shape[0] == 0 or E.shape[1] == 0:
@@ -328,6 +361,7 @@ def bye_select(
         "bsi_threshold": bsi_threshold,
         "max_minority": max_minority,
         "agreement": agreement,
+        "min_support": min_support,
         "require_minor_low_component": require_minor_low_component,
         "max_removal_fraction": max_removal_fraction,
         "warn_if_removal_concentrated": warn_if_removal_concentrated,
@@ -353,10 +387,10 @@ def bye_select(
 
     if layer_select == "robust":
         chosen, flagged, diag = robust_select(
-            E, bsi_threshold=bsi_threshold, max_minority=max_minority, agreement=agreement
+            E, bsi_threshold=bsi_threshold, max_minority=max_minority, agreement=agreement, min_support=min_support
         )
         report.sensitive_layers = chosen
-        report.robust = {k: diag[k] for k in ("candidates", "groups", "separation")}
+        report.robust = {k: diag[k] for k in ("candidates", "groups", "separation", "min_support")}
         if not chosen:
             return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None)
         scores = np.asarray(diag["score"])

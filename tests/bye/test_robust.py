@@ -119,3 +119,43 @@ def test_filter_forwards_the_robust_rule_and_its_parameters():
     )
     assert rep.suspicious == direct.suspicious and rep.sensitive_layers == direct.sensitive_layers
     assert rep.removed_share_per_class == direct.removed_share_per_class
+
+
+def _deep_with_lone_clean_mode(seed: int, n: int = 300, layers: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """A 30-layer matrix: layers 9-11 share a 10 % minority collapse (the poisoned rows); layer 24 alone has a
+    separated 4 % low mode of *clean* rows (chance structure); every other layer is unimodal noise."""
+    rng = np.random.default_rng(seed)
+    poison = np.zeros(n, dtype=bool)
+    poison[rng.permutation(n)[: n // 10]] = True
+    lone = np.zeros(n, dtype=bool)
+    lone[rng.permutation(np.flatnonzero(~poison))[: int(0.04 * n)]] = True
+    E = rng.normal(2.0, 0.2, (n, layers))
+    for l in (9, 10, 11):
+        E[:, l] = np.where(poison, rng.normal(0.8, 0.1, n), rng.normal(2.2, 0.15, n))
+    E[:, 24] = np.where(lone, rng.normal(0.9, 0.05, n), rng.normal(2.2, 0.15, n))
+    return E, poison
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robust_needs_agreeing_layers_in_a_deep_model(seed):
+    E, poison = _deep_with_lone_clean_mode(seed)
+    rob, _ = bye_select(E, layer_select="robust")
+    assert rob.robust["min_support"] == 3  # max(1, round(30 / 10))
+    assert rob.sensitive_layers == [9, 10, 11]
+    p, r = _prf(rob.suspicious, poison)
+    assert p >= 0.9 and r >= 0.9
+    # with support 1 the smallest low mode wins: the lone layer's clean rows, none of the poison
+    lone, _ = bye_select(E, layer_select="robust", min_support=1)
+    assert lone.sensitive_layers == [24]
+    assert _prf(lone.suspicious, poison)[1] == 0.0
+
+
+def test_min_support_default_and_validation():
+    from hf_trust.errors import HFTrustConfigError
+    from hf_trust.filters.select import default_min_support
+
+    assert [default_min_support(L) for L in (1, 4, 14, 15, 30, 80)] == [1, 1, 1, 2, 3, 8]
+    E, _ = _deep_with_lone_clean_mode(0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(HFTrustConfigError, match="min_support"):
+            bye_select(E, layer_select="robust", min_support=bad)

@@ -98,7 +98,7 @@ def _full(ctx: RecipeContext, result: RecipeResult) -> None:
     size = dict(n_train=300, n_test=100, steps=120)
     runs = []
     for s in ctx.progress(ctx.seeds, desc="bye seeds"):
-        runs.append(study.run_digit_seed(s, **size, refit_rule="robust"))
+        runs.append(study.run_digit_seed(s, **size, refit_rules=tuple(study.RULES)))
         r = runs[-1]
         ctx.log(
             f"bye digits seed {s}: ASR {r['asr_before']:.2f}, best layer AUROC {r['max_auroc']:.3f}; "
@@ -118,8 +118,8 @@ def _full(ctx: RecipeContext, result: RecipeResult) -> None:
         add(f"[{rule}] detection precision", [r["rules"][rule]["precision"] for r in runs])
         add(f"[{rule}] detection recall", [r["rules"][rule]["recall"] for r in runs])
         add(f"[{rule}] removed share", [r["rules"][rule]["removed"] for r in runs])
-    add("[robust] ASR after re-fine-tune", [r["rules"]["robust"]["asr_after"] for r in runs])
-    add("[robust] clean acc. after", [r["rules"]["robust"]["cp_after"] for r in runs])
+        add(f"[{rule}] ASR after re-fine-tune", [r["rules"][rule]["asr_after"] for r in runs])
+        add(f"[{rule}] clean acc. after", [r["rules"][rule]["cp_after"] for r in runs])
     r0 = runs[0]
     fig = study.plot_layer_histograms(
         r0["E"], r0["rules"]["robust"]["flagged"], r0["poison"], title=f"digits seed {ctx.seeds[0]} (robust rule)"

@@ -20,6 +20,7 @@ The poisoned rows' answer is replaced by the target token 20.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
@@ -423,23 +424,35 @@ def run_digit_seed(
     n_test: int,
     steps: int,
     progress: bool = False,
-    refit_rule: Optional[str] = "reference",
+    refit_rules: Sequence[str] = ("reference",),
     entropy_cache: Optional[str] = None,
+    refit_cache_dir: Optional[str] = None,
 ) -> dict[str, Any]:
     """One seed of Algorithm 1 on the LLaVA with the real SmolLM2-135M decoder (digits, 10 % patch poison).
 
     Every rule of :data:`RULES` is applied to the same entropies (detection figures per rule); the base model is
-    re-fine-tuned on the rows kept by ``refit_rule`` (``None``: detection only).  With ``entropy_cache`` (a
-    ``.npz`` path) the entropy matrix and poison mask are saved atomically for later re-analysis.
+    re-fine-tuned on the rows kept by each rule of ``refit_rules`` (empty: detection only).  Rules that flag the
+    same rows share one re-fine-tune, and a rule that flags nothing reuses the poisoned model's figures (the
+    re-fine-tune would see the same rows with the same seed).
+
+    Caches, both optional and written atomically: ``entropy_cache`` (a ``.npz`` path) holds the entropy matrix,
+    poison mask and the poisoned model's ASR / CP; when it exists *and* its stored settings match, the poisoned
+    fine-tune and the scoring are skipped.  ``refit_cache_dir`` holds one JSON per re-fine-tune, named by the
+    settings and a hash of the kept-row mask, so a changed selection rule never reuses a stale result.
     """
+    import hashlib
+    import json
+    from pathlib import Path
+
     from datasets import Dataset
     from PIL import Image
 
     from hf_trust.assets import llava_num_image_tokens, load_llava_smollm2
-    from hf_trust.atomic import atomic_save
-    from hf_trust.filters import BYEFilter
+    from hf_trust.atomic import atomic_save, atomic_write_json
+    from hf_trust.filters import BYEFilter, layer_auroc
     from hf_trust.filters.defence import lora_finetune
 
+    settings = np.asarray([seed, n_train, n_test, steps], dtype=np.int64)
     torch.manual_seed(seed)
     x_tr, y_tr, poison, x_te, y_te = build_digit_data(n_train, n_test, seed)
     base, tok, img_id = load_llava_smollm2(image_size=DIGIT_SIZE, patch_size=DIGIT_PATCH, seed=seed)
@@ -474,18 +487,26 @@ def run_digit_seed(
         )
         return model.merge_and_unload().eval()
 
-    poisoned = finetune(make_base(), ds)
-    asr0, cp0 = codec.asr_cp(poisoned, x_te, y_te)
-    bye = BYEFilter(poisoned, collate_fn=codec.prompt_batch, collate_fingerprint="digits-prompt", batch_size=32)
-    E = np.asarray(bye.entropies(ds)["bye_layer_entropy"], dtype=np.float64)
-    if entropy_cache:
+    cached = None
+    if entropy_cache and Path(entropy_cache).exists():
+        z = np.load(entropy_cache)
+        if "settings" in z.files and np.array_equal(z["settings"], settings) and np.array_equal(z["poison"], poison):
+            cached = z
+    if cached is not None:
+        E, asr0, cp0 = np.asarray(cached["E"], dtype=np.float64), float(cached["asr"]), float(cached["cp"])
+    else:
+        poisoned = finetune(make_base(), ds)
+        asr0, cp0 = codec.asr_cp(poisoned, x_te, y_te)
+        bye = BYEFilter(poisoned, collate_fn=codec.prompt_batch, collate_fingerprint="digits-prompt", batch_size=32)
+        E = np.asarray(bye.entropies(ds)["bye_layer_entropy"], dtype=np.float64)
+        del poisoned, bye
+        if entropy_cache:
 
-        def _save(p: Any) -> None:
-            with open(p, "wb") as fh:
-                np.savez(fh, E=E, poison=poison, answers=answer_id, asr=asr0, cp=cp0)
+            def _save(p: Any) -> None:
+                with open(p, "wb") as fh:  # a file object: np.savez would append ".npz" to the temporary name
+                    np.savez(fh, E=E, poison=poison, answers=answer_id, asr=asr0, cp=cp0, settings=settings)
 
-        atomic_save(entropy_cache, _save)
-    from hf_trust.filters import layer_auroc
+            atomic_save(entropy_cache, _save)
 
     aurocs = layer_auroc(E, poison)
     result: dict[str, Any] = {
@@ -493,23 +514,36 @@ def run_digit_seed(
         "cp_before": cp0,
         "max_auroc": float(np.nanmax(aurocs)),
         "best_layer": int(np.nanargmax(aurocs)),
+        "layer_auroc": aurocs,
         "E": E,
         "poison": poison,
         "rules": {},
     }
     for name, (rep, flagged) in apply_rules(E, labels=answer_id).items():
         result["rules"][name] = {
+            "report": rep,
             "status": rep.status,
             "layers": rep.sensitive_layers,
             "flagged": flagged,
             **detection(flagged, poison),
         }
-    if refit_rule is not None:
-        flagged = result["rules"][refit_rule]["flagged"]
-        keep = [i for i in range(n_train) if not flagged[i]]
-        if len(keep) < n_train:
-            asr1, cp1 = codec.asr_cp(finetune(make_base(), ds.select(keep)), x_te, y_te)
-        else:
-            asr1, cp1 = asr0, cp0
-        result["rules"][refit_rule].update(asr_after=asr1, cp_after=cp1)
+    done: dict[str, tuple[float, float]] = {}
+    for rule in refit_rules:
+        flagged = result["rules"][rule]["flagged"]
+        digest = hashlib.sha256(np.packbits(flagged).tobytes()).hexdigest()[:16]
+        path = None
+        if refit_cache_dir:
+            path = Path(refit_cache_dir) / f"digits_s{seed}_n{n_train}_{n_test}_t{steps}_keep{digest}.json"
+        if not flagged.any():
+            done[digest] = (asr0, cp0)
+        elif digest not in done and path is not None and path.exists():
+            rec = json.loads(path.read_text())
+            done[digest] = (float(rec["asr"]), float(rec["cp"]))
+        elif digest not in done:
+            keep = [i for i in range(n_train) if not flagged[i]]
+            done[digest] = codec.asr_cp(finetune(make_base(), ds.select(keep)), x_te, y_te)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(path, {"asr": done[digest][0], "cp": done[digest][1], "removed": int(flagged.sum())})
+        result["rules"][rule].update(asr_after=done[digest][0], cp_after=done[digest][1])
     return result
