@@ -93,6 +93,14 @@ def demote(text: str) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()) + "\n"
 
 
+_IMAGE_LINK = re.compile(r"(!\[[^\]]*\]\()([^)/:]+\))")
+
+
+def relink_images(text: str, folder: str) -> str:
+    """Image links of a per-method file are relative to its folder; RESULTS.md sits one level up."""
+    return _IMAGE_LINK.sub(lambda m: f"{m.group(1)}{folder}/{m.group(2)}", text)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -179,7 +187,7 @@ def assemble(results_md: str, results_dir: Path) -> tuple[str, list[str]]:
     """The new RESULTS.md text from the current one's introduction and the per-method files."""
     files, warnings = load_files(results_dir)
     parts = [introduction(results_md), summary_table(files)]
-    parts += [demote(f.body).strip() + "\n" for f in files]
+    parts += [relink_images(demote(f.body), results_dir.name).strip() + "\n" for f in files]
     return "\n".join(parts), warnings
 
 

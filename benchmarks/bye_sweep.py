@@ -286,8 +286,8 @@ def stage_digits_report(args: argparse.Namespace) -> None:
         raise SystemExit(f"no digit runs cached under {args.cache}; run the 'digits' stage first.")
     args_n_hint = len(runs)
     lines = [
-        "| rule | precision | recall | removed | status ok | ASR after | clean acc. after |",
-        "|---|---|---|---|---|---|---|",
+        "| rule | precision | recall | removed | status ok | ASR after | ASR after ≤ 0.05 | clean acc. after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for rule in study.RULES:
         rr = [r["rules"][rule] for r in runs]
@@ -298,7 +298,7 @@ def stage_digits_report(args: argparse.Namespace) -> None:
         ok = sum(x["status"] == "ok" for x in rr)
         lines.append(
             f"| {rule} | {col('precision')} | {col('recall')} | {col('removed')} | {ok}/{len(rr)} | "
-            f"{col('asr_after')} | {col('cp_after')} |"
+            f"{col('asr_after')} | {sum(x.get('asr_after', 1.0) <= 0.05 for x in rr)}/{len(rr)} | {col('cp_after')} |"
         )
     lines += ["", "| seed | ASR / CP before | best layer (AUROC) | " + " | ".join(study.RULES) + " |"]
     lines.append("|---" * (3 + len(study.RULES)) + "|")

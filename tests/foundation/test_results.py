@@ -126,6 +126,20 @@ def test_the_repository_results_assemble():
         assert ar.demote(f.body).strip().splitlines()[0] in text
 
 
+def test_every_picture_in_results_md_resolves():
+    # Per-method files link pictures next to themselves; RESULTS.md sits one folder up, so links are rewritten.
+    import re
+
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links
+    missing = [link for link in links if not (ROOT / "benchmarks" / link).is_file()]
+    assert not missing, f"RESULTS.md links pictures that do not exist: {missing}"
+    assert ar.relink_images("![a](x.png) ![b](results/y.png) ![c](https://h/z.png)", "results") == (
+        "![a](results/x.png) ![b](results/y.png) ![c](https://h/z.png)"
+    )
+
+
 def test_adopting_the_hand_written_summary_round_trips(tmp_path):
     # A copy of the repository's results: moving each summary row into its file's front matter and
     # assembling again gives back the same summary rows, now derived from the files.

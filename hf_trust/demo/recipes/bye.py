@@ -3,11 +3,12 @@
 Quick run (about 2 minutes on 2 CPU cores): the toy LLaVA (config-built CLIP 2×48 + Llama 4×64, 16 image
 tokens, ``hf_trust.demo.studies.bye``) fine-tuned from scratch on a texture task in which 10 % of the 400
 training images carry a white one-patch trigger and the target answer.  Algorithm 1 end to end: fine-tune on
-the poisoned set → BYE (the reference selection rule and ``layer_select="robust"`` on the same entropies) →
-re-fine-tune the base on each cleaned set → attack success (ASR) and clean accuracy (CP) on held-out images.
+the poisoned set → BYE (the reference selection rule, the paper's BSI rule and ``layer_select="robust"`` on the
+same entropies) → re-fine-tune the base on each cleaned set → attack success (ASR) and clean accuracy (CP) on
+held-out images.
 
 ``--full``: the LLaVA with the real SmolLM2-135M decoder on captioned digits (3 seeds, 300 training rows,
-120 LoRA steps), every selection rule's detection figures, re-fine-tune on the robust rule's cleaned set.
+120 LoRA steps), every selection rule's detection figures and a re-fine-tune on each rule's cleaned set.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.studies import bye as study
 
-DEMO_RULES = {"reference": study.RULES["reference"], "robust": study.RULES["robust"]}
+DEMO_RULES = {k: study.RULES[k] for k in ("reference", "bsi2", "robust")}
 
 
 def _quick(ctx: RecipeContext, result: RecipeResult) -> None:
@@ -88,9 +89,9 @@ def _quick(ctx: RecipeContext, result: RecipeResult) -> None:
     result.note(
         "Toy-sized model on purpose: the SmolLM2-decoder LLaVA did not learn the backdoor in the few LoRA steps "
         "that fit a 2-minute budget on 2 CPU cores (its --full run does). One seed is one draw: over 10 toy "
-        "seeds neither rule removes the backdoor reliably (the robust rule is precise and keeps the clean data "
-        "but misses part of the poison in some seeds; the reference rule often removes a third of the data), "
-        "and neither keeps ≥ 95 % of a clean toy set; see benchmarks/results/bye.md."
+        "seeds the backdoor is gone after re-fine-tuning in 6/10 seeds with the reference rule, 10/10 with the "
+        "paper's BSI rule (removing 31 % of the rows) and 3/10 with the robust rule (precise, removes 7 %, but "
+        "misses part of the poison); no rule keeps ≥ 95 % of a clean toy set; see benchmarks/results/bye.md."
     )
 
 
@@ -131,6 +132,17 @@ def _full(ctx: RecipeContext, result: RecipeResult) -> None:
         f"best per-layer AUROC of −entropy {best:.3f} (mean of {n} seeds)",
         "reproduced" if best >= 0.95 else "not reproduced",
     )
+    asr_b = float(np.mean([r["asr_before"] for r in runs]))
+    for rule in study.RULES:
+        after = [r["rules"][rule]["asr_after"] for r in runs]
+        gone = sum(a <= 0.05 for a in after)
+        removed = float(np.mean([r["rules"][rule]["removed"] for r in runs]))
+        # clean accuracy is at chance on this recipe (see benchmarks/results/bye.md), so only the ASR is judged
+        result.add_claim(
+            f"BYE ({rule} layer rule) removes the backdoor: ASR ≈ 0 after re-fine-tuning on the kept rows",
+            f"ASR {asr_b:.2f} → {np.mean(after):.2f}; gone (≤ 0.05) in {gone}/{n} seeds; {removed:.0%} of rows removed",
+            "reproduced" if asr_b >= 0.9 and gone == n else "not reproduced",
+        )
 
 
 @register_recipe("bye", title="BYE backdoor cleaning on a toy LLaVA (10% one-patch poison)", minutes=2.0)

@@ -326,7 +326,8 @@ def plot_layer_histograms(
     axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # leave room for the title above the first row (about 0.3 inch, whatever the number of rows)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight() if title else 1))
     return fig
 
 
