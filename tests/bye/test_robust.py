@@ -159,3 +159,19 @@ def test_min_support_default_and_validation():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(HFTrustConfigError, match="min_support"):
             bye_select(E, layer_select="robust", min_support=bad)
+
+
+def test_layer_histograms_draw_one_panel_per_layer_without_pyplot_state():
+    import matplotlib.pyplot as plt
+
+    from hf_trust.demo.studies.bye import plot_layer_histograms
+
+    E, poison, _ = _structured(0)
+    flagged = np.zeros(len(E), dtype=bool)
+    flagged[:5] = True
+    before = plt.get_fignums()
+    fig = plot_layer_histograms(E, flagged, poison, title="t")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [f"layer {l}" for l in range(6)]
+    assert len(fig.axes) == 8  # a 2 × 4 grid, the two spare panels hidden
+    assert plt.get_fignums() == before  # built on Figure, not pyplot: nothing left open in the caller's session

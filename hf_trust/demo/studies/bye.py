@@ -309,7 +309,7 @@ def plot_layer_histograms(
     L = E.shape[1]
     cols = min(L, 4)
     rows = int(np.ceil(L / cols))
-    fig = Figure(figsize=(3.2 * cols, 2.4 * rows + 0.4))
+    fig = Figure(figsize=(3.2 * cols, 2.4 * rows + 0.4), layout="constrained")  # places the title above the grid
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for l in range(L):
         ax = axes[l]
@@ -326,8 +326,6 @@ def plot_layer_histograms(
     axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    # leave room for the title above the first row (about 0.3 inch, whatever the number of rows)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight() if title else 1))
     return fig
 
 
