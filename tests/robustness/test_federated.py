@@ -258,3 +258,39 @@ def test_sigkill_while_checkpointing_resumes_bit_identically(tmp_path, which):
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "child":
     _child(sys.argv[2], sys.argv[3])
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["clean", "nan", "+inf", "-inf", "huge-finite", "half-nan", "mixed-dtypes", "two-bad"],
+)
+def test_nonfinite_parameters_matches_an_element_scan(case):
+    from hf_trust.trainers.federated.trainer import nonfinite_parameters
+
+    g = torch.Generator().manual_seed(0)
+    params = {
+        "a": torch.randn(4, 3, generator=g),
+        "b": torch.randn(7, generator=g),
+        "c": torch.randn(2, 2, generator=g),
+    }
+    if case == "nan":
+        params["b"][3] = float("nan")
+    elif case == "+inf":
+        params["c"][1, 0] = float("inf")
+    elif case == "-inf":
+        params["a"][0, 2] = -float("inf")
+    elif case == "huge-finite":  # a 2-norm would overflow to inf here and reject a finite update
+        params["a"][:] = 3e38
+    elif case == "half-nan":
+        params = {k: v.half() for k, v in params.items()}
+        params["c"][0, 0] = float("nan")
+    elif case == "mixed-dtypes":
+        params["b"] = params["b"].double()
+        params["b"][0] = float("nan")
+    elif case == "two-bad":
+        params["c"][0, 1] = float("nan")
+        params["a"][1, 1] = float("inf")
+    names = ["c", "a", "b"]
+    expected = [n for n in names if not bool(np.isfinite(params[n].double().numpy()).all())]
+    assert nonfinite_parameters(params, names) == expected
+    assert nonfinite_parameters(params, []) == []

@@ -106,6 +106,26 @@ def _param_bytes(params: Params) -> int:
     return sum(v.numel() * v.element_size() for v in params.values())
 
 
+def nonfinite_parameters(params: dict[str, torch.Tensor], names: list[str]) -> list[str]:
+    """The names among ``names`` whose tensors hold a NaN or an infinity (in the order given).
+
+    Runs once per client per round, so the usual answer ("none") is found with one fused max-|x| over all
+    tensors (``torch._foreach_norm`` with ord ∞: a NaN or ±inf makes it non-finite, and unlike a 2-norm it
+    cannot overflow on large finite values).  Only when that is non-finite, or the fused call is unavailable
+    (mixed devices, another torch), does the exact per-tensor scan run and name the culprits.
+    """
+    tensors = [params[name].detach() for name in names]
+    if not tensors:
+        return []
+    try:
+        norms = torch._foreach_norm(tensors, math.inf)
+        if math.isfinite(torch.stack(norms).max().item()):  # one dtype and device: the common case
+            return []
+    except (AttributeError, RuntimeError, TypeError):
+        pass
+    return [name for name, t in zip(names, tensors) if not torch.isfinite(t).all()]
+
+
 class FederatedTrainer:
     """Runs rounds of: sample clients → local training → weighted reduce → server update → evaluate.
 
@@ -234,7 +254,7 @@ class FederatedTrainer:
                 continue
             w = self.strategy.client_weight(result.num_examples)
             params = dict(self.client_trainer.model.named_parameters())
-            bad = [name for name in keys if not torch.isfinite(params[name].detach()).all()]
+            bad = nonfinite_parameters(params, keys)
             if bad or not math.isfinite(w):
                 # One NaN/inf in one client's update would make the weighted mean, and so the global
                 # model, NaN for every client from then on: the update is rejected like a failed client.
