@@ -19,7 +19,6 @@ the study's code version) and written atomically.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -98,19 +97,13 @@ def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _mask_digest(flagged: np.ndarray) -> str:
-    """Identity of a removal: a cached re-fine-tune is valid only for exactly the rows it was trained without."""
-    return hashlib.sha256(np.packbits(np.asarray(flagged, dtype=bool)).tobytes()).hexdigest()[:16]
-
-
 def _refit_after(args: argparse.Namespace, key: str, rule: str, flagged: np.ndarray) -> Optional[dict]:
     """``{"asr", "cp"}`` after the cached re-fine-tune of ``rule`` on run ``key``; None when absent or stale."""
     p = args.cache / f"{key}_refit_{rule.replace(':', '')}.json"
     if not p.exists():
         return None
     rec = json.loads(p.read_text())
-    # Entries from before the digest was recorded are checked by the removed count at least.
-    if rec.get("flag_digest", _mask_digest(flagged)) != _mask_digest(flagged) or rec["removed"] != int(flagged.sum()):
+    if rec.get("flag_digest") != study.removal_digest(flagged):
         return None
     return {"asr": float(rec["asr"]), "cp": float(rec["cp"])}
 
@@ -122,7 +115,7 @@ def stage_refit(args: argparse.Namespace) -> None:
         res = study.apply_rules(row["E"], {k: study.RULES[k] for k in args.rules})
         for rule, (_rep, flagged) in res.items():
             path = args.cache / f"{row['key']}_refit_{rule.replace(':', '')}.json"
-            digest = _mask_digest(flagged)
+            digest = study.removal_digest(flagged)
             if path.exists() and json.loads(path.read_text()).get("flag_digest") == digest:
                 continue
             t0 = time.time()

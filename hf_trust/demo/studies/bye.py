@@ -20,6 +20,7 @@ The poisoned rows' answer is replaced by the target token 20.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -243,6 +244,11 @@ def detection(flagged: np.ndarray, poison: np.ndarray) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "removed": float(flagged.mean())}
 
 
+def removal_digest(flagged: np.ndarray) -> str:
+    """Identity of a removal: a cached re-fine-tune is valid only for exactly the rows it was trained without."""
+    return hashlib.sha256(np.packbits(np.asarray(flagged, dtype=bool)).tobytes()).hexdigest()[:16]
+
+
 RULES: dict[str, dict[str, Any]] = {
     "reference": {"layer_select": "bimodal"},
     "bsi2": {"layer_select": "bsi"},
@@ -439,7 +445,6 @@ def run_digit_seed(
     fine-tune and the scoring are skipped.  ``refit_cache_dir`` holds one JSON per re-fine-tune, named by the
     settings and a hash of the kept-row mask, so a changed selection rule never reuses a stale result.
     """
-    import hashlib
     import json
     from pathlib import Path
 
@@ -529,7 +534,7 @@ def run_digit_seed(
     done: dict[str, tuple[float, float]] = {}
     for rule in refit_rules:
         flagged = result["rules"][rule]["flagged"]
-        digest = hashlib.sha256(np.packbits(flagged).tobytes()).hexdigest()[:16]
+        digest = removal_digest(flagged)
         path = None
         if refit_cache_dir:
             path = Path(refit_cache_dir) / f"digits_s{seed}_n{n_train}_{n_test}_t{steps}_keep{digest}.json"
