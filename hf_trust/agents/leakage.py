@@ -278,6 +278,25 @@ def infer_field_type(name: str, value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- detector
+#: Keys that mark a mapping as a profile *entry* (``{value, description, label[, canary]}``) rather than a
+#: structured value stored directly under the field name.
+ENTRY_KEYS = ("label", "description", "canary")
+
+
+def check_entry(name: str, entry: Any) -> None:
+    """Raise :class:`HFTrustDataError` for a profile entry that carries entry metadata but no ``value``.
+
+    Without this, the entry itself would be read as the field's value: a field whose value was lost upstream
+    would then report leakage 0 and recall 1, a vacuous pass that looks like a perfect privacy agent.
+    """
+    if isinstance(entry, Mapping) and "value" not in entry and any(k in entry for k in ENTRY_KEYS):
+        raise HFTrustDataError(
+            f"Profile field {name!r} has {sorted(entry)} but no 'value': there is nothing to measure leakage or "
+            f"recall on. Add the field's value as entry['value'] (use [] or {{}} for a deliberately empty one), "
+            "or drop the field from the profile."
+        )
+
+
 @dataclass(frozen=True)
 class FieldMatch:
     """One field found in one text, and by which forms."""
@@ -393,6 +412,7 @@ class LeakageDetector:
         for name, entry in record.items():
             if name == "user_id":
                 continue
+            check_entry(name, entry)
             value = entry.get("value") if isinstance(entry, Mapping) and "value" in entry else entry
             canary = entry.get("canary") if isinstance(entry, Mapping) else None
             ftype = field_types.get(name) or infer_field_type(name, value)

@@ -248,6 +248,11 @@ class EPEOrchestrator:
         """One episode (steps 2–6).  Returns the responder's answer and the data-flow ledger."""
         if not isinstance(profile, Mapping) or not profile:
             raise HFTrustError("run() needs the user's profile as a non-empty dict {field: entry}.")
+        from .leakage import check_entry
+
+        for fname, entry in profile.items():
+            if fname != "user_id":
+                check_entry(fname, entry)
         q = Question.coerce(question)
         ledger = ledger if ledger is not None else DataFlowLedger()
         trace = trace if trace is not None else EpisodeTrace()
@@ -308,7 +313,13 @@ class EPEOrchestrator:
             ledger.record(name, agent.label_id, "question", qtext, profile, is_allowed)
             messages.append({"role": "user", "content": qtext})
             out = agent.backbone(messages, tools=tools) if tools else agent.backbone(messages)
-            trace.outputs[name] = str(out)
+            if not isinstance(out, str):
+                # str(None) would hand "None" on to the next agent as if it were an answer.
+                raise HFTrustError(
+                    f"The backend of agent {name!r} returned {out!r} ({type(out).__name__}); a chat backend must "
+                    "return the reply text as a str. Fix the backend (e.g. return '' for an empty reply)."
+                )
+            trace.outputs[name] = out
             if self.persist_memory:
                 if pa is not None:
                     pa.persist(agent, str(out), profile, ledger, extra[name])

@@ -160,7 +160,13 @@ class PrivacyEnhancingAgent:
             fields = [f for f in source_record if f != "user_id"]
             denied = [f for f in fields if not self.policy.is_allowed(f, recipient.label_id) and f not in extra]
             if denied:
-                text = str(self.rewrite_backend(rewrite_messages(text, recipient.name, denied)))
+                rewritten = self.rewrite_backend(rewrite_messages(text, recipient.name, denied))
+                if not isinstance(rewritten, str):
+                    raise HFTrustError(
+                        f"The privacy agent's rewrite_backend returned {rewritten!r} ({type(rewritten).__name__}) "
+                        f"for a message to the {recipient.name!r} agent; it must return the rewritten text as a str."
+                    )
+                text = rewritten
             if not self.redact_after_rewrite:
                 return text
         # The deterministic pass runs last, whatever the model produced.

@@ -195,3 +195,40 @@ def test_agents_library_does_not_import_harness_or_assets():
                 if m.split(".")[:2] in (["hf_trust", "demo"], ["hf_trust", "assets"], ["hf_trust", "cli"])
             ]
     assert not bad
+
+
+# ---------------------------------------------------------------------------------------------- bad backends / data
+def test_backend_returning_none_is_an_error_naming_the_agent():
+    """A backend that returns ``None`` must not hand the string "None" on as the agent's answer."""
+    from hf_trust.errors import HFTrustError
+
+    prof = generate_profiles("financial", n_users=1, seed=0)[0]
+    agents = make_agents("financial", _echo)
+    agents[1].backbone = lambda messages, tools=None: None
+    orch = EPEOrchestrator(agents, PrivacyEnhancingAgent(PrivacyPolicy.from_labels(prof)))
+    with pytest.raises(HFTrustError, match=r"risk_assessment.*returned None"):
+        orch.run(prof, {"question": "q"})
+
+
+def test_rewrite_backend_returning_none_is_an_error_naming_the_privacy_agent():
+    from hf_trust.errors import HFTrustError
+
+    prof = generate_profiles("financial", n_users=1, seed=0)[0]
+    pa = PrivacyEnhancingAgent(PrivacyPolicy.from_labels(prof), rewrite_backend=lambda messages, tools=None: None)
+    orch = EPEOrchestrator(make_agents("financial", _echo), pa)
+    with pytest.raises(HFTrustError, match=r"rewrite_backend.*returned None"):
+        orch.run(prof, {"question": "q"})
+
+
+def test_profile_field_without_value_is_a_data_error_naming_the_field():
+    """An entry with a label but no ``value`` has nothing to measure: leakage 0 / recall 1 would be vacuous."""
+    from hf_trust.agents import LeakageDetector
+    from hf_trust.errors import HFTrustDataError
+
+    prof = generate_profiles("financial", n_users=1, seed=0)[0]
+    del prof["annual_income"]["value"]
+    with pytest.raises(HFTrustDataError, match=r"annual_income.*'value'"):
+        LeakageDetector(prof)
+    orch = EPEOrchestrator(make_agents("financial", _echo), PrivacyEnhancingAgent(PrivacyPolicy.from_labels(prof)))
+    with pytest.raises(HFTrustDataError, match=r"annual_income.*'value'"):
+        orch.run(prof, {"question": "q"})
