@@ -25,7 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out",
         default="demo_report",
-        help="report folder (default: demo_report); must be new, empty or a previous hf-trust report",
+        help=(
+            "report folder (default: demo_report); must be new, empty or a previous hf-trust report holding "
+            "only its own, unedited files"
+        ),
     )
     demo.add_argument("--seeds", type=int, nargs="+", help="override the recipes' seeds")
     demo.add_argument("--list", action="store_true", help="list the methods with their expected time and exit")

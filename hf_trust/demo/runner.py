@@ -3,14 +3,21 @@
 The report is assembled in a staging folder next to the target and renamed into place at the end
 (:func:`hf_trust.atomic.atomic_directory`), so an interrupted or failed run never leaves a
 half-written report and never loses the previous one. Every report carries a marker file
-(:data:`REPORT_MARKER`); ``--out`` may only replace a folder that carries it, or an empty one, so a
-user's own files are never deleted.
+(:data:`REPORT_MARKER`) that lists the report's own files with their sha256. ``--out`` may only
+replace a new or empty folder, or a report whose contents are exactly what that list says: a file
+or folder the report did not write, or a report file edited since, stops the run before anything
+is computed (a :class:`DemoError` naming it), so a user's own files are never deleted.
+
+Refusing, rather than replacing only the report's own files, keeps the swap a single rename of a
+folder that holds nothing but the report: keeping a user's notes would mean copying them into the
+new report, i.e. the demo touching files it does not own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -27,8 +34,12 @@ from ..atomic import atomic_directory, atomic_write_json, atomic_write_text
 from ..errors import DemoError, HFTrustError
 from .registry import Recipe, RecipeContext, RecipeResult, available_recipes
 
-#: Written into every report folder; ``--out`` replaces a non-empty folder only when it holds this file.
+#: Written into every report folder with the list of the report's files; ``--out`` replaces a non-empty
+#: folder only when it holds this file and nothing but the files it lists, unchanged.
 REPORT_MARKER = ".hf-trust-report"
+
+#: Version of the marker's content; format 2 added the file list (``files``: path -> sha256, ``dirs``).
+MARKER_FORMAT = 2
 
 #: File suffixes embedded as pictures in the report (anything else is linked).
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
@@ -54,9 +65,11 @@ def is_report_folder(path: str | Path) -> bool:
 def check_report_target(out_dir: str | Path) -> Path:
     """Refuse any ``--out`` whose replacement could destroy a user's files; return the parent folder.
 
-    Allowed: a path that does not exist yet, an empty folder, or a previous hf-trust report
-    (it holds :data:`REPORT_MARKER`). Refused with a :class:`DemoError` naming the fix: a file, a
-    symbolic link, the working directory or one of its parents, and any other non-empty folder.
+    Allowed: a path that does not exist yet, an empty folder, or a previous hf-trust report that
+    holds nothing but the files its :data:`REPORT_MARKER` lists, unedited. Refused with a
+    :class:`DemoError` naming the fix: a file, a symbolic link, the working directory or one of its
+    parents, any other non-empty folder, and a report holding a file or folder it did not write or
+    a report file edited since (the first one is named, see :func:`foreign_entry`).
     """
     out_dir = Path(out_dir)
     if out_dir.is_symlink():
@@ -74,12 +87,88 @@ def check_report_target(out_dir: str | Path) -> Path:
     parent = resolved.parent
     if not parent.is_dir():
         raise DemoError(f"folder {parent} does not exist; create it or pass another --out")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_report_folder(out_dir):
-        raise DemoError(
-            f"--out {out_dir} already holds files and is not an hf-trust report (no {REPORT_MARKER} file); "
-            "pass a new or empty folder so nothing of yours is replaced"
-        )
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not is_report_folder(out_dir):
+            raise DemoError(
+                f"--out {out_dir} already holds files and is not an hf-trust report (no {REPORT_MARKER} file); "
+                "pass a new or empty folder so nothing of yours is replaced"
+            )
+        problem = foreign_entry(out_dir)
+        if problem is not None:
+            raise DemoError(
+                f"--out {out_dir} is an earlier hf-trust report, but {problem}, and replacing the report would "
+                "delete it; move what you want to keep out of the folder (or delete the folder yourself), "
+                "or pass a new --out"
+            )
     return parent
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def report_manifest(folder: str | Path) -> dict[str, Any]:
+    """The report's own contents, for its marker: ``{"files": {path: sha256}, "dirs": [path, ...]}``.
+
+    Paths are POSIX paths relative to ``folder``; the marker itself is not listed. Symbolic links are
+    listed as files holding their target's text, so a link swapped for another one is noticed.
+    """
+    folder = Path(folder)
+    files: dict[str, str] = {}
+    dirs: list[str] = []
+    for root, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        base = Path(root)
+        for d in dirnames:
+            path = base / d
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink():  # os.walk does not descend into it: record the link, not what it points to
+                files[rel] = "link:" + os.readlink(path)
+            else:
+                dirs.append(rel)
+        for f in sorted(filenames):
+            path = base / f
+            rel = path.relative_to(folder).as_posix()
+            if rel == REPORT_MARKER:
+                continue
+            files[rel] = "link:" + os.readlink(path) if path.is_symlink() else _sha256(path)
+    return {"files": files, "dirs": dirs}
+
+
+def foreign_entry(folder: str | Path) -> Optional[str]:
+    """``None`` when ``folder`` holds exactly what its marker lists, unedited; else the first problem, in words.
+
+    A file or folder the marker does not list, a listed file whose sha256 differs, a listed folder
+    that is now a file (or the reverse), and a marker without a file list (written by an earlier
+    version, so its files cannot be told from the user's) are problems. A listed file the user
+    deleted is not: nothing of theirs would be lost.
+    """
+    folder = Path(folder)
+    info = _marker(folder)
+    if info is None:
+        return f"its {REPORT_MARKER} file is unreadable"
+    listed_files, listed_dirs = info.get("files"), info.get("dirs")
+    if not isinstance(listed_files, dict) or not isinstance(listed_dirs, list):
+        return (
+            f"its {REPORT_MARKER} file does not list the report's files (written by an earlier hf-trust), so "
+            "files of yours in it cannot be told from the report's"
+        )
+    now = report_manifest(folder)
+    listed_dir_set = set(listed_dirs)
+    # Sorted so the message names the same (shallowest-first within a folder) entry on every run.
+    for rel in sorted(set(now["dirs"]) | set(now["files"])):
+        if rel in now["dirs"]:
+            if rel not in listed_dir_set:
+                return f"the folder {rel}/ in it was not written by the demo"
+        elif rel not in listed_files:
+            return f"the file {rel} in it was not written by the demo"
+        elif listed_files[rel] != now["files"][rel]:
+            return f"the report file {rel} in it was edited after the demo wrote it"
+    return None
 
 
 def _marker(folder: Path) -> Optional[dict]:
@@ -448,8 +537,9 @@ def run_demo(
     Args:
         methods: recipe names (default: all).
         full: the larger setting whose figures go into ``benchmarks/RESULTS.md``.
-        out_dir: the report folder. It must be new, empty, or a previous report (it holds
-            :data:`REPORT_MARKER`); a previous report is replaced in one rename at the end.
+        out_dir: the report folder. It must be new, empty, or a previous report holding only its own,
+            unedited files (listed in :data:`REPORT_MARKER`); a previous report is replaced in one
+            rename at the end.
         seeds: override the recipes' seeds.
         push_to: a Hub endpoint URL (e.g. a local Hub stand-in); when given, every adapter the
             recipes saved is pushed there with its card after the report is written. Off by default.
@@ -537,9 +627,17 @@ def run_demo(
             "warnings": warnings,
         }
         atomic_write_json(staging / "results.json", payload)
+        # Written last, over everything else: the list is what a later run checks before replacing the folder.
         atomic_write_json(
             staging / REPORT_MARKER,
-            {"generator": "hf-trust demo", "format": 1, "created": created, "complete": True, "pid": os.getpid()},
+            {
+                "generator": "hf-trust demo",
+                "format": MARKER_FORMAT,
+                "created": created,
+                "complete": True,
+                "pid": os.getpid(),
+                **report_manifest(staging),
+            },
         )
         # Between the checks at the start and now the user may have put files into out_dir: check again
         # so that a report never replaces anything but a report.
@@ -576,7 +674,10 @@ def describe_recipes(recipes: Optional[dict[str, Recipe]] = None) -> str:
 
 
 __all__ = [
+    "MARKER_FORMAT",
     "REPORT_MARKER",
+    "foreign_entry",
+    "report_manifest",
     "tidy_leftovers",
     "check_report_target",
     "describe_recipes",

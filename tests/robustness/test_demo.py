@@ -145,12 +145,92 @@ def test_new_and_empty_folders_are_accepted_and_every_report_carries_the_marker(
 
 def test_previous_report_is_replaced_whole(tmp_path):
     out = tmp_path / "report"
-    run_demo(["zz_value"], out_dir=out, seeds=[1])
-    (out / "zz_value" / "stale.txt").write_text("from the old run")
+    run_demo(["zz_pics", "zz_value"], out_dir=out, seeds=[1])
+    assert (out / "zz_pics" / "curve.png").is_file()
     run_demo(["zz_value"], out_dir=out, seeds=[3])
     assert json.loads((out / "results.json").read_text())["results"]["zz_value"]["rows"][0]["value"] == 3.0
-    assert not (out / "zz_value" / "stale.txt").exists()  # nothing of the old report is mixed in
+    assert not (out / "zz_pics").exists()  # nothing of the old report is mixed in
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # old copy removed after the swap
+
+
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (``None``) under ``folder``, marker included."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+def test_report_marker_lists_every_file_of_the_report_with_its_sha256(tmp_path):
+    import hashlib
+
+    out = tmp_path / "report"
+    run_demo(["zz_pics", "zz_value"], out_dir=out)
+    marker = json.loads((out / REPORT_MARKER).read_text())
+    files = {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in out.rglob("*")
+        if p.is_file() and p.name != REPORT_MARKER
+    }
+    assert marker["files"] == files
+    assert set(files) >= {"README.md", "results.json", "zz_pics/curve.png", "zz_pics/heatmap.png"}
+    assert sorted(marker["dirs"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_dir())
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("notes", "the file my_notes.md in it was not written by the demo"),
+        ("plots", "the folder my_plots/ in it was not written by the demo"),
+        ("nested", "the file zz_pics/my_fig.png in it was not written by the demo"),
+        ("edit", "the report file README.md in it was edited after the demo wrote it"),
+        ("old_marker", "does not list the report's files"),
+    ],
+)
+def test_rerun_refuses_a_report_holding_a_users_file_and_keeps_everything(tmp_path, capsys, change, named):
+    out = tmp_path / "rep"
+    args = ["demo", "--methods", "zz_pics", "--out", str(out)]
+    assert main(args) == 0
+    if change == "notes":
+        (out / "my_notes.md").write_text("what I saw in the run")
+    elif change == "plots":
+        (out / "my_plots").mkdir()
+        (out / "my_plots" / "fig.png").write_bytes(_PNG + b"mine")
+    elif change == "nested":
+        (out / "zz_pics" / "my_fig.png").write_bytes(_PNG + b"mine")
+    elif change == "edit":
+        (out / "README.md").write_text(_report(out) + "\nMy comments on the claims.\n")
+    else:  # a report written before the marker listed its files
+        (out / REPORT_MARKER).write_text(json.dumps({"generator": "hf-trust demo", "format": 1, "complete": True}))
+    capsys.readouterr()
+    before = _tree(out)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and str(out) in err[0] and "pass a new --out" in err[0]
+    assert _tree(out) == before  # every file, the user's and the report's, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no staging folder left behind
+
+
+def test_rerun_replaces_an_untouched_report_and_one_missing_a_file(tmp_path):
+    out = tmp_path / "rep"
+    run_demo(["zz_pics"], out_dir=out)
+    run_demo(["zz_pics"], out_dir=out)  # untouched: replaced
+    (out / "zz_pics" / "heatmap.png").unlink()  # deleting one of the report's files loses nothing of the user's
+    run_demo(["zz_value"], out_dir=out, seeds=[2])
+    assert json.loads((out / "results.json").read_text())["results"]["zz_value"]["rows"][0]["value"] == 2.0
+    assert not (out / "zz_pics").exists()
+
+
+def test_a_users_file_added_during_the_run_is_not_replaced(tmp_path):
+    out = tmp_path / "rep"
+    run_demo(["zz_value"], out_dir=out, seeds=[1])
+
+    @register_recipe("zz_user_writes", title="the user saves a note into the old report meanwhile", minutes=0.01)
+    def _user_writes(ctx: RecipeContext) -> RecipeResult:
+        (out / "note.txt").write_text("written while the demo ran")
+        return RecipeResult()
+
+    with pytest.raises(DemoError, match="note.txt"):
+        run_demo(["zz_user_writes"], out_dir=out)
+    assert (out / "note.txt").read_text() == "written while the demo ran"
+    assert json.loads((out / "results.json").read_text())["results"]["zz_value"]["rows"][0]["value"] == 1.0
 
 
 def test_interrupted_run_leaves_previous_report_intact(tmp_path):
