@@ -307,7 +307,7 @@ class EPEOrchestrator:
                 if pa is not None:
                     text = pa.sanitise(text, profile, agent, extra[name])
                 msg = f"Intermediate answer from the {up} agent: {text}"
-                ledger.record(name, agent.label_id, "context", msg, profile, is_allowed)
+                ledger.record(name, agent.label_id, "context", msg, profile, is_allowed, sender=up)
                 messages.append({"role": "user", "content": msg})
             qtext = q.render()
             ledger.record(name, agent.label_id, "question", qtext, profile, is_allowed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -321,7 +322,29 @@ def test_memory_persistence_goes_through_the_choke_point(tmp_path):
         "allowed",
         "episode",
         "forms",
+        "sender",
     }
+
+
+def test_every_delivery_records_its_sender():
+    """Retrieval comes from the profile store, the question from the user, each context message from its
+    upstream agent (checked against the agent named in the message itself)."""
+    prof = generate_profiles("medical", n_users=1, seed=3)[0]
+    for pa in (None, PrivacyEnhancingAgent(PrivacyPolicy.from_labels(prof))):
+        orch = EPEOrchestrator(make_agents("medical", EchoBackend()), pa, persist_memory=True)
+        _, ledger = orch.run(prof, {"question": "q"})
+        seen = set()
+        for d in ledger.deliveries:
+            if d.channel == "context":
+                named = re.match(r"Intermediate answer from the (\w+) agent", d.text).group(1)
+                assert d.sender == named and d.sender != d.recipient
+            else:
+                expected = {"rag": "profile_store", "question": "user", "memory": d.recipient}[d.channel]
+                assert d.sender == expected, d
+            seen.add(d.channel)
+        assert seen == {"rag", "context", "question", "memory"}
+        senders = {(e.recipient, e.sender) for e in ledger.entries if e.channel == "context"}
+        assert ("medication_management", "diagnosis") in senders
 
 
 def test_llm_labeller_policy_is_cached_and_auditable(tmp_path):

@@ -200,13 +200,13 @@ def test_rates_match_a_hand_count_and_stay_bounded():
     ok2 = {"b", "c"}.__contains__
     # episode 0: r1 gets a, c and (leak) b three times on three channels; r2 gets only c
     for ch in ("rag", "context", "memory"):
-        ledger.record("r1", 1, ch, "alpha charlie bravo", record, ok1)
+        ledger.record("r1", 1, ch, "alpha charlie bravo", record, ok1, sender="r2" if ch == "context" else None)
     ledger.record("r2", 2, "rag", "charlie", record, ok2)
     ledger.next_episode()
     # episode 1: r1 gets nothing of value; r2 gets b and (leak) a, split over two messages
     ledger.record("r1", 1, "rag", "nothing", record, ok1)
     ledger.record("r2", 2, "rag", "bravo al", record, ok2)
-    ledger.record("r2", 2, "context", "pha", record, ok2)
+    ledger.record("r2", 2, "context", "pha", record, ok2, sender="r1")
     rep = ledger.report()
     # denied triples: (0,r1,b) (0,r2,a) (1,r1,b) (1,r2,a) -> leaked: (0,r1,b) only; "al"/"pha" are separate words
     assert rep.n_denied == 4 and rep.leakage == 1 / 4
@@ -218,8 +218,8 @@ def test_rates_match_a_hand_count_and_stay_bounded():
 def test_a_value_split_over_consecutive_messages_is_joined():
     record = {"name": {"value": "Alice Keller", "label": [1]}}
     ledger = DataFlowLedger()
-    ledger.record("r2", 2, "context", "the client is Alice", record, lambda f: False)
-    ledger.record("r2", 2, "context", "Keller, as noted", record, lambda f: False)
+    ledger.record("r2", 2, "context", "the client is Alice", record, lambda f: False, sender="r1")
+    ledger.record("r2", 2, "context", "Keller, as noted", record, lambda f: False, sender="r1")
     rep = ledger.report()
     assert rep.leakage == 1.0 and "text" in rep.leaks[0][3]
 
@@ -230,7 +230,7 @@ def test_question_channel_is_not_scanned():
     ledger.record("exec", 3, "question", "(a) low (b) high", record, lambda f: False)
     ledger.record("exec", 3, "rag", "no data", record, lambda f: False)
     assert ledger.report().leakage == 0.0 and ledger.entries == []
-    ledger.record("exec", 3, "context", "it is low", record, lambda f: False)
+    ledger.record("exec", 3, "context", "it is low", record, lambda f: False, sender="risk")
     assert ledger.report().leakage == 1.0
 
 

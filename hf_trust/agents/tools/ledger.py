@@ -14,12 +14,34 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hf_trust.atomic import atomic_write_text
+from hf_trust.errors import HFTrustConfigError
 
 from ..leakage import Exposure, LeakageDetector, LeakageReport, measure_leakage
 
 #: Channels that carry user data.  The question channel carries the evaluator's question (its MCQ options
 #: may name a field's true value by construction), so it is recorded but never scanned for leakage.
 DATA_CHANNELS = ("rag", "tool", "context", "memory", "elevated")
+
+#: Sender recorded for profile data handed out at retrieval (the ``rag`` and ``tool`` channels).
+PROFILE_STORE = "profile_store"
+#: Sender recorded for the evaluator's question.
+USER = "user"
+
+
+def default_sender(channel: str, recipient: str) -> str:
+    """Who sends on ``channel`` when the caller does not say: the profile store for retrieved data, the user for
+    the question, the agent itself for its own memory.  Inter-agent channels have no default (see
+    :meth:`DataFlowLedger.record`)."""
+    if channel in ("rag", "tool"):
+        return PROFILE_STORE
+    if channel == "question":
+        return USER
+    if channel == "memory":
+        return recipient
+    raise HFTrustConfigError(
+        f"A delivery on the {channel!r} channel to {recipient!r} needs its sender: pass sender=<agent name> "
+        "to DataFlowLedger.record (the ledger keeps who sent every delivery)."
+    )
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,7 @@ class LedgerEntry:
     allowed: bool
     episode: int = 0
     forms: tuple[str, ...] = ()
+    sender: str = ""
 
 
 @dataclass
@@ -45,6 +68,7 @@ class Delivery:
     chars: int
     episode: int = 0
     text: str = field(default="", repr=False)
+    sender: str = ""
 
 
 @dataclass
@@ -67,13 +91,17 @@ class DataFlowLedger:
         text: str,
         record: Mapping[str, Any],
         is_allowed: Callable[[str], bool],
+        sender: Optional[str] = None,
     ) -> list[LedgerEntry]:
         """Keep one delivered string and append an entry per profile field it carries.
 
         ``is_allowed(field) -> bool`` is the ground truth for this recipient in this episode (policy plus
-        granted elevations); it fills the ``allowed`` column and the denominators of the rates.
+        granted elevations); it fills the ``allowed`` column and the denominators of the rates.  ``sender`` is
+        who handed the text over; it defaults to :data:`PROFILE_STORE` for retrieval, :data:`USER` for the
+        question and the recipient for its own memory, and must be given for inter-agent channels.
         """
-        self.deliveries.append(Delivery(recipient, label_id, channel, len(text), self.episode, text))
+        sender = sender if sender is not None else default_sender(channel, recipient)
+        self.deliveries.append(Delivery(recipient, label_id, channel, len(text), self.episode, text, sender))
         self.records.setdefault(self.episode, record)
         key = (self.episode, recipient)
         if key not in self.permitted:
@@ -85,7 +113,7 @@ class DataFlowLedger:
             cached = self._detectors[id(record)] = (record, LeakageDetector(record))
         det = cached[1]
         new = [
-            LedgerEntry(recipient, label_id, f, channel, bool(is_allowed(f)), self.episode, forms)
+            LedgerEntry(recipient, label_id, f, channel, bool(is_allowed(f)), self.episode, forms, sender)
             for f, forms in det.find(text).items()
         ]
         self.entries.extend(new)
@@ -128,10 +156,12 @@ class DataFlowLedger:
         """Append another ledger's records as new episodes of this one."""
         base = (max(self.episodes()) + 1) if self.deliveries else 0
         for d in other.deliveries:
-            self.deliveries.append(Delivery(d.recipient, d.label_id, d.channel, d.chars, d.episode + base, d.text))
+            self.deliveries.append(
+                Delivery(d.recipient, d.label_id, d.channel, d.chars, d.episode + base, d.text, d.sender)
+            )
         for e in other.entries:
             self.entries.append(
-                LedgerEntry(e.recipient, e.label_id, e.field, e.channel, e.allowed, e.episode + base, e.forms)
+                LedgerEntry(e.recipient, e.label_id, e.field, e.channel, e.allowed, e.episode + base, e.forms, e.sender)
             )
         for ep, rec in other.records.items():
             self.records[ep + base] = rec
