@@ -46,12 +46,9 @@ CONFIGS = ("lora", "lorasculpt", "thanora")
 FILES = ("tests/test_custom_models.py", "tests/test_config.py")
 CLASS_NAMES = {"lora": "LoraConfig", "lorasculpt": "LoRASculptConfig", "thanora": "ThanoRAConfig"}
 #: Fields added to each row's kwargs dict (the row's own values win).  ThanoRA: its one mandatory field.
-#: LoRASculpt: preserve_ratio=0.5, because the default 0.1 keeps no entry of PEFT's smallest test tensors
-#: (e.g. a 2x4 lora_B), which LoRASculptConfig refuses by design; the suite never prunes, so ρ changes
-#: nothing else in these rows.
+#: LoRASculpt runs with its defaults (ρ = 0.1 included), as a user who swaps the config class would.
 EXTRA_KWARGS: dict[str, dict[str, Any]] = {
     "thanora": {"task_names": ["task_a", "task_b"]},
-    "lorasculpt": {"preserve_ratio": 0.5},
 }
 #: Argument names under which PEFT's parametrisations pass the config's kwargs (``config_kwargs_1`` and
 #: ``config_kwargs_2`` in the multiple-adapter tests: every such name gets the extra fields).
@@ -345,9 +342,9 @@ def write_report(
         f"{meta['transformers']}, torch {meta['torch']}; files: {meta['files']}; wall time {meta['wall']}.",
         "Produced by `python benchmarks/peft_suite.py`. Each pass runs only the parametrised rows whose config "
         "class is exactly `LoraConfig`, with the config substituted (ThanoRA rows also get "
-        "`task_names=['task_a', 'task_b']`; LoRASculpt rows `preserve_ratio=0.5`, because the default 0.1 keeps "
-        "no entry of PEFT's smallest test tensors, e.g. a 2×4 `lora_B`, which LoRASculpt refuses by design; test bodies that build the config themselves get the same fields as "
-        "defaults). "
+        "`task_names=['task_a', 'task_b']`, and test bodies that build the config themselves get the same field as a "
+        "default; LoRASculpt rows use `LoRASculptConfig`'s own defaults, ρ = 0.1 included, so PEFT's smallest "
+        "tensors, e.g. the 1×8 `lora_B` of a one-output layer, meet the keep-at-least-one-entry rule). "
         "PEFT's `set_init_weights_false` helper is given LoRA's branch for the substituted class. Rows that "
         "need a Hub download fail (offline) for every config. 'skipped where LoRA passes' counts rows that PEFT "
         "skips for any class other than exactly `LoraConfig` (e.g. mixed adapter batches): not failures, but "

@@ -26,12 +26,16 @@ class LoRASculptConfig(LoraFamilyConfig):
     """LoRA with one-shot magnitude-pruned factors and the Conflict Mitigation Regularizer (CMR).
 
     Every ``LoraConfig`` field applies (the official setup: ``r=32, lora_alpha=64, lora_dropout=0.05``, every
-    linear layer of the language model).  Added fields:
+    linear layer of the language model only).  On a vision-language model ``target_modules="all-linear"`` also
+    adapts the vision tower and the projector, which the official script does not; to match it, name the
+    language model's projections, e.g. ``target_modules=".*language_model.*(q|k|v|o|gate|up|down)_proj"``
+    (a regex PEFT matches against the full module name; LLaVA-style module names).  Added fields:
 
     Args:
         preserve_ratio (`float`, defaults to `0.1`):
             ρ: the fraction of each lora_A and lora_B tensor kept at ``mask_step`` (top-|value|, per tensor).
-            ``get_peft_model`` refuses a ρ that would keep no entry (``floor(ρ·numel) = 0``) of some tensor.
+            A tensor where ``floor(ρ·numel) = 0`` (e.g. the 1×8 ``lora_B`` of a one-output layer at ``r=8``)
+            keeps its one largest entry instead of none; ``get_peft_model`` warns once, naming those tensors.
         mask_step (`int`, defaults to `100`):
             Optimizer steps of dense warm-up before the one-shot pruning.  Training must run more than
             ``mask_step`` optimizer steps to prune at all (the callback warns otherwise).

@@ -9,6 +9,7 @@ adapter bookkeeping, the regulariser hook and the export to stock LoRA come from
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Optional
 
@@ -47,6 +48,13 @@ def _get_full(param: torch.nn.Parameter) -> torch.Tensor:
         return param.detach().clone()
 
 
+def kept_entries(rho: float, numel: int) -> int:
+    """Entries of a ``numel``-entry factor that pruning keeps: ``floor(ρ·numel)`` (the official rule), but at
+    least one, so that a small factor (e.g. the 1×r ``lora_B`` of a one-output layer) is not zeroed outright
+    and its layer keeps adapting."""
+    return max(1, math.floor(rho * numel))
+
+
 def cmr_weights(weight: torch.Tensor, omega: float, eps: float) -> torch.Tensor:
     """M = tanh(ω·|1 / log(|W/‖W‖_F| + ε)|): larger |W| (more "general knowledge") gets a larger penalty."""
     w = weight.detach().float()
@@ -67,6 +75,7 @@ class LoRASculptModel(LoraFamilyModel):
     def __init__(self, *args, **kwargs):
         # Set before LoraModel.__init__ injects the layers; the callback or a mask call flips it.
         self._schedule_seen = False
+        self.last_cmr_term: Optional[torch.Tensor] = None
         super().__init__(*args, **kwargs)
 
     def _create_and_replace(self, lora_config, adapter_name, target, target_name, parent, current_key, **kwargs):
@@ -83,29 +92,29 @@ class LoRASculptModel(LoraFamilyModel):
         self._check_preserve_ratio(adapter_name)
 
     def _check_preserve_ratio(self, adapter: str) -> None:
-        """Refuse a ρ that keeps ``floor(ρ·numel) = 0`` entries of some factor (pruning would zero it).
+        """Warn once when ρ would keep no entry (``floor(ρ·numel) = 0``) of some factor.
 
-        Checked once all layers exist, so the message names the smallest tensor and the ρ that fits all of
-        them; the adapter is removed again first, leaving the caller's model as it was.
+        :meth:`compute_masks` keeps at least one entry of every tensor (:func:`kept_entries`), so such a
+        factor still trains one weight instead of being zeroed; the warning names the tensors so that a user
+        who wanted the exact ρ can raise ``r`` or exclude those modules.  Checked once all layers exist.
         """
         rho = self._config(adapter).preserve_ratio
-        sizes = [
-            (t.numel(), f"{factor} of {name} (shape {tuple(t.shape)})")
+        tiny = [
+            f"{factor} of {name} (shape {tuple(t.shape)})"
             for name, layer in self.tuner_layers(adapter)
             for factor, t in (("lora_A", layer.lora_A[adapter].weight), ("lora_B", layer.lora_B[adapter].weight))
+            if math.floor(rho * t.numel()) == 0
         ]
-        empty = [(n, what) for n, what in sizes if math.floor(rho * n) == 0]
-        if not empty:
+        if not tiny:
             return
-        n_min, what = min(empty)
-        if len(self.peft_config) > 1:
-            self.delete_adapter(adapter)
-        else:
-            self._unload_and_optionally_merge(merge=False)
-        raise HFTrustConfigError(
-            f"LoRASculptConfig.preserve_ratio={rho} keeps floor(ρ·n) = 0 entries of {len(empty)} LoRA tensor(s), "
-            f"the smallest being {what} with n = {n_min}: pruning would zero them. Use preserve_ratio ≥ "
-            f"{1.0 / n_min:.3g}, a larger r, or exclude those modules from target_modules."
+        shown = ", ".join(tiny[:5]) + (f" and {len(tiny) - 5} more" if len(tiny) > 5 else "")
+        warnings.warn(
+            f"LoRASculptConfig.preserve_ratio={rho} keeps floor(ρ·n) = 0 entries of {len(tiny)} LoRA tensor(s): "
+            f"{shown}. Pruning keeps one entry (the largest |value|) of each of them instead of zeroing them, so "
+            f"their kept fraction is 1/n > ρ. For exactly ρ, use a larger r or leave those modules out of "
+            f"target_modules.",
+            UserWarning,
+            stacklevel=4,
         )
 
     # ------------------------------------------------------------------ base-class hooks
@@ -120,7 +129,10 @@ class LoRASculptModel(LoraFamilyModel):
 
     def _regularizer(self, adapter: str) -> Optional[torch.Tensor]:
         cfg = self._config(adapter)
-        return None if cfg.cmr_lambda == 0 else cfg.cmr_lambda * self.cmr_loss(adapter)
+        reg = None if cfg.cmr_lambda == 0 else cfg.cmr_lambda * self.cmr_loss(adapter)
+        # Kept (detached) so that LoRASculptTrainer can compare the CMR term with the task loss it was added to.
+        self.last_cmr_term = None if reg is None else reg.detach()
+        return reg
 
     def _regularizer_is_off(self, adapter: str) -> bool:
         return self._config(adapter).cmr_lambda == 0
@@ -143,7 +155,7 @@ class LoRASculptModel(LoraFamilyModel):
     # ------------------------------------------------------------------ b2: one-shot pruning
     @torch.no_grad()
     def compute_masks(self, adapter_name: Optional[str] = None, force: bool = False) -> dict[str, float]:
-        """Keep the ``floor(ρ·numel)`` largest-|value| entries of every lora_A and lora_B tensor separately.
+        """Keep the ``max(1, floor(ρ·numel))`` largest-|value| entries of every lora_A and lora_B tensor separately.
 
         Does nothing when the adapter is already pruned (reloading a checkpoint must not prune again) unless
         ``force``.  Returns the resulting density of each factor tensor.
@@ -157,10 +169,9 @@ class LoRASculptModel(LoraFamilyModel):
         for name, layer in self.sculpt_layers(adapter):
             for factor, mask_name in ((layer.lora_A[adapter].weight, MASK_A), (layer.lora_B[adapter].weight, MASK_B)):
                 full = _get_full(factor)
-                k = math.floor(rho * full.numel())
+                k = kept_entries(rho, full.numel())
                 mask = torch.zeros(full.numel(), dtype=torch.bool, device=full.device)
-                if k > 0:
-                    mask[full.abs().flatten().topk(k).indices] = True
+                mask[full.abs().flatten().topk(k).indices] = True
                 mask = mask.view_as(full)
                 getattr(layer, mask_name)[adapter] = mask.to(factor.device)
                 _set_full(factor, full * mask)

@@ -54,28 +54,46 @@ def _hook_warnings(record) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- preserve_ratio
-def test_preserve_ratio_that_keeps_no_entry_of_a_tensor_is_refused():
+def _sculpt_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "keeps floor(ρ·n) = 0" in str(w.message)]
+
+
+def test_preserve_ratio_that_keeps_no_entry_of_a_tensor_warns_once_and_keeps_one_entry_each():
     # Smallest LoRA tensor of the tiny Llama at r=4: lora_B of k_proj/v_proj, 16 x 4 = 64 entries
     # (2 key/value heads of width 8), so floor(rho * 64) = 0 exactly when rho < 1/64.
     smallest = 4 * (2 * 32 // 4)
-    base = make_tiny_llama()
-    ids = torch.randint(0, 128, (2, 6))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = get_peft_model(make_tiny_llama(), _cfg(preserve_ratio=1e-4))
+    got = _sculpt_warnings(record)
+    # one warning for the whole model: every one of the 2 layers x 7 modules x 2 factors is too small
+    assert len(got) == 1, got
+    assert "preserve_ratio=0.0001" in got[0] and "of 28 LoRA tensor(s)" in got[0] and "and 23 more" in got[0]
     with torch.no_grad():
-        before = base(ids).logits
-    with pytest.raises(HFTrustConfigError, match=r"preserve_ratio=0.0001 keeps floor\(ρ·n\) = 0") as err:
-        get_peft_model(base, _cfg(preserve_ratio=1e-4))
-    # every one of the 2 layers x 7 modules x 2 factors is too small; the smallest is named
-    assert "of 28 LoRA tensor(s)" in str(err.value) and f"n = {smallest}" in str(err.value)
-    assert f"preserve_ratio ≥ {1 / smallest:.3g}" in str(err.value)
-    # the caller's model is left without LoRA layers and computes what it computed before
-    assert not any("lora_" in n for n, _ in base.named_modules())
-    with torch.no_grad():
-        torch.testing.assert_close(base(ids).logits, before, rtol=0, atol=0)
-    # just below 1/64 only the four 64-entry tensors (lora_B of k_proj, v_proj in 2 layers) are refused
-    with pytest.raises(HFTrustConfigError, match=r"of 4 LoRA tensor\(s\), the smallest being lora_B of .*k_proj"):
+        for _, layer in model.base_model.sculpt_layers():
+            layer.lora_B["default"].weight.normal_()
+    before = {
+        n: (m.lora_A["default"].weight.clone(), m.lora_B["default"].weight.clone())
+        for n, m in model.base_model.sculpt_layers()
+    }
+    model.base_model.compute_masks()
+    for name, layer in model.base_model.sculpt_layers():
+        for w, w0 in zip((layer.lora_A["default"].weight, layer.lora_B["default"].weight), before[name]):
+            # exactly one entry survives, and it is the largest |value| of the tensor, unchanged
+            assert int((w != 0).sum()) == 1
+            top = int(w0.abs().flatten().argmax())
+            assert w.flatten()[top] == w0.flatten()[top] != 0
+    # just below 1/64 only the four 64-entry tensors (lora_B of k_proj, v_proj in 2 layers) are named
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
         get_peft_model(make_tiny_llama(), _cfg(preserve_ratio=0.99 / smallest))
-    # at the bound every tensor keeps at least one entry, and pruning keeps exactly floor(rho * n) of each
-    model = get_peft_model(make_tiny_llama(), _cfg(preserve_ratio=1 / smallest))
+    got = _sculpt_warnings(record)
+    assert len(got) == 1 and "of 4 LoRA tensor(s)" in got[0] and "lora_B of" in got[0] and "k_proj" in got[0], got
+    # at the bound nothing is named, and pruning keeps exactly floor(rho * n) of each tensor (the official rule)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = get_peft_model(make_tiny_llama(), _cfg(preserve_ratio=1 / smallest))
+    assert not _sculpt_warnings(record)
     with torch.no_grad():
         for _, layer in model.base_model.sculpt_layers():
             layer.lora_B["default"].weight.normal_()
@@ -83,6 +101,49 @@ def test_preserve_ratio_that_keeps_no_entry_of_a_tensor_is_refused():
     for _, layer in model.base_model.sculpt_layers():
         for w in (layer.lora_A["default"].weight, layer.lora_B["default"].weight):
             assert int((w != 0).sum()) == math.floor(w.numel() / smallest) >= 1
+
+
+class _OneOutput(torch.nn.Module):
+    """A regression head: its last layer has one output, so its LoRA B factor is 1 x r."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin0 = torch.nn.Linear(8, 16)
+        self.lin1 = torch.nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.lin1(torch.relu(self.lin0(x)))
+
+
+def test_default_config_adapts_a_one_output_layer():
+    # LoRASculptConfig() defaults (r = 8, rho = 0.1): the 1 x 8 lora_B of lin1 has floor(0.8) = 0 entries to
+    # keep. The config used to refuse such a model outright, where stock LoRA adapts it; PEFT's own tests
+    # hold 226 such rows. Now it warns once, naming the tensor, and pruning keeps its largest entry.
+    torch.manual_seed(0)
+    base = _OneOutput()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = get_peft_model(base, LoRASculptConfig(target_modules=["lin0", "lin1"]))
+    got = _sculpt_warnings(record)
+    assert len(got) == 1 and "of 1 LoRA tensor(s): lora_B of lin1 (shape (1, 8))" in got[0], got
+    tuner = model.base_model
+    with torch.no_grad():
+        for _, layer in tuner.sculpt_layers():
+            layer.lora_B["default"].weight.normal_()
+    b1 = dict(tuner.sculpt_layers())["lin1"].lora_B["default"].weight
+    b1_before = b1.detach().clone()
+    tuner.compute_masks()
+    assert int((b1 != 0).sum()) == 1 and b1.abs().max() == b1_before.abs().max()
+    # the other factors keep exactly floor(0.1 * n) entries: lora_A of lin0 8x8 -> 6, lora_B of lin0 16x8 -> 12,
+    # lora_A of lin1 8x16 -> 12
+    layers = dict(tuner.sculpt_layers())
+    assert int((layers["lin0"].lora_A["default"].weight != 0).sum()) == 6
+    assert int((layers["lin0"].lora_B["default"].weight != 0).sum()) == 12
+    assert int((layers["lin1"].lora_A["default"].weight != 0).sum()) == 12
+    # and the pruned adapter still changes the one output (the B row is not zeroed)
+    with torch.no_grad():
+        delta = layers["lin1"].lora_B["default"].weight @ layers["lin1"].lora_A["default"].weight
+    assert delta.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------- hyperparameters
@@ -111,6 +172,45 @@ def test_nan_lambda_would_otherwise_poison_the_loss():
     model = get_peft_model(make_tiny_llama(), _cfg(cmr_lambda=1e-3))
     model.base_model.peft_config["default"].cmr_lambda = float("nan")  # bypassing validation on purpose
     assert torch.isnan(model.base_model.regularization_loss())
+
+
+def _train_with_lambda(tmp_path, lam, steps=3):
+    torch.set_num_threads(1)
+    model = get_peft_model(make_tiny_llama(), _cfg(cmr_lambda=lam, mask_step=1))
+    args = _args(tmp_path, steps=steps)
+    args.logging_strategy, args.logging_steps = "steps", 1
+    trainer = LoRASculptTrainer(model=model, args=args, train_dataset=_data())
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer.train()
+    return [str(w.message) for w in record if "CMR term" in str(w.message)], trainer.state.log_history
+
+
+def test_a_cmr_term_that_dominates_the_loss_warns_once(tmp_path):
+    # Why: lambda = 1e30 is finite, so the config accepts it, but from the second step (B is zero at the
+    # first) the loss is ~1e27-1e28, almost all of it lambda * L_CMR, and the gradient norm overflows
+    # to inf; before the check, nothing told the user.
+    got, history = _train_with_lambda(tmp_path, 1e30)
+    steps = [h for h in history if "loss" in h]
+    assert steps[0]["loss"] < 10 and steps[1]["loss"] > 1e20 and math.isinf(steps[1]["grad_norm"])
+    assert len(got) == 1, got
+    assert "cmr_lambda=1e+30" in got[0] and "at step 1" in got[0] and "official λ is 1e-3" in got[0]
+    # the official lambda trains the same model without the warning
+    got, history = _train_with_lambda(tmp_path / "official", 1e-3)
+    assert not got and all(math.isfinite(h["grad_norm"]) for h in history if "grad_norm" in h)
+
+
+def test_a_non_finite_cmr_term_is_an_error(tmp_path):
+    # Bypassing the config's finite-lambda check: inf * L_CMR is inf once B is non-zero; a clear error
+    # rather than a run of inf losses.
+    model = get_peft_model(make_tiny_llama(), _cfg(mask_step=1))
+    model.base_model.peft_config["default"].cmr_lambda = float("inf")
+    with torch.no_grad():
+        for _, layer in model.base_model.sculpt_layers():
+            layer.lora_B["default"].weight.normal_()
+    trainer = LoRASculptTrainer(model=model, args=_args(tmp_path, steps=2), train_dataset=_data())
+    with pytest.raises(HFTrustConfigError, match=r"λ·L_CMR is inf at step 0 \(LoRASculptConfig.cmr_lambda=inf\)"):
+        trainer.train()
 
 
 # ---------------------------------------------------------------------------------------------- mask_step vs run
