@@ -36,14 +36,50 @@ class ResultRow:
 #: The verdicts a claims-table row may carry.
 VERDICTS = ("reproduced", "not at this size", "not reproduced")
 
+#: Fewest seeds whose spread may carry a "reproduced" verdict; one seed is one draw of the data split, the
+#: initialisation and the float rounding of the CPU at hand (the same seed gave a motif student at 0.667 on
+#: one CPU and at chance on another), so a verdict from fewer seeds is marked as indicative.
+MIN_SEEDS = 3
+
+
+def seed_interval(values: Any) -> tuple[float, float]:
+    """The interval a verdict over seeds is read from: min..max of the per-seed values (NaNs ignored).
+
+    With three seeds min..max is the widest interval the seeds give (a t interval would need a normal
+    spread that three draws cannot show); "reproduced" needs it to lie entirely on the claimed side
+    of the control.
+    """
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.min()), float(v.max())
+
+
+def results_file(method: str) -> Optional[Path]:
+    """``benchmarks/results/<method>.md`` of a source checkout, or ``None`` when it is not there (a wheel).
+
+    The demo reads a method's stored ``--full`` distribution from it where running enough seeds
+    would not fit the demo's time budget.
+    """
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / f"{method}.md"
+    return path if path.is_file() else None
+
 
 @dataclass
 class Claim:
-    """One row of the report's claims table: the paper's claim, what this run measured, the verdict."""
+    """One row of the report's claims table: the paper's claim, what this run measured, the verdict.
+
+    ``basis`` says what the verdict was read from: ``"3 seeds, min..max over seeds"``, ``"1 seed,
+    indicative"`` or the stored ``--full`` distribution it comes from.
+    """
 
     claim: str
     measured: str
     verdict: str
+    basis: str = ""
 
 
 @dataclass
@@ -93,11 +129,39 @@ class RecipeResult:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
-    def add_claim(self, claim: str, measured: str, verdict: str) -> Claim:
-        """Record the paper's claim in one line, what this run measured, and a verdict from :data:`VERDICTS`."""
+    def add_claim(
+        self,
+        claim: str,
+        measured: str,
+        verdict: str,
+        seeds: Optional[int] = None,
+        interval: str = "min..max over seeds",
+        stored: str = "",
+    ) -> Claim:
+        """Record the paper's claim in one line, what was measured, and a verdict from :data:`VERDICTS`.
+
+        Args:
+            seeds: how many seeds of this run the verdict was read from. With fewer than
+                :data:`MIN_SEEDS` the row is labelled "indicative" and "reproduced" becomes
+                "not at this size": one draw cannot show that the effect clears the control.
+            interval: how the verdict's interval over the seeds was formed (shown in the row).
+            stored: instead of ``seeds``, the stored ``--full`` distribution the verdict was read
+                from (file and what it holds), for claims whose seeds do not fit the demo's budget.
+        """
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
-        row = Claim(claim, measured, verdict)
+        if stored:
+            basis = f"stored --full distribution: {stored}"
+        elif seeds is None:
+            basis = ""
+        elif seeds >= MIN_SEEDS:
+            basis = f"{seeds} seeds, {interval}"
+        else:
+            basis = f"{seeds} seed{'s' if seeds != 1 else ''}, indicative"
+            if verdict == "reproduced":
+                verdict = "not at this size"
+                basis += f" (reproduced needs ≥ {MIN_SEEDS} seeds)"
+        row = Claim(claim, measured, verdict, basis)
         self.claims.append(row)
         return row
 

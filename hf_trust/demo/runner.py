@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_directory, atomic_write_json, atomic_write_text
 from ..errors import DemoError, HFTrustError
-from .registry import Recipe, RecipeContext, RecipeResult, available_recipes
+from .registry import MIN_SEEDS, Recipe, RecipeContext, RecipeResult, available_recipes
 
 #: Written into every report folder with the list of the report's files; ``--out`` replaces a non-empty
 #: folder only when it holds this file and nothing but the files it lists, unchanged.
@@ -240,6 +240,16 @@ def format_table(results: dict[str, RecipeResult]) -> str:
     return "\n".join(out)
 
 
+def format_claims(results: dict[str, RecipeResult]) -> str:
+    """The claims as printed at the end of the demo: one line per claim with its verdict and basis."""
+    lines = []
+    for name, result in results.items():
+        for claim in result.claims:
+            lines.append(f"{name}: {claim.verdict} [{claim.basis or 'basis not stated'}] {claim.claim}")
+            lines.append(f"    measured: {claim.measured}")
+    return "\n".join(lines)
+
+
 def estimate_seconds_left(expected: Sequence[float], finished: Sequence[float], current_elapsed: float) -> float:
     """Seconds still to run, from the recipes' expected times and how long the finished ones took.
 
@@ -330,7 +340,7 @@ class _Progress:
         while not self._stop.wait(self.interval):
             self._tick()
 
-    def finish(self, index: int, seconds: float, ok: bool) -> None:
+    def finish(self, index: int, seconds: float, ok: bool, cpu_seconds: Optional[float] = None) -> None:
         with self._lock:
             self.finished.append(seconds)
             if self.bar is not None:
@@ -341,6 +351,7 @@ class _Progress:
         tqdm.write(
             f"[{recipe.name}] {'done' if ok else 'FAILED'} in {format_duration(seconds)} "
             f"(expected ~{format_duration(self.expected[index])})"
+            + ("" if cpu_seconds is None else f", CPU time {format_duration(cpu_seconds)}")
         )
         self._tick()
 
@@ -394,7 +405,8 @@ def _markdown(
     md = ["# hf-trust demo report", ""]
     md.append(
         f"Mode: {'full' if meta['full'] else 'default'}; device: {meta['device']}; "
-        f"total time {format_duration(meta['seconds'])}; written {meta['created']}."
+        f"total time {format_duration(meta['seconds'])} (CPU time {format_duration(meta['cpu_seconds'])}); "
+        f"written {meta['created']}."
     )
     md.append("")
     if warnings:
@@ -424,16 +436,28 @@ def _markdown(
             md.append("")
         if not images:
             md += ["> **Warning:** this recipe produced no picture.", ""]
-        md.append(f"Time: {format_duration(meta['times'][name])}")
+        md.append(f"Time: {format_duration(meta['times'][name])} (CPU time {format_duration(meta['cpu_times'][name])})")
         md.append("")
-    md += ["## Claims", "", "| method | paper's claim | measured in this run | verdict |", "|---|---|---|---|"]
+    md += [
+        "## Claims",
+        "",
+        f"A verdict of this run rests on at least {MIN_SEEDS} seeds (the interval over them must exclude the "
+        "control), or on the stored `--full` distribution where that many seeds do not fit the demo's time; "
+        "the basis column says which. A row from fewer seeds is indicative only.",
+        "",
+        "| method | paper's claim | measured | basis of the verdict | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for name in recipes:
         if name in failures:
-            md.append(f"| {name} | – | recipe failed (see its section) | – |")
+            md.append(f"| {name} | – | recipe failed (see its section) | – | – |")
         elif not results[name].claims:
-            md.append(f"| {name} | – | **no claim recorded** | – |")
+            md.append(f"| {name} | – | **no claim recorded** | – | – |")
         for claim in results[name].claims if name in results else []:
-            md.append(f"| {name} | {_cell(claim.claim)} | {_cell(claim.measured)} | {_cell(claim.verdict)} |")
+            md.append(
+                f"| {name} | {_cell(claim.claim)} | {_cell(claim.measured)} | {_cell(claim.basis or 'not stated')} "
+                f"| {_cell(claim.verdict)} |"
+            )
     md.append("")
     return "\n".join(md)
 
@@ -568,8 +592,9 @@ def run_demo(
     results: dict[str, RecipeResult] = {}
     failures: dict[str, str] = {}
     times: dict[str, float] = {}
+    cpu_times: dict[str, float] = {}
     warnings: list[str] = []
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     with _staging(out_dir, parent) as staging:
         # Marks the folder as an unfinished report of this process, so a later run can tell a folder
         # left by a killed run (safe to remove) from one still being written.
@@ -584,7 +609,7 @@ def run_demo(
                 run_seeds = list(seeds) if seeds else list(recipe.full_seeds if full else recipe.quick_seeds)
                 ctx = RecipeContext(out_dir=rdir, full=full, seeds=run_seeds, device=device, position=2)
                 progress.start(index)
-                t0 = time.time()
+                t0, c0 = time.time(), time.process_time()
                 try:
                     result = recipe.run(ctx)
                     if not isinstance(result, RecipeResult):
@@ -599,7 +624,10 @@ def run_demo(
                     failures[recipe.name] = traceback.format_exc()
                     tqdm.write(f"[{recipe.name}] FAILED: {failures[recipe.name].strip().splitlines()[-1]}")
                 times[recipe.name] = time.time() - t0
-                progress.finish(index, times[recipe.name], recipe.name not in failures)
+                # CPU time of this process: on a shared machine it is what the recipe would take alone
+                # (the recipes run one torch thread), where the wall time also counts the other jobs.
+                cpu_times[recipe.name] = time.process_time() - c0
+                progress.finish(index, times[recipe.name], recipe.name not in failures, cpu_times[recipe.name])
         finally:
             progress.close()
         plots = {name: _collect_plots(name, res, staging, warnings) for name, res in results.items()}
@@ -608,7 +636,15 @@ def run_demo(
             if not res.claims:
                 warnings.append(f"{name}: no claim recorded for the claims table")
         created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        meta = {"full": full, "device": device, "seconds": time.time() - start, "times": times, "created": created}
+        meta = {
+            "full": full,
+            "device": device,
+            "seconds": time.time() - start,
+            "cpu_seconds": time.process_time() - cpu_start,
+            "times": times,
+            "cpu_times": cpu_times,
+            "created": created,
+        }
         recipes = {r.name: r for r in selected}
         atomic_write_text(staging / "README.md", _markdown(results, recipes, failures, plots, warnings, meta))
         payload = {
@@ -644,6 +680,9 @@ def run_demo(
         check_report_target(out_dir)
     print()
     print(format_table(results) if any(r.rows for r in results.values()) else "(no results)")
+    if any(r.claims for r in results.values()):
+        print("\nClaims (verdict [basis] claim):")
+        print(format_claims(results))
     for warning in warnings:
         print(f"warning: {warning}")
     print(f"\nReport written to {out_dir}/README.md")
@@ -683,6 +722,7 @@ __all__ = [
     "describe_recipes",
     "estimate_seconds_left",
     "format_duration",
+    "format_claims",
     "format_table",
     "is_report_folder",
     "run_demo",

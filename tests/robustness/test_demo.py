@@ -57,8 +57,8 @@ def _pics(ctx: RecipeContext) -> RecipeResult:
         path = ctx.out_dir / name
         path.write_bytes(_PNG + name.encode())
         result.add_plot(path)
-    result.add_claim("method beats the baseline", "0.75 vs 0.50 (n = 4)", "reproduced")
-    result.add_claim("it is also faster", "1.3x slower | at this size", "not at this size")
+    result.add_claim("method beats the baseline", "0.75 vs 0.50 (n = 4)", "reproduced", seeds=4)
+    result.add_claim("it is also faster", "1.3x slower | at this size", "not at this size", seeds=1)
     return result
 
 
@@ -287,12 +287,16 @@ def test_report_embeds_every_picture_and_the_claims_table(tmp_path, capsys):
         assert (out / rel).read_bytes() == _PNG + Path(rel).stem.encode() + (b".png" if "zz_pics" in rel else b"")
     # The claims table comes last and has one row per claim, plus a visible row for the silent recipe.
     claims = text[text.index("## Claims") :].splitlines()
-    assert claims[2:4] == ["| method | paper's claim | measured in this run | verdict |", "|---|---|---|---|"]
-    assert claims[4:8] == [
-        "| zz_pics | method beats the baseline | 0.75 vs 0.50 (n = 4) | reproduced |",
-        "| zz_pics | it is also faster | 1.3x slower \\| at this size | not at this size |",
-        "| zz_bare | – | **no claim recorded** | – |",
-        "| zz_outside | x | y | not reproduced |",
+    assert "at least 3 seeds" in claims[2]
+    assert claims[4:6] == [
+        "| method | paper's claim | measured | basis of the verdict | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    assert claims[6:10] == [
+        "| zz_pics | method beats the baseline | 0.75 vs 0.50 (n = 4) | 4 seeds, min..max over seeds | reproduced |",
+        "| zz_pics | it is also faster | 1.3x slower \\| at this size | 1 seed, indicative | not at this size |",
+        "| zz_bare | – | **no claim recorded** | – | – |",
+        "| zz_outside | x | y | not stated | not reproduced |",
     ]
     assert text.index("## zz_outside") < text.index("## Claims")
     # The recipe with no picture and no claim is called out in the report and on the console.
@@ -308,6 +312,7 @@ def test_report_embeds_every_picture_and_the_claims_table(tmp_path, capsys):
         "claim": "method beats the baseline",
         "measured": "0.75 vs 0.50 (n = 4)",
         "verdict": "reproduced",
+        "basis": "4 seeds, min..max over seeds",
     }
     assert data["results"]["zz_outside"]["plots"] == ["zz_outside/scatter.png"]
 
@@ -321,7 +326,7 @@ def test_failed_recipe_has_a_claims_row(tmp_path):
     with pytest.raises(DemoError, match="zz_boom"):
         run_demo(["zz_pics", "zz_boom"], out_dir=out)
     text = _report(out)
-    assert "| zz_boom | – | recipe failed (see its section) | – |" in text
+    assert "| zz_boom | – | recipe failed (see its section) | – | – |" in text
     assert "RuntimeError: broken recipe" in text
 
 
@@ -329,6 +334,29 @@ def test_verdicts_are_checked():
     with pytest.raises(ValueError, match="verdict"):
         RecipeResult().add_claim("c", "m", "sort of")
     assert VERDICTS == ("reproduced", "not at this size", "not reproduced")
+
+
+def test_a_verdict_from_fewer_than_three_seeds_is_indicative_and_never_reproduced():
+    result = RecipeResult()
+    one = result.add_claim("c", "m", "reproduced", seeds=1)
+    assert (one.verdict, one.basis) == ("not at this size", "1 seed, indicative (reproduced needs ≥ 3 seeds)")
+    two = result.add_claim("c", "m", "not reproduced", seeds=2)
+    assert (two.verdict, two.basis) == ("not reproduced", "2 seeds, indicative")
+    three = result.add_claim("c", "m", "reproduced", seeds=3, interval="min..max of the gain over seeds")
+    assert (three.verdict, three.basis) == ("reproduced", "3 seeds, min..max of the gain over seeds")
+    stored = result.add_claim("c", "m", "not reproduced", seeds=1, stored="benchmarks/results/x.md, 10 seeds")
+    assert (stored.verdict, stored.basis) == (
+        "not reproduced",
+        "stored --full distribution: benchmarks/results/x.md, 10 seeds",
+    )
+
+
+def test_seed_interval_is_min_max_ignoring_nan():
+    from hf_trust.demo.registry import seed_interval
+
+    assert seed_interval([0.3, float("nan"), 0.9, 0.5]) == (0.3, 0.9)
+    lo, hi = seed_interval([float("nan")])
+    assert lo != lo and hi != hi  # no seed measured: no interval
 
 
 # ---- progress and expected times -------------------------------------------------------------------
@@ -355,7 +383,7 @@ def test_progress_shows_overall_and_recipe_bars_with_time_left(tmp_path, capsys)
     assert re.search(r"zz_slow: \d+ s of ~1 s", err) and re.search(r"zz_value: \d+ s of ~1 s", err)
     assert re.search(r"zz_slow; ~\d+ s left", err)  # the overall bar names the recipe and the time left
     # tqdm.write prints the per-recipe summary line on stdout, above the bars.
-    assert re.search(r"\[zz_slow\] done in \d+ s \(expected ~1 s\)", captured.out)
+    assert re.search(r"\[zz_slow\] done in \d+ s \(expected ~1 s\), CPU time \d+ s", captured.out)
 
 
 def test_demo_list_shows_every_method_with_its_expected_time(capsys):
