@@ -16,6 +16,8 @@ from hf_trust.metrics.cot_kinetics.kinetics import (
     ENERGY_DIRECTION,
     EnergyWeights,
     KineticsError,
+    check_position_limit,
+    check_references,
     detection_metrics,
     locate_parts,
     score_batch,
@@ -169,6 +171,8 @@ class CotKinetics(evaluate.Metric):
             raise KineticsError(f"{len(prompts)} prompts for {n} predictions; pass one prompt per prediction.")
         if references is not None and len(references) != n:
             raise KineticsError(f"{len(references)} references for {n} predictions.")
+        if references is not None:
+            check_references(references)
         start_ids = tokenizer(think_start, add_special_tokens=False)["input_ids"] if think_start else []
         end_ids = tokenizer(think_end, add_special_tokens=False)["input_ids"] if think_end else []
         if (think_start and not start_ids) or (think_end and not end_ids):
@@ -195,6 +199,7 @@ class CotKinetics(evaluate.Metric):
                 raise KineticsError(f"prediction {i} tokenizes to nothing.")
             seqs.append(p + o)
             plens.append(len(p))
+        check_position_limit(model, [len(q) for q in seqs])  # before any batch runs
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         scores = []
         try:

@@ -80,6 +80,36 @@ def locate_parts(model: nn.Module) -> ModelParts:
     return ModelParts(emb, layers, norm, head)
 
 
+def position_limit(model: nn.Module) -> Optional[int]:
+    """The longest sequence the model was built for (``max_position_embeddings``, GPT-2's ``n_positions``)."""
+    cfg = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_position_limit(model: nn.Module, lengths: Sequence[int]) -> None:
+    """Refuse sequences longer than the model's position limit, naming the longest one and the limit.
+
+    Past the limit an absolute-position model (GPT-2) fails with a bare ``IndexError`` in its position
+    embedding, and a rotary one (Llama) runs on positions it never saw in training: the hidden states, and so
+    every energy, are then meaningless although nothing fails.
+    """
+    limit = position_limit(model)
+    if limit is None or not lengths:
+        return
+    longest = max(range(len(lengths)), key=lambda i: lengths[i])
+    if lengths[longest] > limit:
+        over = sum(n > limit for n in lengths)
+        raise KineticsError(
+            f"sample {longest} is {lengths[longest]} tokens (prompt + output) but the model's position limit "
+            f"(config max_position_embeddings / n_positions) is {limit}; {over} sample(s) exceed it. Shorten the "
+            f"prompts or outputs to at most {limit} tokens, or score with a model built for longer sequences."
+        )
+
+
 # ------------------------------------------------------------------------------------------- segments
 def find_subsequence(seq: Sequence[int], pattern: Sequence[int], start: int = 0) -> int:
     n = len(pattern)
@@ -461,6 +491,7 @@ def score_batch(
     if "potential" in names and lens is None:
         raise KineticsError("the potential term needs the logit lens; pass lens_layers or beta != 0.")
     terms = [ENERGY_TERMS[k]() for k in names]
+    check_position_limit(model, [len(s) for s in sequences])
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -574,11 +605,27 @@ def score_batch(
 
 
 # ------------------------------------------------------------------------------------------- detection
+def check_references(references: Sequence) -> None:
+    """Detection labels must be 1 (answer correct) or 0 (wrong); anything else has no meaning here."""
+    import numpy as np
+
+    values = np.asarray(references, dtype=object).ravel()
+    bad = sorted(
+        {repr(v) for v in values.tolist() if not (isinstance(v, (bool, int, np.integer)) and int(v) in (0, 1))}
+    )
+    if bad:
+        raise KineticsError(
+            f"references must be 1 (answer correct) or 0 (answer wrong) for each prediction; got {bad[:5]} in "
+            f"references={list(values.tolist())[:10]}{'...' if len(values) > 10 else ''}. Map your labels to 0/1."
+        )
+
+
 def detection_metrics(confidence: Sequence[float], correct: Sequence[int]) -> dict[str, float]:
     """AUROC, AUPR (correct = positive) and FPR at 95 % TPR of a confidence score (higher = more likely correct)."""
     import numpy as np
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+    check_references(correct)
     y = np.asarray(correct).astype(int)
     s = np.asarray(confidence, dtype=np.float64)
     if len(set(y.tolist())) < 2:

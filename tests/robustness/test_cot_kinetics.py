@@ -7,6 +7,7 @@ import math
 import evaluate
 import numpy as np
 import pytest
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -94,3 +95,65 @@ def test_valid_edge_weights_give_finite_scores(metric, model, tok):
     for gamma in (0.0, 1.0):
         out = metric.compute(predictions=PRED, model=model, tokenizer=tok, gamma=gamma, beta=0.5)
         assert np.isfinite(out["energy"]).all()
+
+
+# ---------------------------------------------------------------- sequences past the model's position limit
+def _llama_16():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=16,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _gpt2_16():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=16)).eval()
+
+
+LONG_PROMPT = " ".join(["Q"] + ["1 + 2 ="] * 20)  # 81 tokens
+
+
+@pytest.mark.parametrize("build", [_llama_16, _gpt2_16], ids=["llama_rope", "gpt2_absolute"])
+def test_sequences_past_the_position_limit_are_refused(metric, tok, build):
+    """An error, not a status: past the limit a rotary model (Llama) returned energies with status "ok"
+    from positions it never saw, and an absolute-position one (GPT-2) failed with a bare IndexError."""
+    model = build()
+    short = metric.compute(predictions=PRED, prompts=["Q"], model=model, tokenizer=tok)  # 15 tokens: fits
+    assert short["segment_status"] == ["ok"] and math.isfinite(short["energy"][0])
+    n = len(tok(LONG_PROMPT)["input_ids"]) + len(tok(PRED[0], add_special_tokens=False)["input_ids"])
+    assert n == 96
+    with pytest.raises(
+        KineticsError, match=rf"sample 1 is {n} tokens .* position limit .* is 16; 1 sample\(s\) exceed"
+    ):
+        metric.compute(predictions=PRED * 2, prompts=["Q", LONG_PROMPT], model=model, tokenizer=tok)
+
+
+# ---------------------------------------------------------------- detection labels other than 0/1
+@pytest.mark.parametrize("refs", [[2, 5, 2], [1, 0, -1]])
+def test_detection_references_outside_zero_one_are_refused(tok, model, refs):
+    """An error: sklearn failed with "pos_label is not specified" ([2, 5, 2]) or "multiclass format is not
+    supported" ([1, 0, -1]), neither naming the argument or the allowed values."""
+    det = evaluate.load(hf_trust.metric_path("cot_kinetics"), "detection")
+    with pytest.raises(
+        KineticsError, match=r"references must be 1 \(answer correct\) or 0 \(answer wrong\).*Map your labels to 0/1"
+    ):
+        det.compute(predictions=PRED * 3, references=refs, model=model, tokenizer=tok)
+    from hf_trust.metrics.cot_kinetics.kinetics import detection_metrics
+
+    with pytest.raises(KineticsError, match=r"references must be 1"):
+        detection_metrics([0.1, 0.5, 0.9], refs)
+    # 0/1 labels go through, and agree with sklearn computed independently
+    from sklearn.metrics import roc_auc_score
+
+    assert detection_metrics([0.1, 0.5, 0.9], [0, 1, 1])["auroc"] == roc_auc_score([0, 1, 1], [0.1, 0.5, 0.9])
