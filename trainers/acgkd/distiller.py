@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustError
 
 from .bank import GraphBatch, PseudoGraphBank
 from .curriculum import CurriculumSampler
@@ -54,6 +54,58 @@ def _num_classes(teacher: nn.Module) -> int:
     raise HFTrustError("Cannot tell the teacher's number of classes: give it `num_classes` or a `classifier`.")
 
 
+def _optional_int(module: nn.Module, *names: str) -> Optional[int]:
+    for name in names:
+        value = getattr(module, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def check_teacher_student(teacher: Any, student: Any, reuse_teacher_head: bool) -> None:
+    """Refuse a teacher/student pair that cannot be distilled, before any pseudo-graph is built.
+
+    A missing student, a one-class teacher (its softmax is 1 everywhere, so the warm-up cross-entropy and every
+    KD term are exactly 0 and nothing is learnt) and mismatched node-feature widths or class counts would
+    otherwise fail deep inside the losses with a bare shape error, or not at all.
+    """
+    for role, module in (("teacher", teacher), ("student", student)):
+        if not isinstance(module, nn.Module):
+            raise HFTrustConfigError(
+                f"acgkd: {role} must be a torch.nn.Module (e.g. GNNClassifier(...)), got {module!r}. Pass the "
+                f"{role} model"
+                + (
+                    " (an encoder built with num_classes=None when reuse_teacher_head=True)."
+                    if role == "student"
+                    else "."
+                )
+            )
+    classes = _num_classes(teacher)
+    if classes < 2:
+        raise HFTrustConfigError(
+            f"acgkd: the teacher has {classes} class(es) (num_classes / classifier.out_features = {classes}); "
+            "with one class its softmax is 1 for every graph, so the warm-up cross-entropy and the KD loss are "
+            "exactly 0 and nothing would be learnt. Distil a teacher with at least 2 classes."
+        )
+    t_in, s_in = (
+        _optional_int(teacher, "in_dim", "num_node_features", "in_channels"),
+        _optional_int(student, "in_dim", "num_node_features", "in_channels"),
+    )
+    if t_in is not None and s_in is not None and t_in != s_in:
+        raise HFTrustConfigError(
+            f"acgkd: the student reads {s_in} node features (student.in_dim={s_in}) but the teacher, whose pseudo-"
+            f"graphs it is trained on, reads {t_in} (teacher.in_dim={t_in}). Build the student with in_dim={t_in}."
+        )
+    s_classes = _optional_int(student, "num_classes")
+    if isinstance(getattr(student, "classifier", None), nn.Linear):
+        s_classes = student.classifier.out_features
+    if not reuse_teacher_head and s_classes is not None and s_classes != classes:
+        raise HFTrustConfigError(
+            f"acgkd: the student predicts {s_classes} classes but the teacher {classes}; knowledge distillation "
+            f"matches their class distributions one to one. Build the student with num_classes={classes}."
+        )
+
+
 class ACGKDCore:
     """Bank, generator optimizer, curriculum and the loss functions of one ACGKD run.
 
@@ -69,6 +121,7 @@ class ACGKDCore:
     def __init__(
         self, teacher: nn.Module, student: nn.Module, args: Any, rank: int = 0, bank: Optional[PseudoGraphBank] = None
     ):
+        check_teacher_student(teacher, student, args.reuse_teacher_head)
         check_weighted_teacher(teacher, need_head=args.reuse_teacher_head)
         check_weighted_teacher(student, need_head=False) if not args.reuse_teacher_head else None
         self.args, self.rank = args, rank
