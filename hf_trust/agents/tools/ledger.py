@@ -142,7 +142,7 @@ class DataFlowLedger:
             if d.channel in DATA_CHANNELS:
                 texts[(d.episode, d.recipient)].append(d.text)
         return [
-            Exposure(ep, rec, "\n".join(parts), self.records[ep], self.permitted[(ep, rec)])
+            Exposure(ep, rec, "\n".join(parts), self.records[ep], self.permitted[(ep, rec)], tuple(parts))
             for (ep, rec), parts in texts.items()
         ]
 
