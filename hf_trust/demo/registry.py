@@ -145,13 +145,14 @@ class RecipeResult:
                 :data:`MIN_SEEDS` the row is labelled "indicative" and "reproduced" becomes
                 "not at this size": one draw cannot show that the effect clears the control.
             interval: how the verdict's interval over the seeds was formed (shown in the row).
-            stored: instead of ``seeds``, the stored ``--full`` distribution the verdict was read
-                from (file and what it holds), for claims whose seeds do not fit the demo's budget.
+            stored: instead of ``seeds``, the stored multi-seed distribution (a ``--full`` run or a
+                sweep in ``benchmarks/results/``) the verdict was read from, naming the file and what it
+                holds, for claims whose seeds do not fit the demo's time budget.
         """
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
         if stored:
-            basis = f"stored --full distribution: {stored}"
+            basis = f"stored distribution (not this run): {stored}"
         elif seeds is None:
             basis = ""
         elif seeds >= MIN_SEEDS:
@@ -171,14 +172,28 @@ class RecipeResult:
         metrics: Optional[dict[str, Any]] = None,
         evidence: Optional[dict[str, Any]] = None,
         training_data: Optional[dict[str, Any]] = None,
+        base_model: Optional[str] = None,
     ) -> AdapterRecord:
         """Record an adapter folder saved in this run, so ``hf-trust demo --push-to URL`` can publish it.
 
         ``evidence`` holds what this run measured about the adapter or its data, keyed like the
         arguments of :func:`hf_trust.hub_cards.evidence_report` (``bye_report``, ``forgetting``,
-        ``cot_kinetics``); the card's trust report is filled from it.
+        ``cot_kinetics``); the card's trust report is filled from it. The folder's README.md becomes that
+        card (:func:`hf_trust.hub_cards.write_adapter_card`), naming ``base_model`` (a Hub id) as the base.
         """
         record = AdapterRecord(Path(path), dict(metrics or {}), dict(evidence or {}), dict(training_data or {}))
+        if (record.path / "adapter_config.json").is_file():
+            from hf_trust.hub_cards import write_adapter_card
+
+            # hf-trust's card with this run's evidence in place of PEFT's empty template; ``base_model`` is the
+            # base's Hub id when the adapter config names a local folder (an offline asset's cache).
+            write_adapter_card(
+                record.path,
+                base_model=base_model,
+                metrics=record.metrics,
+                evidence=record.evidence,
+                training_data=record.training_data,
+            )
         self.adapters.append(record)
         return record
 

@@ -347,7 +347,7 @@ def test_a_verdict_from_fewer_than_three_seeds_is_indicative_and_never_reproduce
     stored = result.add_claim("c", "m", "not reproduced", seeds=1, stored="benchmarks/results/x.md, 10 seeds")
     assert (stored.verdict, stored.basis) == (
         "not reproduced",
-        "stored --full distribution: benchmarks/results/x.md, 10 seeds",
+        "stored distribution (not this run): benchmarks/results/x.md, 10 seeds",
     )
 
 

@@ -6,6 +6,13 @@ Plain core: :class:`PseudoGraphBank`, :class:`BNStatHooks`, :func:`feature_entro
 plain loop: :func:`acgkd_distill`. Baselines: ``gen_mode="gfkd_arm" | "deepinv_features" | "randg"``.
 """
 
+# ruff: noqa: E402  (the extra is checked before the submodules that need it are imported)
+from hf_trust.errors import require_extra
+
+# ACGKD's bank, models and trainer are PyG modules: without the [graphs] extra, say so here rather than
+# deep inside a submodule.
+require_extra("torch_geometric", extra="graphs", feature="ACGKD (hf_trust.trainers.acgkd)")
+
 from .bank import GraphBatch, PseudoGraphBank
 from .config import GEN_MODES, ACGKDConfig
 from .curriculum import CurriculumSampler

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
+from hf_trust.demo.registry import seed_interval
 
 MODES = (
     ("acgkd", "ACGKD"),
@@ -93,7 +94,7 @@ def majority_share(graphs) -> float:
     title="ACGKD: data-free GNN distillation on solubility molecules + motif task",
     minutes=2.0,
     full_seeds=(0, 1, 2),
-    quick_seeds=(0,),
+    quick_seeds=(0, 1, 2),
 )
 def run(ctx: RecipeContext) -> RecipeResult:
     from matplotlib.figure import Figure
@@ -102,20 +103,23 @@ def run(ctx: RecipeContext) -> RecipeResult:
     from hf_trust.trainers.acgkd import make_motif_graphs
 
     result = RecipeResult()
-    # Quick setting: the motif task needs more student steps than the molecules to leave chance (120 steps
-    # left it at 0.33), so it gets 200 steps and only ACGKD plus the RandG control; --full runs every mode.
+    # Quick setting: three seeds of ACGKD and its RandG control only (GFKD-ARM and DeepInvG run with --full),
+    # because one seed is one draw: the same seed's motif student was 0.667 on one CPU and chance on another.
+    # The motif task needs more student steps than the molecules to leave chance (120 steps left it at 0.33),
+    # so it gets 200 steps.
+    quick = dict(modes=("acgkd", "randg"))
     tasks = {
         "solubility (real, 3 cls)": (
             assets.load_solubility_graphs("train"),
             assets.load_solubility_graphs("test"),
             3,
-            dict(),
+            dict() if ctx.full else quick,
         ),
         "motif (3 cls)": (
             make_motif_graphs(600, 3, seed=0),
             make_motif_graphs(300, 3, seed=1),
             3,
-            dict() if ctx.full else dict(modes=("acgkd", "randg"), steps=(200, 100), teacher_epochs=20),
+            dict() if ctx.full else dict(quick, steps=(200, 100), teacher_epochs=20),
         ),
     }
     out = str(ctx.out_dir / "runs")
@@ -137,7 +141,7 @@ def run(ctx: RecipeContext) -> RecipeResult:
             ratio = np.array([r[mode] / max(r["teacher"], 1e-9) for r in runs])
             secs = np.array([r[mode + "_s"] for r in runs])
             if mode == "acgkd":
-                ratios[task] = (float(acc.mean()), float(ratio.mean()))
+                ratios[task] = (acc, ratio)
             result.add(
                 f"{task} · {name}",
                 "student accuracy",
@@ -168,16 +172,25 @@ def run(ctx: RecipeContext) -> RecipeResult:
     ax.legend(fontsize=7, loc="lower right")
     result.add_plot(ctx.savefig(fig, "acgkd_curriculum.png"))
 
-    above = all(ratios[t][0] > chance[t] for t in ratios)
-    reaches = all(ratios[t][1] >= 0.95 for t in ratios)
+    # Verdict from the per-seed interval (min..max): "reproduced" only if every seed's student reaches 0.95
+    # of its teacher on every task; "not at this size" if every seed's student at least clears chance.
+    above = all(seed_interval(acc)[0] > chance[t] for t, (acc, _) in ratios.items())
+    reaches = all(seed_interval(ratio)[0] >= 0.95 for _, ratio in ratios.values())
+    n = len(ctx.seeds)
+
+    def span(v: np.ndarray, fmt: str) -> str:
+        lo, hi = seed_interval(v)
+        return f"{v.mean():{fmt}}" + (f" ({lo:{fmt}}..{hi:{fmt}})" if len(v) > 1 else "")
+
     measured = "; ".join(
-        f"{t.split(' (')[0]}: student {acc:.3f} = {ratio:.2f} of teacher (chance {chance[t]:.2f})"
+        f"{t.split(' (')[0]}: student {span(acc, '.3f')} = {span(ratio, '.2f')} of teacher (chance {chance[t]:.2f})"
         for t, (acc, ratio) in ratios.items()
     )
     result.add_claim(
         "data-free distillation brings the GNN student close to its teacher (student/teacher ≥ 0.95)",
-        measured,
+        measured + (f"; mean (min..max) over {n} seeds" if n > 1 else ""),
         "reproduced" if reaches else "not at this size" if above else "not reproduced",
+        seeds=n,
     )
     result.note(
         "The real training graphs only train the teacher; every student sees pseudo-graphs only. "

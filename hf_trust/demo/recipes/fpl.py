@@ -93,7 +93,7 @@ def run(ctx: RecipeContext) -> RecipeResult:
     if below:
         measured += "; every prompt type ends below zero-shot"
     verdict = "reproduced" if vpt > lpt and not below else "not at this size" if vpt > lpt else "not reproduced"
-    result.add_claim("VPT gains more than LPT under domain shift", measured, verdict)
+    result.add_claim("VPT gains more than LPT under domain shift", measured, verdict, seeds=n)
     result.note(
         "Toy scale: 2-layer text / 3-layer vision CLIP (width 48) pretrained on clean handwritten digits; "
         "the corrupted domain is derived from the same digit set. Under domain shift the prompts learnt on the "

@@ -229,6 +229,8 @@ def run(ctx: RecipeContext) -> RecipeResult:
         "At equal target performance, sparse LoRA updates with the CMR forget less general skill than LoRA",
         measured,
         verdict,
+        seeds=n,
+        interval="mean difference beyond 2 standard errors over seeds",
     )
     result.note(
         f"SmolLM2-135M-Instruct, LoRA r={r} α={alpha} on all linear layers, AdamW lr {lr}, {steps} steps of "

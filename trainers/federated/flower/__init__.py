@@ -23,16 +23,13 @@ travel).  ``flwr_datasets`` partitioners convert both ways (``partitions_from_fl
 
 from __future__ import annotations
 
-try:  # the extra: a clear error instead of a bare ModuleNotFoundError deep inside
-    import flwr  # noqa: F401
-    from flwr.app import ArrayRecord  # noqa: F401  (flwr < 1.20 has no Message API)
-except ImportError as exc:  # pragma: no cover - exercised by simulating the missing module
-    from hf_trust.errors import MissingExtraError
+# ruff: noqa: E402  (the extra is checked before the submodules that need it are imported)
+from hf_trust.errors import require_extra
 
-    raise MissingExtraError(
-        "hf_trust.trainers.federated.flower needs Flower (flwr >= 1.42 with the Message API and the Ray "
-        'simulation backend); install it with: pip install "hf-trust[flower]"'
-    ) from exc
+# the extra: a clear error naming the module that failed instead of a bare ModuleNotFoundError deep inside
+# (flwr.app: flwr >= 1.20's Message API; the project needs flwr >= 1.42 with the Ray simulation backend)
+require_extra("flwr", extra="flower", feature="hf_trust.trainers.federated.flower")
+require_extra("flwr.app", extra="flower", feature="hf_trust.trainers.federated.flower")
 
 from ._records import UNIT_WEIGHT_KEY, arrays_to_params, params_to_arrays
 from .client import ClientRuntime

@@ -46,21 +46,30 @@ try:
     from flwr_datasets.partitioner import DirichletPartitioner
     from flwr_datasets.partitioner import Partitioner as _FlwrPartitioner
 
-    _HAVE_FLWR_DATASETS = True
-except ImportError:  # pragma: no cover - exercised by simulating the missing module
+    _FLWR_DATASETS_ERROR: Optional[ImportError] = None
+except ImportError as _exc:  # pragma: no cover - exercised by simulating the missing module
     DirichletPartitioner = None  # type: ignore[assignment,misc]
     _FlwrPartitioner = object  # type: ignore[assignment,misc]
-    _HAVE_FLWR_DATASETS = False
+    _FLWR_DATASETS_ERROR = _exc
 
 _ROW = "__hf_trust_row__"
 
 
 def _require_flwr_datasets() -> None:
-    if not _HAVE_FLWR_DATASETS:
+    if _FLWR_DATASETS_ERROR is None:
+        return
+    missing = getattr(_FLWR_DATASETS_ERROR, "name", None) or "flwr_datasets"
+    if missing.split(".")[0] != "flwr_datasets":
+        # flwr-datasets is there (installed --no-deps) but one of its own imports is not: name that one
         raise MissingExtraError(
-            "the flwr_datasets interop needs flwr-datasets; install it with: pip install --no-deps "
-            '"flwr-datasets>=0.6" (it declares datasets<5, below this stack; its partitioners work with datasets 5)'
-        )
+            f"the flwr_datasets interop: flwr_datasets is installed but cannot import {missing!r} "
+            f"({_FLWR_DATASETS_ERROR}); install it with: pip install {missing.split('.')[0]}"
+        ) from _FLWR_DATASETS_ERROR
+    raise MissingExtraError(
+        "the flwr_datasets interop needs flwr-datasets; install it with: pip install --no-deps "
+        '"flwr-datasets>=0.6" seaborn (flwr-datasets declares datasets<5, below this stack; its partitioners work '
+        "with datasets 5, and --no-deps skips its plotting dependency seaborn)"
+    ) from _FLWR_DATASETS_ERROR
 
 
 class PartitionsPartitioner(_FlwrPartitioner):  # type: ignore[misc,valid-type]
