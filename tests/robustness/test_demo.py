@@ -491,3 +491,38 @@ def test_overall_bar_says_when_a_recipe_runs_over_its_estimate():
         assert re.fullmatch(r"bb; ~(50 min 59|51 min 00) s left", progress.overall.postfix)
     finally:
         progress.close()
+
+
+_SWEEP_MD = """# BYE
+
+| trigger | poison | seeds | ASR / CP before | rule | precision | recall | removed | status ok | ASR after | ASR after ≤ 0.05 | CP after |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| patch | 10 % | 5 | 0.93 / 1.00 | robust | 0.97 ± 0.06 | 0.68 ± 0.23 | 0.07 ± 0.03 | 5/5 | 0.46 ± 0.42 | 1/5 | 1.00 ± 0.00 |
+
+| trigger | poison | seeds | ASR / CP before | rule | precision | recall | removed | status ok | ASR after | ASR after ≤ 0.05 | CP after |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| blend | 10 % | 10 | 0.60 / 0.98 | robust | 0.50 ± 0.42 | 0.39 ± 0.35 | 0.12 ± 0.09 | 10/10 | 0.42 ± 0.39 | 4/10 | 0.97 ± 0.08 |
+| patch | 10 % | 10 | 0.96 / 1.00 | robust | 0.99 ± 0.04 | 0.68 ± 0.27 | 0.07 ± 0.03 | 10/10 | 0.38 ± 0.37 | 3/10 | 1.00 ± 0.00 |
+| patch | 10 % | 10 | 0.96 / 1.00 | bsi2 | 0.47 ± 0.35 | 0.96 ± 0.10 | 0.31 ± 0.16 | 8/10 | 0.00 ± 0.01 | 10/10 | 0.87 ± 0.11 |
+"""
+
+
+def test_bye_rule_verdicts_read_the_stored_ten_seed_row_of_the_quick_setting(tmp_path):
+    from hf_trust.demo.recipes.bye import stored_toy_sweep
+
+    md = tmp_path / "bye.md"
+    md.write_text(_SWEEP_MD, encoding="utf-8")
+    # The patch / 10 % / 10-seed row, not the 5-seed table above it nor the blend row.
+    assert stored_toy_sweep("robust", md) == {
+        "gone": 3,
+        "seeds": 10,
+        "asr_before": 0.96,
+        "cp_before": 1.0,
+        "cp_after": 1.0,
+    }
+    assert stored_toy_sweep("bsi2", md)["gone"] == 10 and stored_toy_sweep("bsi2", md)["cp_after"] == 0.87
+    assert stored_toy_sweep("reference", md) is None  # no such row: the recipe falls back to its own seed
+    # The file in this checkout: the counts its headline states.
+    for rule, gone in (("reference", 6), ("bsi2", 10), ("robust", 3)):
+        row = stored_toy_sweep(rule)
+        assert row is not None and (row["gone"], row["seeds"]) == (gone, 10)
