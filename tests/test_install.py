@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.parser
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -70,7 +71,54 @@ def test_wheel_metadata_is_ranged(wheel):
     torch_req = next(r for r in runtime if r.startswith("torch"))
     assert "+cpu" not in torch_req
     extras = set(meta.get_all("Provides-Extra"))
-    assert {"deepspeed", "flower", "test"} <= extras
+    assert {"graphs", "agents", "plots", "demo", "deepspeed", "flower", "all", "test"} <= extras
+    # a lean core: each method's heavy dependency is in its extra, not in every install
+    names = {re.split(r"[ ;<>=!\[]", r, maxsplit=1)[0].lower().replace("_", "-") for r in runtime}
+    assert not names & {"torch-geometric", "trl", "gguf", "matplotlib", "flwr", "deepspeed"}, names
+    assert meta.get("License-Expression") == "Apache-2.0" and "LICENSE" in meta.get_all("License-File")
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory) -> Path:
+    """The source distribution built from the committed tree."""
+    work = tmp_path_factory.mktemp("sdist")
+    src = work / "src"
+    src.mkdir()
+    archive = work / "head.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), "HEAD"], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(src, filter="data")
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "-o", str(work / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (tgz,) = (work / "dist").glob("hf_trust-*.tar.gz")
+    return tgz
+
+
+def test_sdist_holds_what_the_readme_points_to_and_no_partial_test_suite(sdist):
+    """The README (also the index page) only points users to files the source distribution has; the test suite
+    is left out whole (README: it lives in the source repository) rather than shipped half."""
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert not any(n.startswith("tests/") for n in names), sorted(n for n in names if n.startswith("tests/"))
+    assert {"LICENSE", "Makefile", "constraints.txt", "constraints-floor.txt", "pyproject.toml"} <= names
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "test suite lives in the source repository" in readme
+    tracked = set(subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True).stdout.split())
+    folders = {str(Path(t).parent) for t in tracked}
+    referenced = set()
+    for token in re.findall(r"`([^`\s]+)`", readme):
+        path = token.split("::")[0].rstrip("/")
+        if path.startswith("tests") or path.startswith(".venv"):
+            continue
+        if path in tracked or path in folders:
+            referenced.add(path)
+    missing = [p for p in sorted(referenced) if p not in names and not any(n.startswith(p + "/") for n in names)]
+    assert referenced and not missing, missing
 
 
 def _freeze(python: Path) -> dict[str, str]:
@@ -83,9 +131,24 @@ def _freeze(python: Path) -> dict[str, str]:
     return {p["name"].lower(): p["version"] for p in json.loads(out)}
 
 
+#: stacks a user may already have: the newest torch alone, and the floor stack of pyproject.toml's lower bounds
+#: (transformers 4, peft 0.17, datasets 4, huggingface_hub 0.x: the install must not upgrade any of them)
+STACKS = {
+    "torch-only": ["six"],
+    "floor": [
+        "transformers==4.57.6",
+        "peft==0.17.1",
+        "datasets==4.8.5",
+        "accelerate==1.14.0",
+        "huggingface_hub==0.36.2",
+    ],
+}
+
+
 @pytest.mark.slow
-def test_wheel_installs_into_an_existing_stack_without_changing_it(wheel, tmp_path):
-    """A fresh venv that already holds torch (and an unrelated user package): installing the wheel adds
+@pytest.mark.parametrize("stack", sorted(STACKS))
+def test_wheel_installs_into_an_existing_stack_without_changing_it(wheel, tmp_path, stack):
+    """A fresh venv that already holds torch (and the stack's packages): installing the wheel adds
     packages but changes none of those already there, and ``pip check`` is clean afterwards."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -96,7 +159,7 @@ def test_wheel_installs_into_an_existing_stack_without_changing_it(wheel, tmp_pa
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     pre = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", f"torch=={torch_version}", "six"],
+        [str(py), "-m", "pip", "install", "-q", f"torch=={torch_version}", *STACKS[stack]],
         capture_output=True,
         text=True,
         timeout=900,
