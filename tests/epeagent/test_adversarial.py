@@ -9,6 +9,8 @@ and the list must be updated.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from hf_trust.agents import AgentSpec, DataFlowLedger, EPEOrchestrator, PrivacyEnhancingAgent, PrivacyPolicy
@@ -24,6 +26,7 @@ PROFILE = {
     "account_number": {"value": "4111222233331234", "description": "Brokerage account.", "label": [2]},
     "risk_tolerance": {"value": "very low", "description": "Risk appetite.", "label": [2]},
     "preferred_order_type": {"value": "limit order", "description": "Order type.", "label": [2, 3]},
+    "recent_lab_results": {"value": {"LDL": 140, "HbA1c": 7.2}, "description": "Lab values.", "label": [2]},
 }
 
 # (case id, field, upstream text, form the detector must report)
@@ -44,10 +47,18 @@ CASES = [
     ("date-us", "date_of_birth", "Born March 7, 1984.", "date"),
     ("id-grouped", "account_number", "Account 4111 2222 3333 1234.", "text"),
     ("id-last-four", "account_number", "Card ending in 1234.", "partial"),
+    ("date-dotted", "date_of_birth", "Born 07.03.1984.", "date"),
+    ("hyphen-joined", "risk_tolerance", "risk=very-low", "joined"),
+    ("underscore-joined", "name", "user alice_keller", "joined"),
+    ("base64", "name", "ref " + base64.b64encode(b"Alice Keller").decode(), "encoded"),
+    ("hex", "annual_income", "blob " + b"income 62000".hex(), "encoded"),
+    ("reversed", "name", "client: rellek ecila", "encoded"),
+    ("structured-words", "recent_lab_results", "LDL one hundred forty", "partial"),
 ]
 
 #: Forms the rule-based privacy agent does not remove (its redaction matches the stored value's own spelling,
-#: whitespace-tolerant, and every number inside it; these shapes are neither).  Dates in prose are removed only
+#: tolerant of whitespace, hyphens and underscores between words, every number inside it and numeric dates in
+#: any order; these shapes are none of those).  Dates in prose are removed only
 #: because their day and year are numbers of the stored value (the month name stays).
 NOT_STOPPED = {
     "scaled",
@@ -56,6 +67,10 @@ NOT_STOPPED = {
     "family-name-only",
     "id-grouped",
     "id-last-four",
+    "base64",
+    "hex",
+    "reversed",
+    "structured-words",
 }
 
 
@@ -89,7 +104,7 @@ def test_detector_flags_each_form_without_privacy_agent(case, field, text, form)
 @pytest.mark.parametrize(
     "case,field,text,form",
     [
-        pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason="not stopped by the rule"))
+        pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason=f"not stopped by the rule: {c[0]} ({c[3]})"))
         if c[0] in NOT_STOPPED
         else c
         for c in CASES
@@ -123,6 +138,31 @@ def test_value_split_over_two_upstream_agents_is_detected():
     assert "text" in leaked["name"] and "partial" in leaked["name"]
 
 
+def _split_run(privacy_agent: bool) -> DataFlowLedger:
+    """Two upstream agents each carry one half of the account number ("41112222" + "33331234")."""
+    agents = [
+        AgentSpec("a", 1, "A.", ScriptedBackend(lambda m, t: "account starts 41112222")),
+        AgentSpec("b", 2, "B.", ScriptedBackend(lambda m, t: "(continued) 33331234 ends it")),
+        AgentSpec("transaction_execution", 3, "C.", EchoBackend()),
+    ]
+    pa = PrivacyEnhancingAgent(PrivacyPolicy.from_labels(PROFILE)) if privacy_agent else None
+    _, ledger = EPEOrchestrator(agents, pa).run(PROFILE, {"question": "q"})
+    return ledger
+
+
+def test_value_split_inside_a_word_over_two_upstream_agents_is_detected():
+    ledger = _split_run(privacy_agent=False)
+    leaked = {f: forms for _, r, f, forms in ledger.report().leaks if r == "transaction_execution"}
+    assert "split" in leaked["account_number"]
+
+
+@pytest.mark.xfail(strict=True, reason="not stopped by the rule: split (each piece alone is not the value)")
+def test_rule_based_privacy_agent_stops_a_split_value():
+    ledger = _split_run(privacy_agent=True)
+    leaked = {f for _, r, f, _ in ledger.report().leaks if r == "transaction_execution"}
+    assert "account_number" not in leaked
+
+
 def test_paraphrase_needs_the_judge_and_is_reported_apart():
     text = "Between us, she cannot stomach any risk at all."
     delivered, ledger = _run(text, privacy_agent=True)
@@ -150,3 +190,20 @@ def test_llm_rewriter_that_reformats_is_caught_by_the_detector_not_hidden():
     assert out == "Income is 62k."
     rep = measure_leakage([Exposure(0, "t", out, PROFILE, frozenset({"preferred_order_type"}))])
     assert rep.leaks == [(0, "t", "annual_income", ("scaled",))]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("born 07.03.1984, ok", "born <redacted>, ok"),
+        ("born 03/07/1984", "born <redacted>"),
+        ("born 1984.03.07", "born <redacted>"),
+        ("born 07.03.1985", "born 07.03.1985"),  # another date stays
+        ("ratio 07.03 today", "ratio 07.03 today"),  # a decimal is not a date
+        ("risk=very-low; very_low; Very Low", "risk=<redacted>; <redacted>; <redacted>"),
+    ],
+)
+def test_rule_redaction_of_dotted_dates_and_joined_values(text, expected):
+    from hf_trust.agents import redact
+
+    assert redact(text, ["1984-03-07", "very low"]) == expected

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 from hf_trust.agents import (
+    REDACTED,
     REFUSAL_SENTENCE,
     REFUSE_OPTION,
     DataFlowLedger,
@@ -120,7 +121,7 @@ def reader(state: Episode) -> Callable[..., str]:
         phrase = str(q.get("field", "")).replace("_", " ")
         for h in handed:
             for sent in re.split(r"(?<=[.!?])\s+", h):
-                if phrase and phrase in sent.lower() and "[redacted]" not in sent.lower():
+                if phrase and phrase in sent.lower() and REDACTED not in sent.lower():
                     return sent
         return REFUSAL_SENTENCE
 
