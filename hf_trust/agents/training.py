@@ -167,7 +167,10 @@ class PrivacyAgentConfig(SFTConfig):  # type: ignore[misc,valid-type]
 
     def __post_init__(self) -> None:
         if SFTConfig is object:
-            raise MissingExtraError('PrivacyAgentConfig needs TRL: pip install "trl>=1.16".')
+            raise MissingExtraError(
+                "PrivacyAgentConfig needs the optional module 'trl' (the [agents] extra), which is not installed; "
+                'install it with: pip install "hf-trust[agents]"'
+            )
         if self.completion_only_loss is False:
             raise HFTrustConfigError(
                 "completion_only_loss=False would train the rewriter to reproduce the private prompt too; "

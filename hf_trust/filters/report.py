@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hf_trust.atomic import atomic_save, atomic_write_json
-from hf_trust.errors import HFTrustCacheError
+from hf_trust.errors import HFTrustCacheError, require_extra
 
 
 @dataclass
@@ -106,6 +106,7 @@ class BYEReport:
     def plot(self, path: str | Path, scores: Optional[Any] = None) -> Path:
         """Per-layer KL / bimodality bars (and the score histogram when ``scores`` is given) to ``path``."""
         # The object-oriented Figure API draws without pyplot, so no global backend is chosen or changed.
+        require_extra("matplotlib", extra="plots", feature="BYEReport.plot")
         from matplotlib.figure import Figure
 
         ncols = 2 if scores is not None else 1

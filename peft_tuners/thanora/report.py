@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
+from hf_trust.errors import require_extra
+
 
 def format_allocation(rows: Sequence[dict]) -> str:
     """Markdown table: module | r_t per task | cooperative rank | H_t per task."""
@@ -41,6 +43,7 @@ def _short(module: str) -> str:
 
 def plot_allocation(rows: Sequence[dict], title: Optional[str] = None):
     """Figure with per-layer entropy (top) and allotted rank (bottom) for every task."""
+    require_extra("matplotlib", extra="plots", feature="plot_allocation")
     import matplotlib.pyplot as plt
 
     tasks = list(rows[0]["ranks"])
@@ -70,6 +73,7 @@ def plot_allocation_heatmap(rows: Sequence[dict], title: Optional[str] = None):
     A uniform split is one flat colour; the paper's figure shows task shares crossing between early and late
     layers, which appears here as colour bands that swap rows along the x axis.
     """
+    require_extra("matplotlib", extra="plots", feature="plot_allocation_heatmap")
     import matplotlib.pyplot as plt
     import numpy as np
 

@@ -50,6 +50,23 @@ def test_a_method_without_its_extra_names_the_module_and_the_extra(blocked, targ
     assert repr(blocked[0]) in out and f'pip install "hf-trust[{extra}]"' in out, out
 
 
+def test_a_figure_without_matplotlib_names_the_plots_extra():
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["matplotlib"] = None
+        from hf_trust.errors import MissingExtraError
+        from hf_trust.peft_tuners.thanora.report import plot_allocation
+        try:
+            plot_allocation([{"ranks": {"a": 1}}])
+        except MissingExtraError as exc:
+            print("MISSING-EXTRA:", exc)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert "MISSING-EXTRA:" in proc.stdout and 'pip install "hf-trust[plots]"' in proc.stdout, proc.stderr[-2000:]
+
+
 def test_the_core_imports_without_any_extra():
     out = _import_without(["torch_geometric", "flwr", "trl", "matplotlib", "gguf", "deepspeed"], "hf_trust.peft_tuners")
     assert "IMPORTED" in out, out

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import torch
 
 from hf_trust.atomic import atomic_save, atomic_write_json
+from hf_trust.errors import require_extra
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -46,6 +47,7 @@ def round_diagnostics(client_deltas: dict[int, dict[str, torch.Tensor]], global_
 def save_diagnostics(diagnostics: list[dict], out_dir: str | Path) -> list[Path]:
     """Writes ``diagnostics.json``, the cosine-per-round plot and the last round's similarity matrices."""
     # Bare Figures: no pyplot state and no backend choice imposed on the caller.
+    require_extra("matplotlib", extra="plots", feature="save_diagnostics")
     from matplotlib.figure import Figure
 
     out = Path(out_dir)
