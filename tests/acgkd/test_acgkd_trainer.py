@@ -43,6 +43,7 @@ def test_trainer_matches_plain_loop(task, tmp_path, steps):
     )
 
 
+@pytest.mark.trains
 def test_trainer_trains_and_evaluates_on_real_graphs(task, tmp_path):
     teacher, test = task
     trainer = ACGKDTrainer(teacher=teacher, student=student(0), args=_short(tmp_path / "t"), eval_dataset=test[:60])

@@ -41,6 +41,7 @@ def test_answer_loss_rejects_unlabelled_batch():
         answer_loss(toy.make_tiny_llava(0), batch)
 
 
+@pytest.mark.trains
 @pytest.mark.slow
 def test_defence_removes_flagged_rows_and_refits_from_base():
     """Both fine-tunes start from a fresh base; the second one sees exactly the unflagged rows."""

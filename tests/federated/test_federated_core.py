@@ -176,6 +176,7 @@ def _as_client(trainer, k):
     return run
 
 
+@pytest.mark.trains
 def test_fedprox_mu_zero_equals_fedavg_and_mu_pulls_towards_global():
     avg, _ = _fit(FedAvg())
     prox0, _ = _fit(FedProx(mu=0.0))

@@ -164,6 +164,7 @@ def _relative_cmr_mass(model):
     return num / den
 
 
+@pytest.mark.trains
 def test_raising_lambda_lowers_weighted_update_share(tmp_path):
     shares = []
     for lam in (0.0, 30.0):
