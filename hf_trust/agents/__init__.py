@@ -19,6 +19,7 @@ from typing import Any
 
 from .backends import hf_chat_backend, render
 from .data import AGENT_ROLES, FIELDS, as_dataset, generate_profiles, generate_questions, make_agents, question_fields
+from .export import to_agentleak
 from .leakage import LeakageDetector, LeakageReport, measure_leakage
 from .metrics import find_answer_letter, leakage, permitted_recall, privacy_mcq, privacy_oeq, summarise, utility
 from .orchestrator import PRIVACY_RULES, REFUSAL_SENTENCE, REFUSE_OPTION, EPEOrchestrator, EpisodeTrace, Question
@@ -83,6 +84,7 @@ __all__ = [
     "rewrite_examples",
     "rewrite_messages",
     "summarise",
+    "to_agentleak",
     "train_privacy_agent",
     "utility",
     "value_forms",
