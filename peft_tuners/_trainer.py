@@ -38,14 +38,19 @@ class RegularizedTrainer(Trainer):
         name = self.config_name or getattr(self.tuner_cls, "config_name", self.tuner_cls.__name__)
         return unwrap_tuner(model if model is not None else self.model, self.tuner_cls, name)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        reg = self.tuner(model).regularization_loss()
+    def regularizer_scale(self, num_items_in_batch=None) -> float:
+        """Factor of the regulariser in one micro-batch's loss: 1/accumulation steps when the Trainer does not
+        divide that loss itself (see the class docstring), else 1."""
         if (
             num_items_in_batch is not None
             and self.model_accepts_loss_kwargs
             and self.args.gradient_accumulation_steps > 1
         ):
-            reg = reg / self.args.gradient_accumulation_steps
+            return 1.0 / self.args.gradient_accumulation_steps
+        return 1.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        reg = self.tuner(model).regularization_loss() * self.regularizer_scale(num_items_in_batch)
         loss = loss + reg.to(loss.device)
         return (loss, outputs) if return_outputs else loss

@@ -97,8 +97,20 @@ class ThanoRAConfig(LoraFamilyConfig):
             Norm of each initial task row of A; 1/√3 is the expected row norm of PEFT's Kaiming-uniform LoRA init,
             so the learning dynamics stay those of the baseline.
         subspace_lambda (`float`, defaults to `1e-2`):
-            λ of the pairwise task-block term Σ_{t<s} ‖Â_t Â_sᵀ‖² + ‖B̂_tᵀ B̂_s‖² (rows of A / columns of B
-            L2-normalised), mean over layers.  The cooperative block never enters it.
+            λ of the pairwise task-block term Σ_{t<s} ‖Â_t Â_sᵀ‖² + ‖B_tᵀ B_s‖² (rows of A L2-normalised; columns
+            of B as they are unless ``normalize_B``), mean over layers.  The cooperative block never enters it.
+        normalize_B (`bool`, defaults to `False`):
+            Whether the B term uses L2-normalised columns, ‖B̂_tᵀ B̂_s‖², instead of the plain product ‖B_tᵀ B_s‖².
+            Why not by default: B starts at 0 (so that ΔW = 0), and a term in normalised columns is invariant to
+            each column's scale, so its gradient scales like 1/‖b‖ and is unbounded exactly where LoRA starts.
+            After one AdamW step the columns have norm ≈ lr·√d_out, and the regulariser's gradient exceeded the
+            task's (measured on a tiny Qwen2: 2.3× at lr 1e-3, 58× at 5e-5); under gradient clipping that
+            shrinks the task's update, and with Adam it sets the direction of B's first updates.  No λ warm-up
+            fixes this for small learning rates (the ratio grows as 1/lr).  The plain product is zero with a
+            zero gradient at B = 0 and grows like ‖b‖⁴, i.e. it acts once B has norm (the form orthogonality
+            penalties between low-rank factors usually take); the price is that it also pulls overlapping
+            columns towards smaller norm.  A is not affected: its rows start at ``init_row_norm`` and keep
+            their normalisation.  ``True`` restores the earlier form (the spec's reconstruction).
         subspace_factors (`str`, defaults to `"both"`): which factors the regulariser acts on: ``"A"``, ``"B"`` or
             ``"both"`` (the paper does not say).
         intra_lambda (`float`, defaults to `0.0`): λ_in of the within-block anti-collapse term Σ_t ‖Â_t Â_tᵀ − I‖².
@@ -133,6 +145,7 @@ class ThanoRAConfig(LoraFamilyConfig):
     init_row_norm: float = field(default=3**-0.5, metadata={"help": "norm of each initial A row"})
     subspace_lambda: float = field(default=1e-2, metadata={"help": "weight of the cross-block regulariser"})
     subspace_factors: str = field(default="both", metadata={"help": "A | B | both"})
+    normalize_B: bool = field(default=False, metadata={"help": "B term on unit columns (earlier form)"})
     intra_lambda: float = field(default=0.0, metadata={"help": "weight of the within-block anti-collapse term"})
     regularize_B: bool = field(default=True, metadata={"help": "older switch; False = subspace_factors 'A'"})
     calib_tokens_per_task: int = field(default=2048, metadata={"help": "tokens per task per layer"})
@@ -175,11 +188,13 @@ class ThanoRAConfig(LoraFamilyConfig):
             raise HFTrustConfigError(
                 f"ThanoRAConfig.cooperative_rank must be 'auto', 0 (off) or a positive integer, got {coop!r}."
             )
+        if not isinstance(self.normalize_B, bool):
+            raise HFTrustConfigError(f"ThanoRAConfig.normalize_B must be True or False, got {self.normalize_B!r}.")
         if not self.regularize_B and self.subspace_factors == "both":
             self.subspace_factors = "A"  # the older switch, as saved by earlier versions
         ranks = sorted({int(self.r)} | {int(v) for v in (self.rank_pattern or {}).values()})
         for r in ranks:
-            budget = r - self.cooperative_rank_for(r)
+            budget = self.task_budget(r)
             if budget < len(names) * self.min_rank_per_task:
                 raise HFTrustConfigError(
                     f"ThanoRAConfig: rank r={r} with cooperative_rank={self.cooperative_rank_for(r)} leaves {budget} "
@@ -188,7 +203,7 @@ class ThanoRAConfig(LoraFamilyConfig):
                     "or lower min_rank_per_task."
                 )
         if self.rank_allocation == "manual":
-            budget = self.r - self.cooperative_rank_for(self.r)
+            budget = self.task_budget(self.r)
             if not self.manual_ranks or len(self.manual_ranks) != len(names) or sum(self.manual_ranks) != budget:
                 raise HFTrustConfigError(
                     f"ThanoRAConfig.manual_ranks: rank_allocation='manual' needs one entry per task summing to "
@@ -206,6 +221,10 @@ class ThanoRAConfig(LoraFamilyConfig):
         if self.cooperative_rank == "auto":
             return max(0, min(int(r) // (t + 1), int(r) - t * self.min_rank_per_task))
         return int(self.cooperative_rank)
+
+    def task_budget(self, r: int) -> int:
+        """Ranks the task blocks of a layer of LoRA rank ``r`` share: ``r − cooperative_rank_for(r)``."""
+        return int(r) - self.cooperative_rank_for(r)
 
     @property
     def temperature(self) -> float:

@@ -146,10 +146,12 @@ def subspace_terms(
     factors: str = "both",
     eps: float = 1e-8,
     with_intra: bool = True,
+    normalize_B: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cross-block term, within-block term) of one layer, on the task blocks only.
 
-    cross = Σ_{t<s} ‖Â_t Â_sᵀ‖²_F (if ``factors`` has A) + ‖B̂_tᵀ B̂_s‖²_F (if it has B); within = Σ_t ‖Â_t Â_tᵀ − I‖²_F.
+    cross = Σ_{t<s} ‖Â_t Â_sᵀ‖²_F (if ``factors`` has A) + ‖B_tᵀ B_s‖²_F (if it has B; ‖B̂_tᵀ B̂_s‖²_F with unit
+    columns when ``normalize_B``, see ``ThanoRAConfig.normalize_B``); within = Σ_t ‖Â_t Â_tᵀ − I‖²_F.
     Only the rows/columns covered by ``slices`` (the task blocks, which start at 0) enter: the cooperative block
     after them is exempt.  Computed on the task rows' Gram matrix with a block mask (one matmul per factor
     instead of T² small ones); each unordered pair appears twice in the symmetric Gram matrix, hence the halving.
@@ -163,7 +165,9 @@ def subspace_terms(
     if factors in ("both", "A"):
         cross = cross + gram_a.pow(2)[off].sum() / 2
     if factors in ("both", "B"):
-        b_hat = _unit_rows(lora_B[:, :n_task].float().T, eps)
+        b_t = lora_B[:, :n_task].float().T
+        # Plain columns by default: unit columns have a gradient ∝ 1/‖b‖, unbounded at LoRA's B = 0.
+        b_hat = _unit_rows(b_t, eps) if normalize_B else b_t
         cross = cross + (b_hat @ b_hat.T).pow(2)[off].sum() / 2
     if not with_intra:
         return cross, cross.new_zeros(())

@@ -74,7 +74,7 @@ class ThanoRAModel(LoraFamilyModel):
                     "was recorded: the saved adapter_config.json is incomplete or edited, so its task blocks cannot "
                     "be rebuilt. Restore adapter_config.json from the training run, or rerun preprocess_thanora."
                 )
-            budget = r - lora_config.cooperative_rank_for(r)
+            budget = lora_config.task_budget(r)
             ranks = list(lora_config.manual_ranks) if lora_config.rank_allocation == "manual" else None
             ranks = ranks or uniform_ranks(budget, n_tasks)
             # Recorded in the config so that the saved adapter rebuilds exactly this split.
@@ -139,7 +139,8 @@ class ThanoRAModel(LoraFamilyModel):
 
     # ------------------------------------------------------------------ regulariser
     def subspace_loss(self, adapter_name: Optional[str] = None) -> torch.Tensor:
-        """L_sp = mean over layers of Σ_{t<s} ‖Â_t Â_sᵀ‖²_F + ‖B̂_tᵀ B̂_s‖²_F over task blocks (unweighted)."""
+        """L_sp = mean over layers of Σ_{t<s} ‖Â_t Â_sᵀ‖²_F + ‖B_tᵀ B_s‖²_F over task blocks (unweighted; B̂ with
+        ``normalize_B``)."""
         return self._terms(adapter_name, with_intra=False)[0]
 
     def _terms(self, adapter_name: Optional[str] = None, with_intra: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,6 +154,7 @@ class ThanoRAModel(LoraFamilyModel):
                 slices,
                 cfg.subspace_factors,
                 with_intra=with_intra,
+                normalize_B=cfg.normalize_B,
             )
             cross.append(c)
             intra.append(i)
@@ -173,6 +175,24 @@ class ThanoRAModel(LoraFamilyModel):
     def _regularizer_is_off(self, adapter: str) -> bool:
         cfg = self.peft_config[adapter]
         return cfg.subspace_lambda == 0 and cfg.intra_lambda == 0
+
+    def gradient_norms(
+        self, task_loss: torch.Tensor, adapter_name: Optional[str] = None, retain_graph: bool = True
+    ) -> dict[str, float]:
+        """Norms of the two gradients that training adds, over every trainable parameter, and their ratio.
+
+        Returns ``{"regularizer": ‖∇(λ_sp·L_sp + λ_in·L_in)‖, "task": ‖∇ task_loss‖, "ratio": regularizer / task}``.
+        A ratio above 1 means the regulariser, not the task, sets the direction of the step (and, under gradient
+        clipping, shrinks the task's part of it).  Costs one extra backward pass of ``task_loss`` (its graph is
+        kept for the training step's own backward unless ``retain_graph=False``); the regulariser is evaluated
+        anew, so its call does not count as the step's :meth:`regularization_loss`.
+        """
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        adapter = self._adapter(adapter_name)
+        reg = None if self._regularizer_is_off(adapter) else self._regularizer(adapter)
+        reg_norm = _grad_norm(reg, params, retain_graph=False) if reg is not None and reg.requires_grad else 0.0
+        task_norm = _grad_norm(task_loss, params, retain_graph=retain_graph)
+        return {"regularizer": reg_norm, "task": task_norm, "ratio": _ratio(reg_norm, task_norm)}
 
     @torch.no_grad()
     def cross_block_cosine(self, adapter_name: Optional[str] = None) -> dict[str, float]:
@@ -221,3 +241,17 @@ class ThanoRAModel(LoraFamilyModel):
                 "cannot carry. Save the adapter with save_pretrained (it loads after `import hf_trust`)."
             )
         return super().export_as_lora(path, adapter_name)
+
+
+def _grad_norm(loss: torch.Tensor, params: list[torch.Tensor], retain_graph: bool) -> float:
+    """‖∂loss/∂params‖₂ over all ``params`` (parameters ``loss`` does not depend on count as 0)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    sq = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+
+
+def _ratio(num: float, den: float) -> float:
+    """num / den, with 0/0 = 0 (nothing on either side) and x/0 = inf."""
+    if den > 0:
+        return num / den
+    return 0.0 if num == 0 else float("inf")

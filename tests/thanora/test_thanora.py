@@ -238,9 +238,10 @@ def _randomize_B(model, seed=0):
             w.copy_(torch.randn(w.shape, generator=g) * 0.1)
 
 
-def test_regulariser_equals_independent_recomputation():
+@pytest.mark.parametrize("normalize_B", [False, True])
+def test_regulariser_equals_independent_recomputation(normalize_B):
     base = make_tiny_llama()
-    cfg = llama_config(subspace_lambda=0.3, intra_lambda=0.05, orthogonal_init=False)
+    cfg = llama_config(subspace_lambda=0.3, intra_lambda=0.05, orthogonal_init=False, normalize_B=normalize_B)
     preprocess_thanora(base, cfg, llama_tasks())
     model = get_peft_model(base, cfg)
     _randomize_B(model)
@@ -249,7 +250,8 @@ def test_regulariser_equals_independent_recomputation():
         a = layer.lora_A["default"].weight.detach().double()
         b = layer.lora_B["default"].weight.detach().double()
         blocks_a = [a[s:e] / a[s:e].norm(dim=1, keepdim=True) for s, e in slices]
-        blocks_b = [b[:, s:e] / b[:, s:e].norm(dim=0, keepdim=True) for s, e in slices]
+        # B's columns enter as they are by default, L2-normalised with normalize_B (the earlier form)
+        blocks_b = [b[:, s:e] / (b[:, s:e].norm(dim=0, keepdim=True) if normalize_B else 1.0) for s, e in slices]
         for i in range(len(slices)):
             for j in range(i + 1, len(slices)):
                 cross_total += float(torch.sum((blocks_a[i] @ blocks_a[j].T) ** 2))

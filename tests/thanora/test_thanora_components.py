@@ -213,7 +213,7 @@ def test_covariance_init_matches_independent_svd_of_W_times_C():
 
 
 # ---------------------------------------------------------------------- regulariser factors
-def _independent_cross(model, factors):
+def _independent_cross(model, factors, normalize_B=False):
     total, n = 0.0, 0
     for _, layer, slices in model.base_model.thanora_layers():
         a = layer.lora_A["default"].weight.detach().double()
@@ -226,20 +226,29 @@ def _independent_cross(model, factors):
                     aj = a[s1:e1] / a[s1:e1].norm(dim=1, keepdim=True)
                     total += float(((ai @ aj.T) ** 2).sum())
                 if factors in ("B", "both"):
-                    bi = b[:, s0:e0] / b[:, s0:e0].norm(dim=0, keepdim=True)
-                    bj = b[:, s1:e1] / b[:, s1:e1].norm(dim=0, keepdim=True)
+                    bi, bj = b[:, s0:e0], b[:, s1:e1]
+                    if normalize_B:
+                        bi, bj = bi / bi.norm(dim=0, keepdim=True), bj / bj.norm(dim=0, keepdim=True)
                     total += float(((bi.T @ bj) ** 2).sum())
         n += 1
     return total / n
 
 
+@pytest.mark.parametrize("normalize_B", [False, True])
 @pytest.mark.parametrize("factors", ["A", "B", "both"])
-def test_regulariser_factors(factors):
+def test_regulariser_factors(factors, normalize_B):
     base = make_tiny_llama()
-    cfg = llama_cfg(subspace_factors=factors, orthogonal_init=False, task_init="random", rank_allocation="uniform")
+    cfg = llama_cfg(
+        subspace_factors=factors,
+        orthogonal_init=False,
+        task_init="random",
+        rank_allocation="uniform",
+        normalize_B=normalize_B,
+    )
     model = get_peft_model(base, cfg)
     randomize(model)
-    assert float(model.base_model.subspace_loss()) == pytest.approx(_independent_cross(model, factors), rel=1e-4)
+    expected = _independent_cross(model, factors, normalize_B)
+    assert float(model.base_model.subspace_loss()) == pytest.approx(expected, rel=1e-4)
     assert ThanoRAConfig(task_names=["a", "b"], r=4, regularize_B=False).subspace_factors == "A"
 
 
