@@ -160,6 +160,55 @@ def settings_fingerprint(config: ThanoRAConfig, modules: Mapping[str, torch.nn.M
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+# ---------------------------------------------------------------------- input checks
+_FIX_FINITE = (
+    "drop or repair those examples before preprocess_thanora (e.g. keep rows where torch.isfinite(x).all(-1)); "
+    "in half precision, run preprocessing in float32"
+)
+
+
+def _check_finite_inputs(batch: Mapping[str, Any], desc: str, index: int) -> None:
+    """Refuse NaN/inf in a calibration batch up front: they would reach the statistics' eigensolver as a
+    cryptic convergence failure (or, for the entropy, a silently wrong allocation)."""
+    for key, v in batch.items():
+        if torch.is_tensor(v) and v.is_floating_point() and v.numel():
+            bad = int((~torch.isfinite(v)).sum())
+            if bad:
+                raise HFTrustDataError(
+                    f"ThanoRA: {desc}, calibration batch {index}: input `{key}` holds {bad} NaN/inf value(s) of "
+                    f"{v.numel()}; {_FIX_FINITE}."
+                )
+
+
+def _forward(model, batch: Mapping[str, Any], desc: str, index: int):
+    """``model(**batch)``, a shape error turned into a data error naming the task and batch."""
+    try:
+        return model(**batch)
+    except (RuntimeError, IndexError) as exc:
+        shapes = {k: tuple(v.shape) for k, v in batch.items() if torch.is_tensor(v)}
+        raise HFTrustDataError(
+            f"ThanoRA: {desc}, calibration batch {index} (input shapes {shapes}) fails in the model's forward: "
+            f"{type(exc).__name__}: {exc}. Calibration batches must be model inputs of the same format as "
+            "the training batches (same feature width, token ids below the vocabulary size)."
+        ) from exc
+
+
+def _check_layer_input(name: str, module: torch.nn.Module, x: torch.Tensor, desc: str) -> None:
+    """Width and finiteness of a target layer's input (the first place a bad batch becomes visible)."""
+    d_in = _weight(module).shape[1]
+    if x.shape[-1] != d_in:
+        raise HFTrustDataError(
+            f"ThanoRA: {desc}: layer {name} takes inputs of width {d_in}, its calibration input has width "
+            f"{x.shape[-1]} (shape {tuple(x.shape)}). Calibration batches must be model inputs of the same format "
+            "as the training batches."
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise HFTrustDataError(
+            f"ThanoRA: {desc}: the input of layer {name} holds NaN/inf values (the model overflowed on this task's "
+            f"calibration data or its inputs are not finite); {_FIX_FINITE}."
+        )
+
+
 # ---------------------------------------------------------------------- activation statistics
 class _ActivationStats:
     """Forward pre-hooks that stream two statistics of every target layer's input over one task:
@@ -171,8 +220,10 @@ class _ActivationStats:
     Memory is at most two d_in × d_in matrices per layer, however long the preview.
     """
 
-    def __init__(self, modules: Mapping[str, torch.nn.Module], n_tokens: int, entropy: bool, covariance: bool):
-        self.n_tokens, self.seen, self.total = n_tokens, 0, 0
+    def __init__(
+        self, modules: Mapping[str, torch.nn.Module], n_tokens: int, entropy: bool, covariance: bool, desc: str = ""
+    ):
+        self.n_tokens, self.seen, self.total, self.desc = n_tokens, 0, 0, desc
         self.want_entropy, self.want_cov = entropy, covariance
         self.rows: dict[str, list[torch.Tensor]] = {n: [] for n in modules}
         self.n_rows = {n: 0 for n in modules}
@@ -192,6 +243,7 @@ class _ActivationStats:
     def _hook(self, name: str):
         def hook(module, args, kwargs=None):
             x = args[0].detach()
+            _check_layer_input(name, module, x, self.desc)
             if self.want_entropy and self.capped is not None and bool(self.capped.any()):
                 rows = self._select(x, self.capped).double().cpu()
                 self.n_rows[name] += rows.shape[0]
@@ -248,13 +300,14 @@ class _ActivationStats:
 
 
 def _activation_pass(model, modules, batches, config, device, desc, entropy: bool, covariance: bool):
-    stats = _ActivationStats(modules, config.calib_tokens_per_task, entropy, covariance)
+    stats = _ActivationStats(modules, config.calib_tokens_per_task, entropy, covariance, desc)
     n_batches = 0
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc=desc, leave=False):
+                _check_finite_inputs(batch, desc, n_batches)
                 stats.set_batch(batch)
-                model(**_to_device(batch, device))
+                _forward(model, _to_device(batch, device), desc, n_batches)
                 n_batches += 1
     finally:
         stats.close()
@@ -282,13 +335,19 @@ def _gradient_spectra(model, modules, batches, device, desc, r_max):
         for w in weights.values():
             w.requires_grad_(True)
         for batch in tqdm(batches, desc=desc, leave=False):
+            _check_finite_inputs(batch, desc, n_batches)
             batch = _to_device(batch, device)
             if "labels" not in batch and "input_ids" in batch:
                 batch["labels"] = batch["input_ids"]
-            loss = model(**batch).loss
+            loss = getattr(_forward(model, batch, desc, n_batches), "loss", None)
             if loss is None:
                 raise HFTrustDataError(
                     "ThanoRA's gradient statistic needs batches whose forward returns a loss (add `labels`)."
+                )
+            if not bool(torch.isfinite(loss)):
+                raise HFTrustDataError(
+                    f"ThanoRA: {desc}, calibration batch {n_batches}: the loss is {float(loss)} (the gradient "
+                    f"statistic needs a finite loss); {_FIX_FINITE}."
                 )
             loss.backward()
             for n, w in weights.items():
@@ -378,7 +437,7 @@ def _read_cache(path: str, keys: Mapping[str, Optional[str]], config: ThanoRACon
             return None, f"stale (made for other {'config settings' if field == 'settings' else field})"
     for name, ranks in payload["task_rank_map"].items():
         a = payload["init"].get(name)
-        budget = _layer_rank(config, name) - config.cooperative_rank_for(_layer_rank(config, name))
+        budget = config.task_budget(_layer_rank(config, name))
         if len(ranks) != len(config.task_names) or sum(ranks) != budget:
             return None, f"stale (task ranks of {name} do not fit this config)"
         if a is not None and tuple(a.shape) != (budget, _weight(modules[name]).shape[1]):
@@ -490,7 +549,7 @@ def _compute(model, config: ThanoRAConfig, modules, previews, seed: int) -> dict
     payload: dict[str, Any] = {"task_rank_map": {}, "task_entropy_map": {}, "init": {}}
     for name in modules:
         r = _layer_rank(config, name)
-        budget = r - config.cooperative_rank_for(r)
+        budget = config.task_budget(r)
         ent = [normalized_sv_entropy(spectra[t][name][0], spectra[t][name][2]) for t in names]
         ranks = _allocate(config, ent, budget)
         payload["task_rank_map"][name] = ranks

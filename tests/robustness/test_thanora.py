@@ -6,6 +6,7 @@ import json
 import math
 import os
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from peft import PeftModel, get_peft_model
 
 import hf_trust  # noqa: F401  (registers the tuner)
 from hf_trust import ThanoRAConfig, preprocess_thanora
-from hf_trust.errors import HFTrustCacheError, HFTrustConfigError
+from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataError
 from tests.conftest import make_tiny_llama
 
 
@@ -26,6 +27,14 @@ class Toy(torch.nn.Module):
 
     def forward(self, x, attention_mask=None):
         return self.l2(self.l1(x))
+
+
+class ToyWithLoss(Toy):
+    """Toy whose forward also returns a loss (what the gradient statistic needs)."""
+
+    def forward(self, x, attention_mask=None, labels=None):
+        out = super().forward(x)
+        return SimpleNamespace(logits=out, loss=out.pow(2).mean())
 
 
 def batches(seed=0, n=40, d=12, rank=None):
@@ -240,8 +249,48 @@ def test_adapter_without_preprocessing_reloads_its_exact_split(tmp_path):
         ("rank_allocation", "greedy"),
         ("task_init", "pissa"),
         ("subspace_factors", "C"),
+        ("normalize_B", "yes"),
     ],
 )
 def test_nonsense_values_name_the_field(field, value):
     with pytest.raises(HFTrustConfigError, match=f"ThanoRAConfig.{field}"):
         cfg(**{field: value})
+
+
+# ---------------------------------------------------------------------- bad calibration batches
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("statistic", ["activation", "gradient"])
+def test_non_finite_calibration_batch_names_the_task_and_the_fix(bad, statistic):
+    data = tasks()
+    x = data["b"][0]["x"].clone()
+    x[0, 3, 5] = bad
+    data["b"] = [{"x": x, "attention_mask": torch.ones(1, x.shape[1])}]
+    with pytest.raises(HFTrustDataError, match=r"task 'b', calibration batch 0: input `x` holds 1 NaN/inf") as err:
+        preprocess_thanora(ToyWithLoss(), cfg(allocation_statistic=statistic), data)
+    assert "isfinite" in str(err.value)  # names the fix
+
+
+def test_non_finite_activations_inside_the_model_name_the_layer():
+    model = Toy()
+    with torch.no_grad():
+        model.l1.weight[0, 0] = math.inf  # finite inputs, but the first layer overflows
+    with pytest.raises(HFTrustDataError, match=r"task 'a': the input of layer l2 holds NaN/inf"):
+        preprocess_thanora(model, cfg(), tasks())
+
+
+def test_calibration_batch_of_the_wrong_width_is_a_data_error():
+    data = tasks()
+    data["a"] = batches(d=10)  # the model's layers take width 12
+    with pytest.raises(HFTrustDataError, match=r"task 'a': layer l1 takes inputs of width 12, .* width 10"):
+        preprocess_thanora(Toy(), cfg(), data)
+
+
+def test_token_ids_outside_the_vocabulary_are_a_data_error():
+    g = torch.Generator().manual_seed(0)
+    data = {
+        t: [{"input_ids": torch.randint(0, hi, (2, 8), generator=g), "attention_mask": torch.ones(2, 8)}]
+        for t, hi in {"a": 128, "b": 500}.items()  # the tiny Llama's vocabulary has 128 tokens
+    }
+    c = ThanoRAConfig(task_names=["a", "b"], r=4, task_type="CAUSAL_LM", target_modules=["q_proj"])
+    with pytest.raises(HFTrustDataError, match=r"task 'b', calibration batch 0 .* fails in the model's forward"):
+        preprocess_thanora(make_tiny_llama(), c, data)
