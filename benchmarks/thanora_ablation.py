@@ -5,7 +5,11 @@ Arms (same r, α, target modules, optimiser, steps and mixed batches per seed; n
 * ``LoRA``, ``PiSSA`` (``init_lora_weights="pissa_niter_4"``), ``CorDA`` (IPM, instruction-previewed mode, covariance from a mixed preview),
   ``EVA`` (``rho=1``: equal rank in every layer) — what a PEFT user would try first;
 * ``ThanoRA`` (cooperative block, softmax allocation, covariance init, λ = 1e-2) and its ablations
-  ``no cooperative block``, ``uniform split``, ``random task-block init``, ``λ = 0``.
+  ``no cooperative block``, ``uniform split``, ``random task-block init``, ``λ = 0`` and the earlier regulariser
+  with unit columns of B (``normalize_B=True``).
+
+For every regularised arm the ratio ‖∇ regulariser‖ / ‖∇ task loss‖ of each step is recorded and drawn
+(``thanora_grad_ratio.png``; ``--plot-from a.json,b.json`` redraws it from the saved runs of several processes).
 
 Metric: held-out answer NLL per task (answer tokens only), mean over tasks, after training (and of the base).
 Also: the per-layer allocation of the full-depth SmolLM2-135M for a sweep of the temperature τ (entropies
@@ -37,7 +41,7 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 
 import hf_trust  # noqa: E402,F401
 from hf_trust import ThanoRAConfig, assets, preprocess_thanora  # noqa: E402
-from hf_trust.atomic import atomic_write_json  # noqa: E402
+from hf_trust.atomic import atomic_save, atomic_write_json  # noqa: E402
 from hf_trust.demo.studies.chat_lm import answer_loss, answer_nll, collate, encode  # noqa: E402
 from hf_trust.peft_tuners.thanora import plot_allocation_heatmap, softmax_allocation  # noqa: E402
 
@@ -48,6 +52,7 @@ THANORA_ARMS = {
     "ThanoRA, uniform split": {"rank_allocation": "uniform"},
     "ThanoRA, random task-block init": {"task_init": "random"},
     "ThanoRA, λ = 0": {"subspace_lambda": 0.0},
+    "ThanoRA, unit-column B term (earlier form)": {"normalize_B": True},
 }
 PEER_ARMS = ("LoRA", "PiSSA", "CorDA", "EVA")
 
@@ -99,21 +104,74 @@ def build(arm: str, base, common: dict, calib: dict, mixed_calib: list, seed: in
     return get_peft_model(m, cfg), True
 
 
-def train(model, regularized: bool, train_rows, steps: int, lr: float, batch: int, pad: int, seed: int) -> float:
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+def _norm(grads) -> float:
+    return float(torch.sqrt(sum(g.detach().double().pow(2).sum() for g in grads if g is not None)))
+
+
+def train(model, regularized: bool, train_rows, steps: int, lr: float, batch: int, pad: int, seed: int):
+    """(seconds per step, per-step ‖∇ regulariser‖ / ‖∇ task‖ before each update; empty without a regulariser).
+
+    The two gradients are taken apart at no extra cost: the regulariser's (it only involves the adapter's own
+    factors) by ``autograd.grad``, the task's by the step's backward; their sum is what the optimiser sees.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)  # the same batches for every arm of a seed
     model.train()
+    ratios = []
     t0 = time.perf_counter()
     for _ in range(steps):
         pick = [train_rows[i] for i in rng.choice(len(train_rows), size=batch, replace=False)]
         loss = answer_loss(model, collate(pick, pad))[0]
+        reg_grads = None
         if regularized:
-            loss = loss + model.base_model.regularization_loss()
+            reg = model.base_model.regularization_loss()
+            if reg.requires_grad:
+                reg_grads = torch.autograd.grad(reg, params, allow_unused=True)
         opt.zero_grad()
         loss.backward()
+        if regularized:
+            task_norm = _norm(p.grad for p in params)
+            reg_norm = _norm(reg_grads) if reg_grads is not None else 0.0
+            ratios.append(reg_norm / task_norm if task_norm > 0 else float("inf"))
+            for p, g in zip(params, reg_grads or ()):
+                if g is not None:
+                    p.grad += g
         opt.step()
     model.eval()
-    return (time.perf_counter() - t0) / steps
+    return (time.perf_counter() - t0) / steps, ratios
+
+
+def plot_ratio(results: dict, path: Path) -> None:
+    """Per-step ‖∇ regulariser‖ / ‖∇ task‖ of every regularised arm: one faint line per seed, bold median."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    k = 0
+    for arm, runs in results["runs"].items():
+        curves = [r["grad_ratio"] for r in runs.values() if r.get("grad_ratio")]
+        if not curves:
+            continue
+        c = colors[k % len(colors)]
+        k += 1
+        floor = 1e-12  # step 1 has B = 0: the ratio is 0 there, drawn at the floor of the log axis
+        for y in curves:
+            ax.plot(range(1, len(y) + 1), np.maximum(y, floor), color=c, alpha=0.3, lw=0.8)
+        med = np.median(np.array([y for y in curves if len(y) == len(curves[0])]), axis=0)
+        ax.plot(range(1, len(med) + 1), np.maximum(med, floor), color=c, lw=2, label=f"{arm} ({len(curves)} seeds)")
+    ax.axhline(1.0, color="k", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("‖∇ regulariser‖ / ‖∇ task loss‖")
+    a = results["args"]
+    ax.set_title(
+        f"ThanoRA gradient balance, SmolLM2 first {a['layers']} layers, r = {a['r']}, lr {a['lr']}", fontsize=9
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_save(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
 
 
 def tau_sweep(out: Path, taus, r: int, n_calib: int, layers: int) -> dict:
@@ -135,7 +193,7 @@ def tau_sweep(out: Path, taus, r: int, n_calib: int, layers: int) -> dict:
         calib_tokens_per_task=512,
     )
     preprocess_thanora(model, cfg, calib)
-    budget = r - cfg.cooperative_rank_for(r)
+    budget = cfg.task_budget(r)
     modules = sorted(cfg.task_entropy_map, key=lambda n: (int(n.split(".")[2]), n))
     sweep = {}
     fig, axes = plt.subplots(len(taus), 1, figsize=(max(8, 0.25 * len(modules)), 2.2 * len(taus)), sharex=True)
@@ -174,9 +232,20 @@ def main() -> None:
     ap.add_argument("--sweep-layers", type=int, default=30, help="decoder layers of the model the τ sweep measures")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--json", default="/tmp/thanora_ablation.json")
+    ap.add_argument("--ratio-png", default="thanora_grad_ratio.png", help="gradient-ratio figure, under --out")
+    ap.add_argument("--plot-from", help="only redraw the gradient-ratio figure from these saved --json results")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.plot_from:
+        # Two processes can split the arms: merge their saved runs into one figure.
+        merged: dict = {"runs": {}}
+        for path in args.plot_from.split(","):
+            saved = json.loads(Path(path).read_text())
+            merged["args"] = saved["args"]
+            merged["runs"].update(saved["runs"])
+        plot_ratio(merged, out / args.ratio_png)
+        return
     results: dict = {"args": vars(args), "runs": {}}
 
     base, tok = truncated_smollm2(args.layers)
@@ -200,9 +269,11 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             model, reg = build(arm, base, common, calib, mixed, seed)
-            step = train(model, reg, train_rows, args.steps, args.lr, args.batch, pad, seed)
+            step, ratios = train(model, reg, train_rows, args.steps, args.lr, args.batch, pad, seed)
             nll = {t: answer_nll(model, evals[t], pad) for t in TASKS}
             row = {"nll": nll, "mean": statistics.mean(nll.values()), "step_s": step}
+            if reg:
+                row["grad_ratio"] = ratios
             if reg:
                 rep = model.base_model.allocation_report()
                 row["non_uniform"] = sum(max(x["ranks"].values()) != min(x["ranks"].values()) for x in rep)
@@ -220,6 +291,8 @@ def main() -> None:
         results["runs"].setdefault(arm, {})[str(seed)] = row
         print(seed, arm, json.dumps(row, default=str), flush=True)
         atomic_write_json(args.json, results, default=str)
+    if any(r.get("grad_ratio") for runs in results["runs"].values() for r in runs.values()):
+        plot_ratio(results, out / args.ratio_png)
     if not args.skip_sweep:
         results["tau_sweep"] = tau_sweep(out, args.taus, 16, args.n_calib, args.sweep_layers)
         atomic_write_json(args.json, results, default=str)
