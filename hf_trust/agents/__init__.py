@@ -5,7 +5,13 @@ themselves: at the retrieval (RAG) stage each agent receives only the entries it
 (whole entries, value and description), and at the context stage every intermediate answer is rewritten for
 its recipient before delivery, by a deterministic redaction, by a chat model (optionally trained with TRL,
 :mod:`hf_trust.agents.training`), or both.  A ledger keeps every delivered text, and an independent
-value-level detector (:mod:`hf_trust.agents.leakage`) measures which field reached whom.
+value-level detector (:mod:`hf_trust.agents.leakage`) measures which field reached whom;
+:func:`to_agentleak` exports the same runs to AgentLeak, an independent scanner.
+
+The privacy agent is reconstructed (no released code): the released EPEAgent code cannot run (it imports
+modules absent from its repository) and its privacy agent was never released, so this one follows the paper's
+description.  One routing difference is an option: privacy questions go to the labelled agent here (as the
+paper describes) and to the final agent in the released runner (``EPEOrchestrator(privacy_responder="final")``).
 
     from hf_trust.agents import AgentSpec, PrivacyPolicy, PrivacyEnhancingAgent, EPEOrchestrator, hf_chat_backend
     backend = hf_chat_backend(model, tokenizer)

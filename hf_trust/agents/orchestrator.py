@@ -133,6 +133,10 @@ class EPEOrchestrator:
             and recall 1 are reported).  ``"error"`` (default) raises; ``"warn"`` warns and records the field
             in ``ledger.undeliverable`` and the metrics.  A field labelled for nobody (``[]``) is private on
             purpose and is neither.
+        privacy_responder: who answers a privacy question. ``"labelled"`` (default): the agent its ``label``
+            names, as the paper describes it (the agent responsible for the field is asked to refuse).
+            ``"final"``: the terminal agent, as the released EPEAgent runner does (it routes every question to
+            the last agent).  Utility questions always go to the terminal agent.
     """
 
     def __init__(
@@ -144,9 +148,16 @@ class EPEOrchestrator:
         retrieval_tool: Optional[Callable[..., str]] = None,
         persist_memory: bool = False,
         on_undeliverable: str = "error",
+        privacy_responder: str = "labelled",
     ) -> None:
         if on_undeliverable not in ("error", "warn"):
             raise HFTrustConfigError(f"on_undeliverable must be 'error' or 'warn', got {on_undeliverable!r}.")
+        if privacy_responder not in ("labelled", "final"):
+            raise HFTrustConfigError(
+                f"privacy_responder must be 'labelled' (the labelled agent answers, as in the paper) or 'final' "
+                f"(the terminal agent answers, as in the released runner), got {privacy_responder!r}."
+            )
+        self.privacy_responder = privacy_responder
         if not agents:
             raise HFTrustError("EPEOrchestrator needs at least one AgentSpec.")
         names = [a.name for a in agents]
@@ -227,8 +238,9 @@ class EPEOrchestrator:
         return seen
 
     def responder_for(self, question: Question) -> AgentSpec:
-        """Privacy questions go to the agent their label names; the rest to the terminal agent."""
-        if question.kind == "privacy" and question.label is not None:
+        """Privacy questions go to the agent their label names (or the terminal agent with
+        ``privacy_responder="final"``); the rest to the terminal agent."""
+        if question.kind == "privacy" and question.label is not None and self.privacy_responder == "labelled":
             for a in self.agents.values():
                 if a.label_id == question.label:
                     return a

@@ -2,6 +2,9 @@
 
 Paper steps 2 (RAG-stage minimisation, Eq. 5), 4 (context-stage "reasoning-progress" minimisation) and
 6 (dynamic permission elevation).  Memory and log persistence go through :meth:`persist`, the same path.
+
+Reconstructed (no released code): the paper's privacy agent was never released and the released EPEAgent code
+cannot run (it imports modules absent from its repository); this agent follows the paper's description.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def deny_all(agent: str, field: str) -> bool:
 
 
 class PrivacyEnhancingAgent:
-    """The trusted server-side privacy agent C_A.
+    """The trusted server-side privacy agent C_A, reconstructed (no released code) from the paper.
 
     Args:
         policy: who may see which field.
