@@ -49,9 +49,12 @@ def main() -> None:
             num_clients=10, alpha=args.alpha, min_size=1, min_per_class=1, seed=seed
         ).split(train)
         for augment in accs:
-            config = GGEURConfig(augment=augment, lr=1e-3, batch_size=64, local_epochs=2, per_sample=50, seed=seed)
+            config = GGEURConfig(augment=augment, lr=1e-3, batch_size=64, per_sample=50, seed=seed)
             trainer = GGEURTrainer(
-                config, FedAvg(), FederatedConfig(rounds=args.rounds, seed=seed), eval_datasets={"test": test}
+                config,
+                FedAvg(),
+                FederatedConfig(rounds=args.rounds, local_epochs=2, seed=seed),
+                eval_datasets={"test": test},
             )
             accs[augment].append(trainer.fit(parts)[-1]["eval_test_accuracy"])
     for augment, values in accs.items():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from hf_trust.errors import HFTrustConfigError
 from hf_trust.trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg, FederatedConfig, FedProx
 from hf_trust.trainers.ggeur import GGEURConfig, GGEURTrainer
 from tests.ggeur.ggeur_fixtures import digit_embeddings
@@ -55,9 +56,9 @@ def test_ggeur_beats_plain_fedavg_and_the_equal_count_oversampling_control(parti
     accs = {}
     for aug in ("none", "oversample", "ggeur"):
         t = GGEURTrainer(
-            GGEURConfig(augment=aug, target_per_class=100, per_sample=30, lr=1e-2, batch_size=128, local_epochs=2),
+            GGEURConfig(augment=aug, target_per_class=100, per_sample=30, lr=1e-2, batch_size=128),
             FedAvg(),
-            FederatedConfig(rounds=8, seed=0),
+            FederatedConfig(rounds=8, local_epochs=2, seed=0),
             eval_datasets={"test": test},
             embedding_column="embedding",
         )
@@ -133,6 +134,76 @@ def test_official_compat_changes_training_and_only_through_compat():
     ):
         loss, logits = t.federation.client_trainer.loss_fn(t.head, x, y)
         torch.testing.assert_close(loss, expect(t.head(x)), msg=name)
+
+
+def _recorded_epochs(monkeypatch) -> list[int]:
+    """Local epochs of every client fit, as the federated core hands them to the head's trainer."""
+    from hf_trust.trainers.ggeur import trainer as ggeur_trainer
+
+    seen: list[int] = []
+    fit = ggeur_trainer._HeadClientTrainer.fit
+
+    def spy(self, ctx):
+        seen.append(ctx.local_epochs)
+        return fit(self, ctx)
+
+    monkeypatch.setattr(ggeur_trainer._HeadClientTrainer, "fit", spy)
+    return seen
+
+
+def test_local_epochs_come_from_the_federated_config(monkeypatch):
+    """FederatedConfig.local_epochs is what the head trains for; it used to be replaced by GGEURConfig's
+    default of 1 without a word (the released code trains 10)."""
+    train, _ = digit_embeddings(n_train=300)
+    parts = _parts(train, alpha=0.1, clients=3, seed=0)
+    seen = _recorded_epochs(monkeypatch)
+    heads = {}
+    for epochs in (3, 1):
+        seen.clear()
+        t = GGEURTrainer(GGEURConfig(per_sample=10), FedAvg(), FederatedConfig(rounds=1, local_epochs=epochs, seed=0))
+        t.fit(parts)
+        assert seen == [epochs] * parts.num_clients
+        heads[epochs] = t.head.weight.detach().clone()
+    # three passes end elsewhere than one (same seeds, same data): the epochs really ran
+    assert not torch.allclose(heads[3], heads[1])
+    # the same number in both configs is accepted and changes nothing
+    seen.clear()
+    t = GGEURTrainer(
+        GGEURConfig(per_sample=10, local_epochs=3), FedAvg(), FederatedConfig(rounds=1, local_epochs=3, seed=0)
+    )
+    t.fit(parts)
+    assert seen == [3] * parts.num_clients and torch.equal(t.head.weight.detach(), heads[3])
+
+
+def test_conflicting_local_epochs_are_an_error():
+    train, _ = digit_embeddings(n_train=300)
+    t = GGEURTrainer(GGEURConfig(local_epochs=10), FedAvg(), FederatedConfig(rounds=1, local_epochs=2))
+    with pytest.raises(HFTrustConfigError) as err:
+        t.fit(_parts(train, clients=3))
+    msg = str(err.value)
+    assert "GGEURConfig.local_epochs=10" in msg and "FederatedConfig.local_epochs=2" in msg
+    assert "FederatedConfig(local_epochs=10)" in msg
+    with pytest.raises(HFTrustConfigError, match="GGEURConfig.local_epochs must be ≥ 1 or None, got 0"):
+        GGEURConfig(local_epochs=0)
+
+
+def test_official_compat_refuses_a_weighted_strategy():
+    """The released script averages client heads unweighted; ``compat="official"`` with the default
+    (weighted) FedAvg used to run weighted while claiming the official averaging."""
+    train, _ = digit_embeddings(n_train=300)
+    parts = _parts(train, clients=3)
+    for strategy in (FedAvg(), FedProx(mu=0.1)):
+        t = GGEURTrainer(GGEURConfig(compat="official", per_sample=10), strategy, FederatedConfig(rounds=1))
+        with pytest.raises(HFTrustConfigError, match=rf"{type(strategy).__name__}\(weighted=False\)"):
+            t.fit(parts)
+    # clients of very different sizes: the official run's server head is the plain mean of the client heads
+    sizes = parts.sizes()
+    assert max(sizes) > 2 * min(sizes)
+    t = GGEURTrainer(GGEURConfig(compat="official", per_sample=10), FedAvg(weighted=False), FederatedConfig(rounds=1))
+    t.fit(parts)
+    states = t.federation.client_states
+    mean_w = torch.stack([states[k]["head"]["weight"] for k in sorted(states)]).double().mean(0)
+    torch.testing.assert_close(t.head.weight.detach().double(), mean_w, atol=1e-6, rtol=0)
 
 
 def test_clear_errors():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -71,6 +72,50 @@ def test_eval_class_no_client_holds_warns():
     parts = DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=1).split(train.select(keep))
     with pytest.warns(UserWarning, match=r"classes \[3\] that no client has"):
         _trainer(eval_datasets={"test": test}).fit(parts)
+
+
+def test_a_class_with_a_single_row_warns_that_its_draws_are_copies():
+    # Why: the global shape of a class seen once has zero covariance, so "augmenting" it to 50 rows writes
+    # 50 identical rows; this used to happen without a word.
+    train, _ = digit_embeddings(n_train=300)
+    y = np.asarray(train["label"])
+    keep = np.flatnonzero(y != 9).tolist() + [int(np.flatnonzero(y == 9)[0])]
+    sub = train.select(keep)
+    parts = Partitions([np.arange(0, 150), np.arange(150, len(keep))], np.asarray(sub["label"]), dataset=sub)
+    t = GGEURTrainer(GGEURConfig(target_per_class=50, keep_augmented=True), FedAvg(), FederatedConfig(rounds=1))
+    with pytest.warns(UserWarning, match=r"class\(es\) \[9\] have a single row in their global shape") as record:
+        t.fit(parts)
+    assert sum("single row" in str(w.message) for w in record) == 1
+    # what the warning describes, recomputed from the augmented rows: 50 rows of class 9, all identical to
+    # the one real row
+    aug = t.partitions.augmented(1)
+    rows = aug.embeddings[aug.labels == 9]
+    real = np.asarray(sub["embedding"][-1], dtype=np.float32)
+    assert rows.shape == (50, 64) and np.array_equal(rows, np.broadcast_to(real, rows.shape))
+    # every other class has many rows: no warning
+    parts = DirichletLabelPartitioner(num_clients=3, alpha=0.5, min_size=1, seed=0).split(train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GGEURTrainer(GGEURConfig(target_per_class=50), FedAvg(), FederatedConfig(rounds=1)).fit(parts)
+
+
+def test_clients_with_embeddings_of_different_widths_are_a_clear_error():
+    train, _ = digit_embeddings(n_train=300)
+    z, y = np.asarray(train["embedding"]), np.asarray(train["label"])
+    # client 0 embedded with a 64-d encoder, client 1 with a 32-d one
+    rows = [list(v) for v in z[:150]] + [list(v[:32]) for v in z[150:]]
+    ds = Dataset.from_dict({"embedding": rows, "label": y.tolist()})
+    parts = Partitions([np.arange(0, 150), np.arange(150, 300)], y, dataset=ds)
+    with pytest.raises(HFTrustDataError) as err:
+        _trainer().fit(parts)
+    msg = str(err.value)
+    # names the column, both widths, the odd client and the fix (numpy said only "inhomogeneous shape")
+    assert "column 'embedding'" in msg and "widths [32, 64] (width 32: client 1; width 64: client 0)" in msg
+    assert "re-embed" in msg
+    # a client holding both widths is named under both
+    mixed = Partitions([np.arange(0, 100), np.arange(100, 200), np.arange(200, 300)], y, dataset=ds)
+    with pytest.raises(HFTrustDataError, match=r"\(width 32: clients \[1, 2\]; width 64: clients \[0, 1\]\)"):
+        _trainer().fit(mixed)
 
 
 # ---------------------------------------------------------------- the demo's feature cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from hf_trust.errors import HFTrustConfigError
 
@@ -48,7 +48,9 @@ class GGEURConfig:
         compat (`str`, defaults to `"correct"`):
             ``"official"`` reproduces the released script's quirks: clients never receive the global head
             (only the server copy is averaged), unweighted averaging, the double softmax in the loss,
-            surplus real rows dropped and "first prototype draws" in multi-domain mode.
+            surplus real rows dropped and "first prototype draws" in multi-domain mode.  The unweighted mean
+            is the strategy's to do: with ``"official"``, :class:`GGEURTrainer` refuses a strategy that
+            weighs clients by their rows (pass ``FedAvg(weighted=False)``).
         augment (`str`, defaults to `"ggeur"`):
             What fills each client up: ``"ggeur"`` (draws along the global shapes), ``"none"`` (real rows only,
             plain FedAvg), ``"oversample"`` (the equal-count control: real rows resampled to the same per-class
@@ -58,8 +60,12 @@ class GGEURConfig:
         keep_augmented (`bool`, defaults to `False`):
             Keep every client's augmented rows after ``fit`` (``trainer.partitions.augmented(k)``); they can
             take gigabytes (clients × classes × target × d), so they are dropped by default.
-        lr, batch_size, local_epochs, num_classes, seed: training of the linear head (Adam, a new optimiser
-            each round as in the code) and the seed of every random draw.
+        local_epochs (`int` or `None`, defaults to `None`):
+            Not a second setting: the head's local epochs per round are ``FederatedConfig.local_epochs`` (the
+            released code trains 10; ``FederatedConfig`` defaults to 1).  ``None`` defers to it; a number must
+            equal it, or :class:`GGEURTrainer` raises instead of silently picking one of the two.
+        lr, batch_size, num_classes, seed: training of the linear head (Adam, a new optimiser each round as in
+            the code) and the seed of every random draw.
     """
 
     mode: Literal["single_domain", "multi_domain"] = "single_domain"
@@ -81,7 +87,7 @@ class GGEURConfig:
     keep_augmented: bool = False
     lr: float = 1e-3
     batch_size: int = 64
-    local_epochs: int = 1
+    local_epochs: Optional[int] = None
     num_classes: Optional[int] = None
     seed: int = 0
 
@@ -107,10 +113,36 @@ class GGEURConfig:
             "prototype_draws",
             "class_chunk_size",
             "batch_size",
-            "local_epochs",
         ):
             if getattr(self, name) < 1:
                 raise HFTrustConfigError(f"GGEURConfig.{name} must be ≥ 1, got {getattr(self, name)}.")
+        if self.local_epochs is not None and self.local_epochs < 1:
+            raise HFTrustConfigError(
+                f"GGEURConfig.local_epochs must be ≥ 1 or None, got {self.local_epochs}; set the local epochs "
+                f"in FederatedConfig(local_epochs=...) and leave this None."
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_federation(config: GGEURConfig, fed_config: Any, strategy: Any = None) -> None:
+    """The federated settings GGEUR shares with the core must agree with ``config`` (one source of truth).
+
+    * Local epochs live in ``fed_config``; ``config.local_epochs``, when set, must equal them.
+    * ``compat="official"`` reproduces the released script's unweighted mean of client heads, so a strategy
+      that weighs clients by their rows contradicts it.
+    """
+    if config.local_epochs is not None and config.local_epochs != fed_config.local_epochs:
+        raise HFTrustConfigError(
+            f"GGEURConfig.local_epochs={config.local_epochs} but FederatedConfig.local_epochs="
+            f"{fed_config.local_epochs}: the head's local epochs are set once, in FederatedConfig. Use "
+            f"FederatedConfig(local_epochs={config.local_epochs}) and leave GGEURConfig.local_epochs unset "
+            f"(the released code trains 10)."
+        )
+    if config.compat == "official" and getattr(strategy, "weighted", False):
+        raise HFTrustConfigError(
+            f"GGEURConfig(compat='official') reproduces the released script's unweighted mean of client heads, "
+            f"but the strategy {type(strategy).__name__}(weighted=True) weighs clients by their rows. Pass "
+            f"{type(strategy).__name__}(weighted=False), or use compat='correct'."
+        )

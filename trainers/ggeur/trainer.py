@@ -31,7 +31,7 @@ from hf_trust.trainers.federated import (
 )
 
 from .augment import AugmentedSet, augment_multi_domain, augment_single_domain
-from .config import GGEURConfig
+from .config import GGEURConfig, check_federation
 from .geometry import GeometricShape, isotropic_shape
 from .statistics import ClientStatistics, check_statistics_only, client_statistics, guide_set
 
@@ -104,8 +104,10 @@ class GGEURTrainer:
 
     Args:
         config: :class:`GGEURConfig` (GGEUR's options and the head's optimiser).
-        strategy: any strategy of the federated core (``FedAvg()``, ``FedProx(mu=...)``, ...).
-        fed_config: rounds, local epochs, client sampling, output folder (:class:`FederatedConfig`).
+        strategy: any strategy of the federated core (``FedAvg()``, ``FedProx(mu=...)``, ...); an unweighted
+            one (``FedAvg(weighted=False)``) with ``compat="official"``.
+        fed_config: rounds, local epochs (the one place they are set; the released code trains 10), client
+            sampling, output folder (:class:`FederatedConfig`).
         eval_datasets: name → embedding dataset evaluated every round (e.g. the global test set and one
             per domain).
         embedding_column / label_column / domain_column: columns of the embedding datasets.
@@ -178,10 +180,32 @@ class GGEURTrainer:
                 f"re-embed those rows."
             )
 
+    def _as_matrix(self, column: Any, partitions: Partitions) -> np.ndarray:
+        """The training embeddings as one float64 matrix, or a clear error naming the clients whose rows
+        have another width (numpy would only say "inhomogeneous shape")."""
+        try:
+            return np.asarray(column, dtype=np.float64)
+        except ValueError:
+            widths = np.asarray([np.size(row) for row in column])
+        by_width: dict[int, list[int]] = {}
+        for k, ix in enumerate(partitions.indices):
+            for w in sorted(set(widths[np.asarray(ix, dtype=np.int64)].tolist())):
+                by_width.setdefault(w, []).append(k)
+
+        def clients(ks: list[int]) -> str:
+            return f"client {ks[0]}" if len(ks) == 1 else f"clients {ks[:8]}{' …' if len(ks) > 8 else ''}"
+
+        shown = "; ".join(f"width {w}: {clients(ks)}" for w, ks in sorted(by_width.items()))
+        raise HFTrustDataError(
+            f"column {self.emb_col!r} of the training data holds embeddings of different widths "
+            f"{sorted(by_width)} ({shown}). Every client must embed with the same encoder and pooling: re-embed "
+            f"the rows of the odd clients."
+        ) from None
+
     def _validate(self, partitions: Partitions) -> None:
         """Checks every row before the statistics round, on every rank alike (so that no rank raises alone)."""
         data = partitions.dataset.with_format("numpy")
-        z = np.asarray(data[self.emb_col], dtype=np.float64)
+        z = self._as_matrix(data[self.emb_col], partitions)
         try:
             self._check_embeddings(z, "the training data")
         except HFTrustDataError as exc:
@@ -247,6 +271,7 @@ class GGEURTrainer:
                 per_class.setdefault(c, {})[k] = n
         threshold = cfg.guide_threshold if cfg.mode == "single_domain" else None
         guides = {c: set(guide_set(cnt, threshold)) for c, cnt in per_class.items()}
+        self._warn_degenerate_shapes({c: sum(cnt[k] for k in guides[c]) for c, cnt in per_class.items()})
         self.class_counts = {c: int(sum(cnt.values())) for c, cnt in per_class.items()}
         # 2) each rank sums its guide clients' moments, then one chunked reduce
         dim = next(iter(payloads.values())).dim if payloads else self._dim(parts)
@@ -285,6 +310,22 @@ class GGEURTrainer:
                 for c in sorted(per_class)
             }
         self.shapes = fed.broadcast_object(shapes)
+
+    def _warn_degenerate_shapes(self, pooled_rows: dict[int, int]) -> None:
+        """A shape pooled from one row has zero covariance: every row drawn along it is a copy of a real row.
+        Legal input (a rare class), but the "augmentation" then only oversamples, so say so."""
+        if self.config.augment not in ("ggeur", "isotropic"):
+            return
+        single = sorted(c for c, n in pooled_rows.items() if n < 2)
+        if single:
+            warnings.warn(
+                f"class(es) {single[:10]}{' …' if len(single) > 10 else ''} have a single row in their global "
+                f"shape (the rows pooled from the guide clients), so their covariance is zero and every row "
+                f"generated for them repeats a real row exactly (e.g. a target of 50 rows gives 50 identical "
+                f"rows). Collect more rows of these classes, or compare with GGEURConfig(augment='oversample').",
+                UserWarning,
+                stacklevel=4,  # this helper → statistics_round → fit → the caller
+            )
 
     def _needs_moments(self) -> bool:
         """Whether this run reads the pooled second moments (the global shapes) or the domain prototypes.
@@ -396,6 +437,7 @@ class GGEURTrainer:
             raise HFTrustConfigError(
                 "multi_domain mode needs domain partitions (DomainPartitioner) so clients know their domain."
             )
+        check_federation(self.config, self.fed_config, self.strategy)
         self._validate(partitions)
         labels = np.asarray(partitions.dataset[self.label_col])
         self.num_classes = self.config.num_classes or int(labels.max()) + 1
@@ -413,8 +455,6 @@ class GGEURTrainer:
             label_column="label",
         )
         fed_cfg = self.fed_config
-        if fed_cfg.local_epochs != self.config.local_epochs:
-            fed_cfg = FederatedConfig(**{**fed_cfg.__dict__, "local_epochs": self.config.local_epochs})
         evals = {name: self._eval_dict(ds) for name, ds in self.eval_datasets.items()}
         fed = FederatedTrainer(client, self.strategy, fed_cfg, eval_datasets=evals, accelerator=self.accelerator)
         self.federation = fed

@@ -27,7 +27,7 @@ from torch import nn
 
 from hf_trust.errors import HFTrustDataError
 
-from ...ggeur.config import GGEURConfig
+from ...ggeur.config import GGEURConfig, check_federation
 from ...ggeur.geometry import GeometricShape
 from ...ggeur.statistics import ClassStatistics, ClientStatistics, check_statistics_only, client_statistics, guide_set
 from ...ggeur.trainer import GGEURTrainer, _HeadClientTrainer
@@ -214,7 +214,8 @@ class FlowerGGEUR(FlowerFederation):
     Args:
         config: :class:`GGEURConfig` (the method's options and the head's optimiser).
         strategy: a Flower strategy or a core one, as for :class:`FlowerFederation`.
-        fed_config: rounds, seed, client fraction; ``local_epochs`` comes from ``config``.
+        fed_config: rounds, local epochs (``GGEURConfig.local_epochs``, when set, must equal them), seed,
+            client fraction.
         dim / num_classes: the embedding width and class count (see :meth:`from_partitions`).
         eval_datasets: name → embedding dataset evaluated on the server every round.
         augment_cache_size: augmented client sets kept per process (``None``: all).
@@ -237,8 +238,7 @@ class FlowerGGEUR(FlowerFederation):
         **kwargs: Any,
     ):
         fed_config = fed_config or FederatedConfig()
-        if fed_config.local_epochs != config.local_epochs:
-            fed_config = FederatedConfig(**{**fed_config.__dict__, "local_epochs": config.local_epochs})
+        check_federation(config, fed_config, strategy)
         self.ggeur = GGEURTrainer(
             config,
             strategy=None,  # type: ignore[arg-type]
