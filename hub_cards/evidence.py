@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml, parse_eval_result_entries
 
 from hf_trust.errors import HFTrustConfigError
 
+from ._eval_compat import EvalResultEntry, eval_result_entries_to_yaml, parse_eval_result_entries
 from .card import TrustCheck, TrustReport
 
 
