@@ -68,6 +68,39 @@ def results_file(method: str) -> Optional[Path]:
     return path if path.is_file() else None
 
 
+def stored_rows(method: str, first_column: str, path: Optional[Path] = None) -> list[dict[str, str]]:
+    """The rows of every table in ``benchmarks/results/<method>.md`` whose first header cell is ``first_column``.
+
+    Each row is ``{header cell: cell text}`` with markdown bold removed; an empty list when the file
+    (or such a table) is not there.
+    """
+    path = path or results_file(method)
+    if path is None:
+        return []
+    rows: list[dict[str, str]] = []
+    header: Optional[list[str]] = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("|"):
+            header = None  # a table ends at the first line that is not a row
+            continue
+        cells = [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells if cells[0] == first_column else []
+        elif header and len(cells) == len(header) and not set(cells[0]) <= set("-: "):
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def stored_number(text: str, index: int = 0) -> float:
+    """The ``index``-th number in a results-table cell (``"−1.163 ± 0.094"`` -> -1.163, index 1 -> 0.094)."""
+    import re
+
+    found = re.findall(r"[-−]?\d+(?:\.\d+)?", text)
+    if len(found) <= index:
+        raise ValueError(f"no number {index} in the results cell {text!r}")
+    return float(found[index].replace("−", "-"))
+
+
 @dataclass
 class Claim:
     """One row of the report's claims table: the paper's claim, what this run measured, the verdict.

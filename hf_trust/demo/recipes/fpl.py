@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
+from hf_trust.demo.registry import MIN_SEEDS, stored_number, stored_rows
 
 
 @register_recipe(
@@ -93,7 +94,25 @@ def run(ctx: RecipeContext) -> RecipeResult:
     if below:
         measured += "; every prompt type ends below zero-shot"
     verdict = "reproduced" if vpt > lpt and not below else "not at this size" if vpt > lpt else "not reproduced"
-    result.add_claim("VPT gains more than LPT under domain shift", measured, verdict, seeds=n)
+    claim = "VPT gains more than LPT under domain shift"
+    stored = next((r for r in stored_rows("fpl", "scenario") if r["scenario"] == "domain shift"), None)
+    if n >= MIN_SEEDS or stored is None:
+        result.add_claim(claim, measured, verdict, seeds=n)
+    else:
+        # Three --full seeds (5 rounds) stored as mean ± std: VPT ahead only if the two mean ± std
+        # intervals do not overlap, and a gain only if VPT also ends above zero-shot.
+        zs = stored_number(stored["zero-shot"])
+        (sv, sv_sd), (sl, sl_sd) = ((stored_number(stored[k]), stored_number(stored[k], 1)) for k in ("VPT", "LPT"))
+        ahead = sv - sv_sd > sl + sl_sd
+        s_below = all(stored_number(stored[k]) < zs for k in ("LPT", "VPT", "LPT+VPT"))
+        result.add_claim(
+            claim,
+            f"--full: VPT {sv:.3f} ± {sv_sd:.3f} vs LPT {sl:.3f} ± {sl_sd:.3f} (zero-shot {zs:.3f})"
+            + ("; every prompt type ends below zero-shot" if s_below else "")
+            + f"; this run ({n} seed{'s' if n > 1 else ''}, indicative): {measured}",
+            "reproduced" if ahead and not s_below else "not at this size" if ahead else "not reproduced",
+            stored="benchmarks/results/fpl.md, --full study, 3 seeds, mean ± std",
+        )
     result.note(
         "Toy scale: 2-layer text / 3-layer vision CLIP (width 48) pretrained on clean handwritten digits; "
         "the corrupted domain is derived from the same digit set. Under domain shift the prompts learnt on the "

@@ -16,6 +16,7 @@ import numpy as np
 
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.recipes._chat_data import encode
+from hf_trust.demo.registry import MIN_SEEDS, stored_number, stored_rows
 
 TARGET_TASK = "spell_backward"
 GENERAL_TASKS = ("basic_arithmetic", "leg_counting", "chain_sum")
@@ -225,13 +226,30 @@ def run(ctx: RecipeContext) -> RecipeResult:
         + ")"
         + ("; no arm forgot in absolute terms, so any gap is relative" if no_forgetting else "")
     )
-    result.add_claim(
-        "At equal target performance, sparse LoRA updates with the CMR forget less general skill than LoRA",
-        measured,
-        verdict,
-        seeds=n,
-        interval="mean difference beyond 2 standard errors over seeds",
-    )
+    claim = "At equal target performance, sparse LoRA updates with the CMR forget less general skill than LoRA"
+    stored = {r["arm"]: r for r in stored_rows("lorasculpt", "arm")}
+    forgetting = "general NLL − base (negative = general answers became more likely)"
+    arms = ("LoRASculpt, 60 steps", "LoRA at matched target NLL")
+    if n >= MIN_SEEDS or not all(a in stored and forgetting in stored[a] for a in arms):
+        result.add_claim(
+            claim, measured, verdict, seeds=n, interval="mean difference beyond 2 standard errors over seeds"
+        )
+    else:
+        # The --full run's three seeds are stored as mean ± std per arm: less forgetting only if
+        # LoRASculpt's mean ± std interval lies wholly below the matched-target control's.
+        (s_m, s_sd), (c_m, c_sd) = (
+            (stored_number(stored[a][forgetting]), stored_number(stored[a][forgetting], 1)) for a in arms
+        )
+        stored_verdict = (
+            "not reproduced" if s_m >= c_m else "reproduced" if s_m + s_sd < c_m - c_sd else "not at this size"
+        )
+        result.add_claim(
+            claim,
+            f"--full: general NLL − base LoRASculpt {s_m:+.3f} ± {s_sd:.3f} vs LoRA at matched target NLL "
+            f"{c_m:+.3f} ± {c_sd:.3f}; this run, indicative: {measured}",
+            stored_verdict,
+            stored="benchmarks/results/lorasculpt.md, --full run, 3 seeds, mean ± std per arm",
+        )
     result.note(
         f"SmolLM2-135M-Instruct, LoRA r={r} α={alpha} on all linear layers, AdamW lr {lr}, {steps} steps of "
         f"batch 4 on {TARGET_TASK} ({n_train} items); LoRASculpt ρ=0.1, mask at step {mask_step}, λ=1e-3; "
