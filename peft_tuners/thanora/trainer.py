@@ -59,7 +59,8 @@ class ThanoRATrainer(RegularizedTrainer):
     def _ratio_due(self, model) -> bool:
         every = self.grad_ratio_steps
         if every is None:
-            every = int(self.args.logging_steps) if self.args.logging_steps >= 1 else 0
+            # The state holds logging_steps as a step count (the arguments may give a fraction of the run).
+            every = int(getattr(self.state, "logging_steps", None) or self.args.logging_steps)
         if every <= 0 or not (model.training and torch.is_grad_enabled()):
             return False
         if self.args.world_size > 1 or self.args.gradient_checkpointing:
