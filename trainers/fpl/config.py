@@ -73,17 +73,23 @@ class PromptConfig:
 class FPLConfig(FederatedConfig):
     """A federated prompt-learning run: the federated core's options plus local optimisation.
 
-    Defaults follow the study's code: SGD lr 1e-3, momentum 0.9, weight decay 5e-4, a fresh optimiser per
-    client and round, batch 32, one local epoch, all clients each round, the first m clients when
-    ``client_fraction < 1`` (``sampling="first"``), 50 rounds, weighted FedAvg (``aggregation="weight"``;
-    ``"equal"`` gives every client 1/K).
+    Defaults follow the study's code: SGD lr 1e-3, momentum 0.9, weight decay 5e-4, batch 32, one local
+    epoch, all clients each round, the first m clients when ``client_fraction < 1`` (``sampling="first"``),
+    50 rounds, weighted FedAvg (``aggregation="weight"``; ``"equal"`` gives every client 1/K).  One
+    deviation: each client builds a fresh optimiser every round.  The study's code (Dassl ``trainer.py``)
+    builds one optimiser for the whole run, so its momentum buffer carries from one client to the next and
+    from round to round (a client's first steps move along the previous client's momentum), which is a bug
+    of the released code and is not reproduced here.
 
     Args:
         lr / optimizer / momentum / weight_decay / batch_size: local training.
         eval_batch_size: images per evaluation batch.
         aggregation: ``"weight"`` or ``"equal"``; overrides the strategy's ``weighted`` flag (``None``: keep it).
         vptpr: project every local update of the vision prompts into the null space of the current
-            global vision prompt (VPTPR); no effect in round 0 or without VPT.
+            global vision prompt (VPTPR); no effect in round 0 or without VPT.  Reconstructed (no released
+            code): the study's VPTPR trainer is not released; its projection (``AdamSVD`` in ``fed_utils.py``)
+            acts on Adam's update, while here it acts on the step of whichever optimiser runs, by default SGD
+            with momentum 0.9 (``optimizer="adam"`` for the ``AdamSVD`` setting).
         vptpr_drop_ratio: share of the ``d`` singular directions of ``P^T P`` dropped (the top ones); the
             study's ``ratio = 0.8`` keeps 80 %.
         diagnostics: log the update cosines and client-client similarity every round.

@@ -3,7 +3,10 @@
 After each aggregation the server prompt P (n_ctx x d) gives F = P^T P.  Its singular directions, sorted
 by decreasing singular value, are split: the top ``drop_ratio`` share (which spans P's row space when
 n_ctx <= drop_ratio * d) is dropped and the rest form B.  Each local optimiser update U becomes
-U B B^T / ||B B^T||_F, as in the study's ``AdamSVD`` (cf. "Learning Federated Visual Prompt in Null Space").
+U B B^T / ||B B^T||_F, the projection of the study's ``AdamSVD`` (``fed_utils.py``; cf. "Learning Federated
+Visual Prompt in Null Space").  Reconstructed (no released code) as a trainer: the study's VPTPR trainer is not
+released, and ``AdamSVD`` projects Adam's update, while :class:`ProjectedOptimizer` projects the step of any
+wrapped optimiser (SGD with momentum by default in :class:`~hf_trust.trainers.fpl.FPLConfig`).
 """
 
 from __future__ import annotations
