@@ -1,7 +1,7 @@
 """Command line.
 
 ``hf-trust demo [--methods a,b] [--full] [--out DIR] [--list] [--push-to URL]``,
-``hf-trust list`` and ``hf-trust push ADAPTER_DIR --repo-id user/name [evidence files]``.
+``hf-trust list`` and ``hf-trust push ADAPTER_DIR --repo-id user/name [evidence files] [--dry-run --out DIR]``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the results as 'model-index' in the card (for tools that do not read .eval_results)",
     )
-    push.add_argument("--base-model", help="base model id (default: from adapter_config.json)")
+    push.add_argument(
+        "--base-model",
+        metavar="ID",
+        help="the base model's Hub id, written into the card and the uploaded adapter_config.json (default: "
+        "from adapter_config.json; a local folder there is replaced by the Hub id in its config.json or refused)",
+    )
+    push.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="upload nothing: write the exact files that would be uploaded into --out DIR (no token needed)",
+    )
+    push.add_argument("--out", metavar="DIR", help="with --dry-run: a new or empty folder for the files")
     push.add_argument("--endpoint", help="Hub endpoint URL (default: the Hub, or HF_ENDPOINT)")
     push.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the stored login)")
     push.add_argument("--private", action="store_true", help="create the repository as private")
@@ -73,9 +84,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from hf_trust.hub_cards import push_adapter
-    from hf_trust.hub_cards.evidence import load_eval_results, load_json
+    from pathlib import Path
 
+    from hf_trust.errors import HFTrustConfigError
+    from hf_trust.hub_cards import push_adapter, resolve_base_model
+    from hf_trust.hub_cards.evidence import load_eval_results, load_json
+    from hf_trust.hub_cards.push import check_repo_id
+
+    if args.dry_run != bool(args.out):
+        raise HFTrustConfigError(
+            "--dry-run and --out DIR go together: --dry-run writes the files that would be uploaded into --out DIR"
+        )
+    check_repo_id(args.repo_id)
     evidence = {
         key: load_json(path, what)
         for key, path, what in (
@@ -85,6 +105,11 @@ def _push(args: argparse.Namespace) -> int:
         )
         if path
     }
+    if not Path(args.adapter_dir).is_dir():
+        raise FileNotFoundError(f"adapter folder {args.adapter_dir} does not exist.")
+    # Resolved here as well so the user reads which id the Hub will link to, and where it came from.
+    base_model, source = resolve_base_model(args.base_model, args.adapter_dir)
+    print(f"Base model: {base_model or 'not recorded'} ({source})")
     info = push_adapter(
         args.adapter_dir,
         args.repo_id,
@@ -92,11 +117,17 @@ def _push(args: argparse.Namespace) -> int:
         eval_results=load_eval_results(args.eval_results) if args.eval_results else None,
         metrics=load_json(args.metrics, "--metrics") if args.metrics else None,
         legacy_model_index=args.legacy_model_index,
-        base_model=args.base_model,
+        base_model=base_model,
         endpoint=args.endpoint,
         token=args.token,
         private=args.private,
+        dry_run_dir=args.out if args.dry_run else None,
     )
+    if args.dry_run:
+        print(f"Dry run: nothing was uploaded. The files a push to {args.repo_id} would upload are in {info}:")
+        for path in sorted(p for p in info.rglob("*") if p.is_file()):
+            print(f"  {path.relative_to(info).as_posix()}  ({path.stat().st_size} bytes)")
+        return 0
     print(f"Pushed {args.adapter_dir} to {info.commit_url or args.repo_id} (commit {info.oid})")
     return 0
 

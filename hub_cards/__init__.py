@@ -1,9 +1,9 @@
-"""Model-card templates and ``push_adapter`` for publishing hf-trust adapters with a trust report
-and their measured evaluation results."""
+"""Model-card templates, ``write_adapter_card`` (the card of a saved adapter) and ``push_adapter`` for
+publishing hf-trust adapters with a trust report and their measured evaluation results."""
 
-from .card import LIFECYCLE_RISKS, TrustCheck, TrustReport, render_card
+from .card import LIFECYCLE_RISKS, TrustCheck, TrustReport, read_hf_trust_card, render_card
 from .evidence import evidence_eval_results, evidence_report
-from .push import EVAL_RESULTS_PATH, push_adapter
+from .push import EVAL_RESULTS_PATH, push_adapter, resolve_base_model, write_adapter_card
 
 __all__ = [
     "EVAL_RESULTS_PATH",
@@ -13,5 +13,8 @@ __all__ = [
     "evidence_eval_results",
     "evidence_report",
     "push_adapter",
+    "read_hf_trust_card",
     "render_card",
+    "resolve_base_model",
+    "write_adapter_card",
 ]

@@ -10,9 +10,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import jinja2
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+#: The placeholder of the card PEFT's ``save_pretrained`` writes when it finds none; a README.md holding it
+#: is PEFT's empty template, which hf-trust may replace.
+PEFT_PLACEHOLDER = "[More Information Needed]"
 
 #: The life-cycle risks a trust report covers, with the hf-trust method that checks each.
 LIFECYCLE_RISKS: dict[str, str] = {
@@ -72,6 +77,11 @@ class TrustReport:
     def as_dict(self) -> dict[str, Any]:
         return {c.risk: {k: v for k, v in asdict(c).items() if k != "risk"} for c in self.checks}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> TrustReport:
+        """The inverse of :meth:`as_dict` (how a card's ``hf_trust.trust_report`` metadata is read back)."""
+        return cls(checks=[TrustCheck(risk, **dict(fields)) for risk, fields in data.items()])
+
 
 def _adapter_info(path: Path) -> dict[str, Any]:
     cfg_file = path / "adapter_config.json"
@@ -80,6 +90,24 @@ def _adapter_info(path: Path) -> dict[str, Any]:
             f"{path} has no adapter_config.json; pass a PEFT model or a folder written by save_pretrained."
         )
     return json.loads(cfg_file.read_text())
+
+
+def read_hf_trust_card(folder: str | os.PathLike) -> Optional[dict[str, Any]]:
+    """The metadata of the hf-trust card in ``folder/README.md``, or ``None`` when there is no such card.
+
+    A card written by :func:`render_card` carries an ``hf_trust`` metadata block (method, metrics,
+    training data, trust report); any other README.md (PEFT's template, a hand-written card) gives ``None``.
+    """
+    readme = Path(folder) / "README.md"
+    if not readme.is_file():
+        return None
+    try:
+        meta = metadata_load(readme)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError):
+        return None  # not a card this package wrote; the caller treats it as foreign
+    if not isinstance(meta, dict) or not isinstance(meta.get("hf_trust"), dict):
+        return None
+    return meta
 
 
 def method_key(peft_type: str) -> str:
@@ -143,7 +171,13 @@ def render_card(
         eval_results=legacy,
     )
     # Metadata the Hub doesn't know but that tools reading the card can use.
-    data.hf_trust = {"method": method, "metrics": dict(metrics or {}), "trust_report": report.as_dict()}
+    data.hf_trust = {
+        "method": method,
+        "metrics": dict(metrics or {}),
+        # Kept in the metadata so that a later push of the folder can carry the card's evidence over.
+        "training_data": dict(training_data or {}),
+        "trust_report": report.as_dict(),
+    }
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(template).parent if template else TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,

