@@ -5,7 +5,13 @@ from .capture import LastTokenAttention, decoder_attention_modules, last_prompt_
 from .defence import DefenceResult, answer_loss, bye_defence, lora_finetune
 from .gmm import GMM1D, fit_gmm_1d, gaussian_kl
 from .report import BYEReport
-from .select import DEFAULT_MAX_REMOVAL_FRACTION, bimodal_separation_index, layer_auroc, robust_select
+from .select import (
+    DEFAULT_MAX_REMOVAL_FRACTION,
+    DEFAULT_MIN_ROWS,
+    bimodal_separation_index,
+    layer_auroc,
+    robust_select,
+)
 
 __all__ = [
     "BYEFilter",
@@ -26,4 +32,5 @@ __all__ = [
     "robust_select",
     "layer_auroc",
     "DEFAULT_MAX_REMOVAL_FRACTION",
+    "DEFAULT_MIN_ROWS",
 ]

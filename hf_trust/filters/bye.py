@@ -34,7 +34,7 @@ from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataEr
 
 from .capture import capture_rows, check_eager, decoder_attention_modules, image_token_id, unwrap_model
 from .report import BYEReport
-from .select import DEFAULT_MAX_REMOVAL_FRACTION, bye_select
+from .select import DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MIN_ROWS, bye_select
 
 BYE_VERSION = "2"
 ENTROPY_COLUMN = "bye_layer_entropy"
@@ -177,13 +177,15 @@ class BYEFilter:
         layers: ``"all"`` or a list of decoder layers to profile.
         head_reduce: ``"mean"`` over all heads (reference).
         query: ``"last_prompt_token"`` (reference; the position predicting the first answer token).
-        layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (paper), ``"robust"``, ``"top_kl:<k>"`` or
+        layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (BSI ≥ 2 rule, reconstructed; looser than the released code's rule), ``"robust"``, ``"top_kl:<k>"`` or
             a list of layers; see :func:`hf_trust.filters.bye_select`.  ``"robust"`` is opt-in: see
             ``benchmarks/results/bye.md`` for when it beats the reference.
         bsi_threshold, max_minority, agreement, min_support: parameters of ``"bsi"`` / ``"robust"``.
         require_minor_low_component, warn_if_removal_concentrated: opt-in safeguards of the reference modes.
         max_removal_fraction: at most this share of rows is removed (default 0.5, every mode; ``None`` = no cap,
             then removing more than half sets ``status="majority_flagged"`` and warns).
+        min_rows: on fewer rows nothing is removed (``status="too_few_rows"``, with a warning): default 50, below
+            which the mixture fits split pure noise; ``min_rows=1`` lifts it (see :func:`~hf_trust.filters.bye_select`).
         normalize_by_log_nv: divide entropies by ln N_v (for models with per-image token counts).
         direction: fixed to ``"low"``.
         fingerprint: identifies the weights in the ``datasets`` cache key; by default a cheap digest of the
@@ -216,6 +218,7 @@ class BYEFilter:
         require_minor_low_component: bool = False,
         max_removal_fraction: Optional[float] = DEFAULT_MAX_REMOVAL_FRACTION,
         warn_if_removal_concentrated: Optional[float] = None,
+        min_rows: int = DEFAULT_MIN_ROWS,
         normalize_by_log_nv: bool = False,
         direction: str = "low",
         fingerprint: Optional[str] = None,
@@ -246,6 +249,7 @@ class BYEFilter:
             max_removal_fraction=max_removal_fraction,
             warn_if_removal_concentrated=warn_if_removal_concentrated,
             direction=direction,
+            min_rows=min_rows,
         )
         from .select import check_select_config
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hf_trust.atomic import atomic_save, atomic_write_json
-from hf_trust.errors import HFTrustCacheError, require_extra
+from hf_trust.errors import HFTrustCacheError
 
 
 @dataclass
@@ -20,8 +20,8 @@ class BYEReport:
     Attributes:
         status: ``"ok"``; ``"no_sensitive_layers"`` (nothing removed); ``"capped"`` (the rule flagged more than
             ``max_removal_fraction`` of the rows and only that share, the lowest scores, was removed) or
-            ``"majority_flagged"`` (the cap was disabled and more than half the rows were removed). Both of
-            the last two also add a warning.
+            ``"majority_flagged"`` (the cap was disabled and more than half the rows were removed) or
+            ``"too_few_rows"`` (fewer rows than ``min_rows``: nothing removed). The last three also add a warning.
         num_samples: rows scored.
         num_layers: decoder layers profiled.
         layer_gmms: per layer ``{"weights", "means", "stds", ...}`` of its 2-GMM (low component first).
@@ -106,7 +106,6 @@ class BYEReport:
     def plot(self, path: str | Path, scores: Optional[Any] = None) -> Path:
         """Per-layer KL / bimodality bars (and the score histogram when ``scores`` is given) to ``path``."""
         # The object-oriented Figure API draws without pyplot, so no global backend is chosen or changed.
-        require_extra("matplotlib", extra="plots", feature="BYEReport.plot")
         from matplotlib.figure import Figure
 
         ncols = 2 if scores is not None else 1

@@ -4,10 +4,12 @@ Four layer rules (``layer_select``):
 
 * ``"bimodal"`` (default, the released code): a layer is sensitive iff its 2-GMM has |μ₁−μ₂| > k_σ(σ₁+σ₂);
   the score is the mean entropy over sensitive layers and a second 2-GMM on it flags its low component.
-* ``"bsi"`` (the rule the paper states): keep a layer iff its bimodal separation index is ≥ ``bsi_threshold``
-  (2.0); then as above.  The paper's exact formula could not be retrieved; we use Ashman's D,
+* ``"bsi"`` (the paper's "BSI ≥ 2" rule, reconstructed; looser than the released code's rule): keep a layer iff
+  its bimodal separation index is ≥ ``bsi_threshold`` (2.0); then as above.  The paper's exact formula could not
+  be retrieved; we use Ashman's D,
   BSI = √2·|μ₁−μ₂| / √(σ₁²+σ₂²), the standard two-Gaussian separation statistic whose conventional threshold
-  for "clean separation" is 2.  (Zhang et al.'s S = |μ₁−μ₂| / 2(σ₁+σ₂) > 1 is the released code's rule.)
+  for "clean separation" is 2.  (Zhang et al.'s S = |μ₁−μ₂| / 2(σ₁+σ₂) > 1 is the released code's rule; at equal
+  σ it needs |μ₁−μ₂| > 4σ where D ≥ 2 needs only 2σ, so the reconstruction is about 2× looser.)
 * ``"top_kl:<k>"``: the k layers with the largest KL(N_low‖N_high) diagnostic; then as above.
 * ``"robust"``: see :func:`robust_select`; it is built on what an attack must look like rather than on "any
   bimodal layer".
@@ -37,7 +39,12 @@ from .report import BYEReport
 #: of a fine-tuning set; a rule that flags more than half of it has split clean structure, so at most half is
 #: removed and the report says ``capped``.  ``None`` disables the cap (then ``majority_flagged`` + warning).
 DEFAULT_MAX_REMOVAL_FRACTION = 0.5
-STATUSES = ("ok", "no_sensitive_layers", "majority_flagged", "capped")
+#: Fewest rows BYE removes anything from (every mode).  Its 2-GMMs need rows to tell two modes from noise:
+#: on pure Gaussian noise (N rows × 6 layers, no poison, 10 seeds) the default rule removed rows with status
+#: "ok" in 10/10 seeds at N = 2 and 5, 6/10 at N = 20 (15-40 % of the rows), 1/10 at N = 30 and 40, and in
+#: none from N = 50 up.  Below it the report says ``too_few_rows`` and nothing is removed; ``min_rows=1`` lifts it.
+DEFAULT_MIN_ROWS = 50
+STATUSES = ("ok", "no_sensitive_layers", "majority_flagged", "capped", "too_few_rows")
 
 
 # ------------------------------------------------------------------ small statistics
@@ -95,6 +102,7 @@ def check_select_config(
     warn_if_removal_concentrated: Any,
     direction: Any,
     min_support: Any = None,
+    min_rows: Any = DEFAULT_MIN_ROWS,
 ) -> None:
     """Reject settings that cannot work, naming the field and the fix (``HFTrustConfigError``)."""
     for name, value in (("k_sigma", k_sigma), ("bsi_threshold", bsi_threshold)):
@@ -114,6 +122,11 @@ def check_select_config(
         raise HFTrustConfigError(
             f"min_support must be an integer ≥ 1 or None (automatic: max(1, round(L / 10)) agreeing layers), "
             f"got {min_support!r}."
+        )
+    if isinstance(min_rows, bool) or not isinstance(min_rows, (int, np.integer)) or min_rows < 1:
+        raise HFTrustConfigError(
+            f"min_rows must be an integer ≥ 1, got {min_rows!r}; the default {DEFAULT_MIN_ROWS} keeps BYE from "
+            "removing rows of datasets too small for its mixture fits (min_rows=1 lifts the guard)."
         )
     if direction != "low":
         raise HFTrustConfigError(
@@ -305,13 +318,14 @@ def bye_select(
     labels: Optional[Sequence[Any]] = None,
     is_poison: Optional[Sequence[bool]] = None,
     direction: str = "low",
+    min_rows: int = DEFAULT_MIN_ROWS,
 ) -> tuple[BYEReport, np.ndarray]:
     """BYE's unsupervised selection on an (N, L) entropy matrix.  Returns ``(report, scores)``.
 
     Args:
         entropies: (N, L) attention entropies (rows = samples, columns = decoder layers).
         k_sigma: the reference rule's threshold in |μ₁−μ₂| > k_σ(σ₁+σ₂) (``layer_select="bimodal"``).
-        layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (paper: BSI ≥ ``bsi_threshold``),
+        layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (BSI ≥ ``bsi_threshold``; reconstructed, looser than the released code's rule),
             ``"robust"`` (:func:`robust_select`), ``"top_kl:<k>"`` or a list of layer indices.
         bsi_threshold: separation a layer needs under ``"bsi"`` and ``"robust"`` (2.0).
         max_minority: ``"robust"`` only: largest weight of a layer's low component that can still be an
@@ -327,6 +341,9 @@ def bye_select(
         labels: per-row answer/label, for the removal histogram and the removed share per class.
         is_poison: ground truth, only for the report's per-layer AUROC (never used for the decision).
         direction: fixed to ``"low"``.
+        min_rows: with fewer rows nothing is removed and the status is ``"too_few_rows"`` (with a warning); the
+            layer statistics and scores are still reported.  Default 50 (:data:`DEFAULT_MIN_ROWS`: below it the
+            mixture fits split pure noise); ``min_rows=1`` lifts the guard, e.g. for toy data.
 
     Scores: the reference modes return the mean entropy over the selected layers (lower = more suspicious);
     ``"robust"`` returns minus the share of chosen layers voting "collapsed" (ties broken by the mean entropy
@@ -343,8 +360,16 @@ def bye_select(
         warn_if_removal_concentrated=warn_if_removal_concentrated,
         direction=direction,
         min_support=min_support,
+        min_rows=min_rows,
     )
-    E = np.asarray(entropies, dtype=np.float64)
+    try:
+        E = np.asarray(entropies, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise HFTrustDataError(
+            f"entropies must be an (N, L) matrix of numbers (attention entropies, e.g. BYEFilter.entropies(ds)"
+            f"['bye_layer_entropy']); converting it to floats failed: {exc}. Pass numeric entropies, not strings "
+            "or ragged rows."
+        ) from exc
     if E.ndim != 2 or E.shape[0] == 0 or E.shape[1] == 0:
         raise HFTrustDataError(
             f"BYE needs an (N, L) entropy matrix with N ≥ 1 rows and L ≥ 1 layers, got shape {E.shape}; "
@@ -366,13 +391,16 @@ def bye_select(
         "max_removal_fraction": max_removal_fraction,
         "warn_if_removal_concentrated": warn_if_removal_concentrated,
         "direction": direction,
+        "min_rows": int(min_rows),
     }
     report = BYEReport(status="ok", num_samples=n, num_layers=L, params=params)
     E = _impute_nonfinite(E, report)
     if labels is not None:
         report.label_histogram = {str(k): v for k, v in Counter(map(str, labels)).items()}
     if n < 2:
-        return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, max_removal_fraction, None)
+        return _finish(
+            report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, max_removal_fraction, None, min_rows
+        )
 
     gmms = [fit_gmm_1d(E[:, l]) for l in range(L)]
     bsi = [bimodal_separation_index(g) for g in gmms]
@@ -392,9 +420,9 @@ def bye_select(
         report.sensitive_layers = chosen
         report.robust = {k: diag[k] for k in ("candidates", "groups", "separation", "min_support")}
         if not chosen:
-            return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None)
+            return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None, min_rows)
         scores = np.asarray(diag["score"])
-        return _finish(report, flagged, scores, labels, max_removal_fraction, warn_if_removal_concentrated)
+        return _finish(report, flagged, scores, labels, max_removal_fraction, warn_if_removal_concentrated, min_rows)
 
     if layer_select == "bimodal":
         chosen = [l for l, b in enumerate(report.layer_bimodal) if b]
@@ -413,12 +441,12 @@ def bye_select(
         chosen = [l for l in chosen if gmms[l].weights[0] < 0.5]
     report.sensitive_layers = chosen
     if not chosen:
-        return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None)
+        return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None, min_rows)
     scores = E[:, chosen].mean(axis=1)
     sg = fit_gmm_1d(scores)
     report.score_gmm = sg.to_dict()
     flagged = sg.predict(scores) == 0  # low-mean component = collapsed attention = suspicious
-    return _finish(report, flagged, scores, labels, max_removal_fraction, warn_if_removal_concentrated)
+    return _finish(report, flagged, scores, labels, max_removal_fraction, warn_if_removal_concentrated, min_rows)
 
 
 def _finish(
@@ -428,11 +456,23 @@ def _finish(
     labels: Optional[Sequence[Any]],
     max_removal_fraction: Optional[float],
     warn_if_removal_concentrated: Optional[float],
+    min_rows: int = 1,
 ) -> tuple[BYEReport, np.ndarray]:
-    """Guard rails shared by every mode: cap, status, removed share per class, warnings."""
+    """Guard rails shared by every mode: too few rows, cap, status, removed share per class, warnings."""
     n = len(flagged)
     flagged = np.asarray(flagged, dtype=bool).copy()
-    if not report.sensitive_layers:
+    if n < min_rows:
+        # checked first: on so few rows any other status (even "no_sensitive_layers") is as unreliable
+        msg = (
+            f"BYE got {n} rows, fewer than min_rows={min_rows}: its mixture fits cannot tell a poisoned minority "
+            f"from noise on so few rows (the rule would have flagged {int(flagged.sum())}), so nothing was removed "
+            "(status 'too_few_rows'). Profile more rows, or pass min_rows=1 to remove what the rule flags anyway."
+        )
+        flagged = np.zeros(n, dtype=bool)
+        report.status = "too_few_rows"
+        report.warnings.append(msg)
+        warnings.warn(msg, stacklevel=3)
+    elif not report.sensitive_layers:
         report.status = "no_sensitive_layers"
     elif max_removal_fraction is not None and flagged.sum() > max_removal_fraction * n:
         cap = int(math.floor(max_removal_fraction * n))

@@ -110,12 +110,17 @@ def test_filter_forwards_the_robust_rule_and_its_parameters():
 
     model = toy.make_tiny_llava(seed=0)
     ds = toy.make_dataset(48, 0.1, seed=0)
-    bye = BYEFilter(model, collate_fn=toy.collate, batch_size=24, layer_select="robust", max_minority=0.3)
+    # min_rows=1: a 48-row toy set is below BYE's 50-row guard; lifting it keeps the comparison meaningful
+    bye = BYEFilter(model, collate_fn=toy.collate, batch_size=24, layer_select="robust", max_minority=0.3, min_rows=1)
     scored = bye.score(ds)
     rep = bye.report_
     assert rep.params["layer_select"] == "robust" and rep.params["max_minority"] == 0.3
     direct, _ = bye_select(
-        np.asarray(scored["bye_layer_entropy"]), layer_select="robust", max_minority=0.3, labels=ds["answer"]
+        np.asarray(scored["bye_layer_entropy"]),
+        layer_select="robust",
+        max_minority=0.3,
+        labels=ds["answer"],
+        min_rows=1,
     )
     assert rep.suspicious == direct.suspicious and rep.sensitive_layers == direct.sensitive_layers
     assert rep.removed_share_per_class == direct.removed_share_per_class

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -293,3 +294,52 @@ def test_report_json_has_status_and_per_class_share(tmp_path):
     data = json.loads(rep.save(tmp_path / "r.json").read_text())
     assert data["status"] == "ok"
     assert data["removed_share_per_class"] == {"clean": 0.0, "target": 1.0}
+
+
+# ---------------------------------------------------------------- too few rows, non-numeric entropies
+@pytest.mark.parametrize("n", [2, 5, 20, 40])
+def test_too_few_rows_removes_nothing_unless_lifted(n):
+    """Legal but unreliable input, so a status and a warning rather than an error: on pure noise (no
+    poison) the rule used to remove rows with status "ok" (n = 20: 6 of 10 seeds, 15-40 % of the rows;
+    n = 2: one row of two).  Below ``min_rows`` (50) nothing is removed, the diagnostics stay; ``min_rows=1``
+    gives back exactly what the rule flags."""
+    removed_when_lifted = 0
+    for seed in range(10):
+        E = np.random.default_rng(seed).normal(2.3, 0.15, (n, 6))
+        with pytest.warns(UserWarning, match=rf"BYE got {n} rows, fewer than min_rows=50.*min_rows=1"):
+            rep, scores = bye_select(E)
+        assert rep.status == "too_few_rows" and not any(rep.suspicious) and rep.removed_fraction == 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lifted, lifted_scores = bye_select(E, min_rows=1)
+        assert lifted.status != "too_few_rows"
+        # the guard changes the decision only: the layer statistics and scores are the same
+        assert rep.sensitive_layers == lifted.sensitive_layers and rep.layer_bsi == lifted.layer_bsi
+        np.testing.assert_array_equal(scores, lifted_scores)
+        removed_when_lifted += any(lifted.suspicious)
+    if n <= 20:
+        assert removed_when_lifted >= 3  # what the guard prevents: removals from pure noise (measured: 6-10 of 10)
+
+
+def test_from_fifty_rows_the_guard_is_silent():
+    """At and above ``min_rows`` the selection is unchanged (no status, no warning of its own)."""
+    for seed in range(5):
+        E = np.random.default_rng(seed).normal(2.3, 0.15, (50, 6))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            rep, _ = bye_select(E)
+        assert rep.status in ("ok", "no_sensitive_layers") and rep.params["min_rows"] == 50
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "50"])
+def test_bad_min_rows_names_the_field(value):
+    with pytest.raises(HFTrustConfigError, match=r"min_rows must be an integer ≥ 1"):
+        bye_select(np.ones((60, 3)), min_rows=value)
+
+
+def test_string_entropies_are_a_data_error():
+    """An error: numpy's "could not convert string to float" named neither the argument nor the fix."""
+    with pytest.raises(HFTrustDataError, match=r"entropies must be an \(N, L\) matrix of numbers.*not strings"):
+        bye_select([["a", "b"], ["c", "d"]])
+    with pytest.raises(HFTrustDataError, match=r"entropies must be an \(N, L\) matrix of numbers"):
+        bye_select([[1.0, 2.0], [3.0]])  # ragged rows

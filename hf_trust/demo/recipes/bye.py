@@ -4,11 +4,11 @@ Quick run: the toy LLaVA (config-built CLIP 2×48 + Llama 4×64, 16 image tokens
 ``hf_trust.demo.studies.bye``) fine-tuned from scratch on a texture task in which 10 % of the 400 training
 images carry a white one-patch trigger and the target answer.  Every seed fine-tunes on the poisoned set and
 scores the attention entropies (the attention-collapse claim is read from the three seeds); the first seed runs
-Algorithm 1 to the end: BYE (the reference selection rule, the paper's BSI rule and ``layer_select="robust"``
-on the same entropies) → re-fine-tune the base on each cleaned set → attack success (ASR) and clean accuracy
-(CP) on held-out images.  Whether a rule removes the backdoor varies from seed to seed, so those verdicts are
-read from the stored 10-seed sweep of the same setting (``benchmarks/results/bye.md``) and the run's own seed
-is shown beside them as indicative.
+Algorithm 1 to the end: BYE (the reference selection rule, the BSI ≥ 2 rule (reconstructed; looser than the
+released code's rule) and ``layer_select="robust"`` on the same entropies) → re-fine-tune the base on each
+cleaned set → attack success (ASR) and clean accuracy (CP) on held-out images.  Whether a rule removes the
+backdoor varies from seed to seed, so those verdicts are read from the stored 10-seed sweep of the same setting
+(``benchmarks/results/bye.md``) and the run's own seed is shown beside them as indicative.
 
 ``--full``: the LLaVA with the real SmolLM2-135M decoder on captioned digits (3 seeds, 300 training rows,
 120 LoRA steps), every selection rule's detection figures and a re-fine-tune on each rule's cleaned set.
