@@ -526,3 +526,33 @@ def test_bye_rule_verdicts_read_the_stored_ten_seed_row_of_the_quick_setting(tmp
     for rule, gone in (("reference", 6), ("bsi2", 10), ("robust", 3)):
         row = stored_toy_sweep(rule)
         assert row is not None and (row["gone"], row["seeds"]) == (gone, 10)
+
+
+def test_stored_rows_read_one_table_by_its_first_header_cell(tmp_path):
+    from hf_trust.demo.registry import stored_number, stored_rows
+
+    md = tmp_path / "m.md"
+    md.write_text(
+        "| arm | target | general |\n|---|---|---|\n| LoRA | **4.177 ± 0.051** | −0.548 ± 0.25 |\n\ntext\n\n"
+        "| scenario | zero-shot |\n|---|---|\n| domain shift | 0.318 |\n"
+        "| a | b | c |\n",  # a malformed row of the scenario table (three cells): skipped
+        encoding="utf-8",
+    )
+    assert stored_rows("x", "arm", md) == [{"arm": "LoRA", "target": "4.177 ± 0.051", "general": "−0.548 ± 0.25"}]
+    assert stored_rows("x", "scenario", md) == [{"scenario": "domain shift", "zero-shot": "0.318"}]
+    assert stored_rows("x", "nothing", md) == []
+    assert stored_number("−0.548 ± 0.25") == -0.548 and stored_number("−0.548 ± 0.25", 1) == 0.25
+    assert stored_number("0.457 [0.39, 0.52]", 2) == 0.52
+    with pytest.raises(ValueError, match="no number 1"):
+        stored_number("0.318", 1)
+
+
+def test_stored_verdict_sources_in_this_checkout_hold_the_rows_the_recipes_read():
+    from hf_trust.demo.recipes.cot_kinetics import _stored_detection
+    from hf_trust.demo.registry import stored_rows
+
+    (energy, lo, hi), (best, (b, blo, bhi)) = _stored_detection()
+    assert lo <= energy <= hi and blo <= b <= bhi and best == "MaxProb" and b > hi  # energy below MaxProb
+    arms = {r["arm"] for r in stored_rows("lorasculpt", "arm")}
+    assert {"LoRASculpt, 60 steps", "LoRA at matched target NLL"} <= arms
+    assert any(r["scenario"] == "domain shift" and "VPT" in r for r in stored_rows("fpl", "scenario"))
