@@ -277,6 +277,22 @@ def test_demo_pushes_its_adapters_to_a_hub_stand_in_and_says_where(hub_server, t
     assert data["results"]["zz_adapter"]["adapters"] == ["zz_adapter/adapter", "zz_adapter/lora_control"]
 
 
+def test_demo_saved_adapters_carry_the_hf_trust_card(tmp_path):
+    out = tmp_path / "report"
+    run_demo(["zz_adapter"], out_dir=out)
+    card = (out / "zz_adapter" / "adapter" / "README.md").read_text()
+    assert PEFT_PLACEHOLDER not in card
+    meta = _front_matter(card)
+    assert meta["hf_trust"]["metrics"] == {"toy score": 0.5}
+    forgetting = meta["hf_trust"]["trust_report"]["forgetting"]
+    assert forgetting["status"] == "flagged"
+    assert forgetting["metrics"]["forgetting"] == pytest.approx(
+        FORGETTING["general_before"] - FORGETTING["general_after"]
+    )
+    # A folder the recipe did not record keeps what save_pretrained wrote.
+    assert PEFT_PLACEHOLDER in (out / "zz_adapter" / "lora_control" / "README.md").read_text()
+
+
 def test_demo_push_without_token_fails_before_running(hub_server, tmp_path, no_token, capsys):
     endpoint, calls = hub_server
     out = tmp_path / "report"
