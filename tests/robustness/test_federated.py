@@ -19,7 +19,7 @@ import pytest
 import torch
 from datasets import Value
 
-from hf_trust.errors import HFTrustCacheError, HFTrustError, PartitionError
+from hf_trust.errors import FederationError, HFTrustCacheError, HFTrustError, PartitionError
 from hf_trust.trainers.federated import (
     ClientResult,
     ClientTrainer,
@@ -294,3 +294,185 @@ def test_nonfinite_parameters_matches_an_element_scan(case):
     expected = [n for n in names if not bool(np.isfinite(params[n].double().numpy()).all())]
     assert nonfinite_parameters(params, names) == expected
     assert nonfinite_parameters(params, []) == []
+
+
+# ---------------------------------------------------------------- a broken server step, a mismatched checkpoint
+class _NanServerStep(FedAvg):
+    """FedAvg whose server step returns NaN from round ``at`` on (as an over-large server learning rate would)."""
+
+    def __init__(self, at: int = 1):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def server_update(self, global_params, mean_params):
+        self.calls += 1
+        out = super().server_update(global_params, mean_params)
+        if self.calls >= self.at:
+            out["0.weight"] = torch.full_like(out["0.weight"], float("nan"))
+        return out
+
+    def __repr__(self) -> str:
+        return "_NanServerStep()"
+
+
+@pytest.mark.parametrize("at", [1, 2])
+def test_a_nan_server_step_is_blamed_on_the_strategy_not_the_clients(at):
+    """An error, not a warning: a NaN global model is wrong output for every later round.  Before the check
+    the first round returned a NaN model with an ordinary history, and longer runs blamed the clients."""
+    t = FederatedTrainer(make_client_trainer(), _NanServerStep(at), FederatedConfig(rounds=3, seed=0))
+    with pytest.raises(
+        FederationError, match=rf"server step of strategy _NanServerStep\(\).*\['0.weight'\] in round {at};"
+    ) as err:
+        t.fit(_parts())
+    assert "mean it was given was finite" in str(err.value) and "client " not in str(err.value)
+    assert len(t.history) == at - 1
+    # the global model and the client model stay at the last good round
+    assert all(torch.isfinite(v).all() for v in t.global_params.values())
+    for name, p in t.client_trainer.model.named_parameters():
+        assert torch.equal(p.detach(), t.global_params[name])
+
+
+def test_flower_strategy_blames_a_nan_server_step_on_the_strategy(monkeypatch):
+    """The Flower path aggregates through HFTrustStrategy.aggregate_train: the same check, the same error."""
+    pytest.importorskip("flwr")
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    # replies built outside a running ServerApp: Flower reads the run id from the task's identity
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
+
+    from hf_trust.trainers.federated.flower.strategy import HFTrustStrategy
+
+    glob = {"w": np.zeros((2, 3), dtype=np.float32), "b": np.ones(3, dtype=np.float32)}
+    strat = HFTrustStrategy(_NanServerStepFlat(), FederatedConfig(rounds=1))
+    strat._current = glob
+    replies = []
+    for pid, n in [(0, 5), (1, 7)]:
+        arrays = ArrayRecord({k: Array(v + pid) for k, v in glob.items()})
+        content = RecordDict(
+            {
+                "arrays": arrays,
+                "metrics": MetricRecord({"num-examples": n, "train_loss": 0.5}),
+                "hf_trust.client": ConfigRecord({"partition-id": pid}),
+            }
+        )
+        replies.append(Message(content=content, dst_node_id=pid + 1, message_type="train"))
+    with pytest.raises(FederationError, match=r"server step of strategy _NanServerStepFlat\(\).*\['w'\] in round 1;"):
+        strat.aggregate_train(1, replies)
+    # the same replies with a plain FedAvg aggregate to the weighted mean (the check lets good steps through)
+    plain = HFTrustStrategy(FedAvg(), FederatedConfig(rounds=1))
+    plain._current = glob
+    out, _ = plain.aggregate_train(1, replies)
+    np.testing.assert_allclose(out["w"].numpy(), np.full((2, 3), 7 / 12), rtol=1e-6)
+
+
+class _NanServerStepFlat(FedAvg):
+    def server_update(self, global_params, mean_params):
+        out = super().server_update(global_params, mean_params)
+        out["w"] = out["w"] * float("nan")
+        return out
+
+    def __repr__(self) -> str:
+        return "_NanServerStepFlat()"
+
+
+def _checkpointed(out: Path) -> Path:
+    t = FederatedTrainer(make_client_trainer(), FedAvg(), FederatedConfig(rounds=1, seed=0, output_dir=str(out)))
+    t.fit(_parts())
+    return out / "checkpoint-1"
+
+
+def _trainer_with(model: torch.nn.Module, out: Path) -> FederatedTrainer:
+    from hf_trust.trainers.federated import SupervisedClientTrainer
+
+    cfg = FederatedConfig(rounds=2, seed=0, output_dir=str(out))
+    return FederatedTrainer(SupervisedClientTrainer(model, lr=0.05, batch_size=16), FedAvg(), cfg)
+
+
+@pytest.mark.parametrize("change", ["extra_layer", "wider", "fewer_trainable"])
+def test_resume_into_a_different_model_lists_the_differences(tmp_path, change):
+    """An error: an extra layer used to load silently and was never federated (its fresh weights stayed
+    local), a wider model failed later in a tensor size mismatch; both directions are checked."""
+    ckpt = _checkpointed(tmp_path / "run")
+    nn = torch.nn
+    if change == "extra_layer":
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3), nn.Linear(3, 3))
+        expected = r"trainable in the model but not in the checkpoint: \['3.weight', '3.bias'\]"
+    elif change == "wider":
+        model = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 3))
+        expected = r"shapes differ: \['0.weight: checkpoint \(16, 6\) vs model \(32, 6\)'"
+    else:
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+        model[0].requires_grad_(False)
+        expected = r"in the checkpoint but not trainable in the model: \['0.weight', '0.bias'\]"
+    t = _trainer_with(model, tmp_path / "resumed")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(FederationError, match=expected) as err:
+        t.fit(_parts(), resume_from=str(ckpt))
+    assert str(ckpt) in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing was loaded
+    # the matching model resumes
+    ok = _trainer_with(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)), tmp_path / "ok")
+    assert [r["round"] for r in ok.fit(_parts(), resume_from=str(ckpt))] == [1, 2]
+
+
+# ---------------------------------------------------------------- partitions and weights that cannot be federated
+def test_every_client_empty_is_a_partition_error():
+    """An error: nothing can train (today's code failed with numpy's 'Weights sum to zero')."""
+    ds = make_dataset(n=60)
+    empty = Partitions([np.zeros(0, dtype=np.int64)] * 3, np.asarray(ds["label"]), dataset=ds)
+    t = FederatedTrainer(make_client_trainer(), FedAvg(), FederatedConfig(rounds=1, seed=0))
+    with pytest.raises(PartitionError, match=r"every client of the partition holds 0 rows \(sizes \[0, 0, 0\]\)"):
+        t.fit(empty)
+
+
+def test_sampled_clients_with_zero_weight_raise_unless_allowed():
+    """An error by default, like a round in which every client failed: the global model cannot move.
+    Client 0 is empty and is the only one sampled ("first", fraction 1/3)."""
+    ds = make_dataset(n=60)
+    parts = Partitions(
+        [np.zeros(0, dtype=np.int64), np.arange(0, 30), np.arange(30, 60)], np.asarray(ds["label"]), dataset=ds
+    )
+    cfg = dict(rounds=1, seed=0, client_fraction=1 / 3, sampling="first")
+    t = FederatedTrainer(make_client_trainer(), FedAvg(), FederatedConfig(**cfg))
+    with pytest.raises(FederationError, match=r"round 1 carry total weight 0 \(num_examples by client: \{0: 0\}\)"):
+        t.fit(parts)
+    allowed = FederatedTrainer(make_client_trainer(), FedAvg(), FederatedConfig(allow_empty_rounds=True, **cfg))
+    init = {k: v.clone() for k, v in allowed.global_params.items()}
+    (row,) = allowed.fit(parts)
+    assert row["train_loss"] is None
+    assert all(torch.equal(init[k], v) for k, v in allowed.global_params.items())
+
+
+def test_overlapping_client_indices_are_refused():
+    """An error: a row held by two clients is trained on and averaged in twice per round."""
+    ds = make_dataset(n=60)
+    parts = Partitions([np.arange(0, 35), np.arange(30, 60)], np.asarray(ds["label"]), dataset=ds)
+    t = FederatedTrainer(make_client_trainer(), FedAvg(), FederatedConfig(rounds=1, seed=0))
+    with pytest.raises(
+        PartitionError, match=r"5 row\(s\) are held by more than one client \(e.g. row 30 by clients \[0, 1\]\)"
+    ):
+        t.fit(parts)
+
+
+class _NegativeWeight(FedAvg):
+    def client_weight(self, num_examples: int) -> float:
+        return -float(num_examples) if num_examples % 2 else float(num_examples)
+
+
+def test_a_negative_client_weight_is_refused():
+    """An error naming the strategy, the client and the weight: a negative weight extrapolates away from
+    a client, which no strategy means to do (it used to be accepted)."""
+    parts = _parts()
+    odd = [k for k, n in enumerate(parts.sizes()) if n % 2]
+    assert odd, "the partition needs a client with an odd size"
+    t = FederatedTrainer(make_client_trainer(), _NegativeWeight(), FederatedConfig(rounds=1, seed=0))
+    n = parts.sizes()[odd[0]]
+    with pytest.raises(
+        FederationError,
+        match=rf"_NegativeWeight.client_weight\(num_examples={n}\) returned -{n}.0 for client {odd[0]} in round 1; "
+        r"client weights must be ≥ 0",
+    ):
+        t.fit(parts)

@@ -25,7 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_trust.atomic import atomic_save, atomic_write_json, atomic_write_text
-from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustError
+from hf_trust.errors import (
+    FederationError,
+    HFTrustCacheError,
+    HFTrustConfigError,
+    HFTrustError,
+    PartitionError,
+    require_extra,
+)
 
 from .client import ClientContext, ClientResult, ClientTrainer, load_params, trainable_params
 from .partition import Partitions
@@ -100,6 +107,41 @@ def sample_clients(num_clients: int, config: FederatedConfig, round_idx: int) ->
         return list(range(m))
     rng = np.random.default_rng(derived_seed(config.seed, round_idx, 7))
     return sorted(rng.choice(num_clients, size=m, replace=False).tolist())
+
+
+def check_partitions(partitions: Partitions) -> None:
+    """Refuse a partition that cannot be federated as meant, before any client trains.
+
+    Every client empty: the weighted mean has total weight 0 and the global model could never move.  A row
+    held by two clients: it is trained on twice per round and counted twice in the weighted mean, which is a
+    different federation from the disjoint one a partitioner makes (and breaks the premise that a client's
+    data stays with it).  Some clients empty (but not all): legal, since a weighted strategy gives them
+    weight 0, but an unweighted one averages their untrained copy of the global model in, so it is a warning.
+    """
+    sizes = partitions.sizes()
+    if sum(sizes) == 0:
+        raise PartitionError(
+            f"every client of the partition holds 0 rows (sizes {sizes[:8]}{'...' if len(sizes) > 8 else ''}); "
+            f"nothing can be trained. Split a non-empty dataset, or check the index arrays given to Partitions(...)."
+        )
+    rows = np.concatenate([np.asarray(ix, dtype=np.int64).ravel() for ix in partitions.indices])
+    values, counts = np.unique(rows, return_counts=True)
+    if (counts > 1).any():
+        shared = values[counts > 1]
+        holders = [k for k, ix in enumerate(partitions.indices) if np.isin(ix, shared[:1]).any()]
+        raise PartitionError(
+            f"partitions.indices overlap: {len(shared)} row(s) are held by more than one client (e.g. row "
+            f"{int(shared[0])} by clients {holders}); each row would be trained on and averaged in more than "
+            f"once per round. Give every row to one client (the partitioners in "
+            f"hf_trust.trainers.federated.partition always do)."
+        )
+    empty = [k for k, n in enumerate(sizes) if n == 0]
+    if empty:
+        logger.warning(
+            "clients %s hold 0 rows: they contribute weight 0 to a weighted strategy, and their untrained copy "
+            "of the global model to an unweighted one.",
+            empty[:8],
+        )
 
 
 def _param_bytes(params: Params) -> int:
@@ -253,6 +295,17 @@ class FederatedTrainer:
                 )
                 continue
             w = self.strategy.client_weight(result.num_examples)
+            if math.isfinite(w) and w < 0:
+                # A negative weight turns the mean into an extrapolation away from that client: never meant.
+                # Recorded, then raised on every rank together once the records are gathered.
+                why = (
+                    f"{type(self.strategy).__name__}.client_weight(num_examples={result.num_examples}) returned "
+                    f"{w} for client {k} in round {round_idx + 1}; client weights must be ≥ 0. Return a "
+                    f"non-negative example count from the ClientTrainer's fit() and a non-negative weight from "
+                    f"the strategy."
+                )
+                local_records.append({"client": k, "failed": f"NegativeWeight: {w}", "fatal": why})
+                continue
             params = dict(self.client_trainer.model.named_parameters())
             bad = nonfinite_parameters(params, keys)
             if bad or not math.isfinite(w):
@@ -271,6 +324,9 @@ class FederatedTrainer:
         flat = self.reduce_sum(flat)
         total = float(flat[-1])
         records = sorted(self.gather_objects(local_records), key=lambda r: r["client"])
+        fatal = [r["fatal"] for r in records if "fatal" in r]
+        if fatal:
+            raise FederationError(fatal[0])
         ok = [r for r in records if "failed" not in r]
         if not ok and not self.config.allow_empty_rounds:
             # Every rank holds the gathered records, so every rank raises here, together.
@@ -278,6 +334,13 @@ class FederatedTrainer:
             raise HFTrustError(
                 f"no client succeeded in round {round_idx + 1} ({len(records)} sampled; {reasons}), so the "
                 f"global model would not change. Fix the failing clients, or set "
+                f"FederatedConfig(allow_empty_rounds=True) to keep going through such rounds."
+            )
+        if ok and total <= 0 and not self.config.allow_empty_rounds:
+            sizes = {r["client"]: r["num_examples"] for r in ok}
+            raise FederationError(
+                f"the clients that trained in round {round_idx + 1} carry total weight 0 (num_examples by client: "
+                f"{sizes}), so the global model would not change. Give the sampled clients data, or set "
                 f"FederatedConfig(allow_empty_rounds=True) to keep going through such rounds."
             )
         if total > 0:
@@ -288,7 +351,9 @@ class FederatedTrainer:
                     (flat[offset : offset + n] / total).reshape(sums[name].shape).to(self.global_params[name].dtype)
                 )
                 offset += n
-            self.global_params = self.strategy.server_update(self.global_params, mean)
+            new = self.strategy.server_update(self.global_params, mean)
+            self._check_server_step(new, mean, round_idx)
+            self.global_params = new
         if self.config.execution == "deepspeed":
             self.client_trainer.load_global(self.global_params)
         else:
@@ -301,7 +366,7 @@ class FederatedTrainer:
             "payload_bytes_up": upload,
             "payload_bytes_down": _param_bytes(self.global_params) * len(clients),
             "train_loss": float(np.average([r["train_loss"] for r in ok], weights=[r["num_examples"] for r in ok]))
-            if ok and all("train_loss" in r for r in ok)
+            if ok and all("train_loss" in r for r in ok) and sum(r["num_examples"] for r in ok) > 0
             else None,
         }
         if self.config.eval_every and (round_idx + 1) % self.config.eval_every == 0:
@@ -312,11 +377,43 @@ class FederatedTrainer:
         row["client_records"] = [{k: v for k, v in r.items() if k != "trace"} for r in records]
         return row
 
+    def _check_server_step(self, new: Params, mean: Params, round_idx: int) -> None:
+        """The strategy's server step is checked like a client's update: a NaN/inf global model would be
+        trained by every client from then on, and each round's clients would be blamed for it."""
+        keys = list(self.global_params)
+        if set(new) != set(keys):
+            raise FederationError(
+                f"{type(self.strategy).__name__}.server_update returned parameters {sorted(set(new) ^ set(keys))[:5]} "
+                f"that differ from the global model's in round {round_idx + 1}; it must return one tensor per "
+                f"global parameter name."
+            )
+        bad = nonfinite_parameters(new, keys)
+        if bad:
+            mean_bad = nonfinite_parameters(mean, keys)
+            origin = (
+                f"the clients' weighted mean was already non-finite in {mean_bad[:3]} (an overflow when cast to "
+                f"the parameters' dtype)"
+                if mean_bad
+                else "the clients' weighted mean it was given was finite"
+            )
+            # the model holds the last client's weights: put the last good global model back before raising
+            if self.config.execution == "deepspeed":
+                self.client_trainer.load_global(self.global_params)
+            else:
+                load_params(self.client_trainer.model, self.global_params)
+            raise FederationError(
+                f"the server step of strategy {self.strategy!r} ({type(self.strategy).__name__}.server_update) "
+                f"returned non-finite values in {bad[:3]} in round {round_idx + 1}; {origin}. The global model "
+                f"was left at round {round_idx}. Fix the strategy's server_update (e.g. lower FedOpt's server_lr "
+                f"or raise its tau)."
+            )
+
     # ------------------------------------------------------------------ fit / checkpoints
     def fit(self, partitions: Partitions, resume_from: Optional[str] = None) -> list[dict[str, Any]]:
         """Run the remaining rounds; returns the per-round history (also saved as JSON)."""
         if partitions.num_clients < 1:
             raise HFTrustConfigError("no clients in the partition.")
+        check_partitions(partitions)
         out = Path(self.config.output_dir) if self.config.output_dir else None
         if resume_from is not None:
             self.load_checkpoint(resume_from)
@@ -392,6 +489,7 @@ class FederatedTrainer:
                 f"(client states live with the rank that hosted them)."
             )
         state = _torch_load(path / "server.pt")
+        self._check_checkpoint_params(path, state["global_params"])
         self.start_round = state["round"]
         self.global_params = state["global_params"]
         self.strategy.load_state_dict(state["strategy"])
@@ -401,6 +499,34 @@ class FederatedTrainer:
             self.client_trainer.load_global(self.global_params)
         else:
             load_params(self.client_trainer.model, self.global_params)
+
+    def _check_checkpoint_params(self, path: Path, saved: Params) -> None:
+        """The checkpoint must federate exactly the model's trainable parameters, names and shapes, both ways.
+
+        Otherwise a parameter the checkpoint lacks would silently keep its fresh initialisation and never be
+        federated (it is not in the global state), and a wider one fails later in a tensor size mismatch.
+        """
+        model = self.global_params
+        missing = [n for n in model if n not in saved]
+        extra = [n for n in saved if n not in model]
+        shapes = [
+            f"{n}: checkpoint {tuple(saved[n].shape)} vs model {tuple(model[n].shape)}"
+            for n in model
+            if n in saved and tuple(saved[n].shape) != tuple(model[n].shape)
+        ]
+        if missing or extra or shapes:
+            parts = []
+            if missing:
+                parts.append(f"trainable in the model but not in the checkpoint: {missing[:10]}")
+            if extra:
+                parts.append(f"in the checkpoint but not trainable in the model: {extra[:10]}")
+            if shapes:
+                parts.append(f"shapes differ: {shapes[:10]}")
+            raise FederationError(
+                f"checkpoint {path} does not fit the model's trainable parameters ({'; '.join(parts)}). Resume "
+                f"with the model (and the same frozen/trainable parameters) the checkpoint was written with, or "
+                f"start a new run without resume_from."
+            )
 
 
 CHECKPOINT_MARKER = "checkpoint.json"
@@ -500,6 +626,7 @@ def load_history(path: str | Path) -> list[dict[str, Any]]:
 
 def plot_history(history: list[dict], path: str | Path, metric: str = "accuracy") -> Path:
     """Plot every ``eval_*_<metric>`` column against the round number."""
+    require_extra("matplotlib", extra="plots", feature="the federated history plot")
     from matplotlib.figure import Figure
 
     # A bare Figure draws without pyplot's global state or a backend choice (the caller's stays as it was).

@@ -17,7 +17,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from flwr.serverapp.strategy import Strategy as FlowerStrategy
 
-from hf_trust.errors import HFTrustConfigError
+from hf_trust.errors import FederationError, HFTrustConfigError
 
 from ..strategy import FedProx, Strategy
 from ..trainer import FederatedConfig, sample_clients
@@ -100,6 +100,17 @@ class HFTrustStrategy(FlowerFedAvg):
         glob = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in self._current.items()}
         mean = {k: torch.from_numpy(sums[k] / total).to(glob[k].dtype) for k in sums}
         new = self.inner.server_update(glob, mean)
+        # checked like the clients' updates, and blamed on the strategy (as FederatedTrainer does): a NaN global
+        # model would reach every client next round and each of their updates would be rejected in turn
+        bad = [k for k in self._current if k not in new or not torch.isfinite(new[k]).all()]
+        if bad:
+            mean_ok = all(torch.isfinite(mean[k]).all() for k in mean)
+            raise FederationError(
+                f"the server step of strategy {self.inner!r} ({type(self.inner).__name__}.server_update) returned "
+                f"missing or non-finite values in {bad[:3]} in round {server_round}; the clients' weighted mean it "
+                f"was given was {'finite' if mean_ok else 'already non-finite'}. Fix the strategy's server_update "
+                f"(e.g. lower FedOpt's server_lr or raise its tau)."
+            )
         out = ArrayRecord({k: Array(np.ascontiguousarray(new[k].detach().cpu().numpy())) for k in self._current})
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
         return out, metrics
