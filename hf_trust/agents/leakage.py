@@ -45,7 +45,7 @@ the keys of :attr:`FieldMatch.forms` and of :attr:`LeakageReport.by_form`):
 ``encoded``
     A copy hidden by an encoding: a base64 token (standard or URL-safe) or a hex run that decodes to readable
     UTF-8 text in which any form above finds the value, or the text read backwards holding a value of four
-    characters or more (or a whole identifier).  Tokens that do not decode to mostly letters, digits and spaces
+    characters or more, a whole identifier, or a number of five digits or more.  Tokens that do not decode to mostly letters, digits and spaces
     are ignored, so placeholders (``<redacted>``, ``[REDACTED]``, ``***``) and hashes are never read as values.
 ``split``
     A value cut inside a word into two pieces, each of at least three letters or digits standing as its own
@@ -135,7 +135,7 @@ _DATE_PATTERNS = [
 ]
 
 # Encoded copies: a base64 token (standard or URL-safe alphabet, optional padding) and a hex run of 4+ bytes.
-_B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{8,}={0,2}(?![A-Za-z0-9+/=_-])")
+_B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{6,}={0,2}(?![A-Za-z0-9+/=_-])")
 _HEX_TOKEN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){4,}(?![0-9A-Fa-f])")
 # Shortest value (in characters) matched reversed, and shortest fragment of a value split over two deliveries:
 # shorter strings occur reversed or as stand-alone fragments in ordinary text too often to mean a copy.
@@ -311,18 +311,15 @@ def decoded_views(text: str) -> list[str]:
 
 
 _NUMBER_WORD = {w: i for i, w in enumerate(_ONES)} | {w: 10 * i for i, w in enumerate(_TENS) if w != "_"}
-_NUMBER_WORD_RUN = re.compile(
-    r"(?<![a-z])(?:(?:"
-    + "|".join(sorted([*_NUMBER_WORD, "hundred", "thousand"], key=len, reverse=True))
-    + r")(?: |$))+"
-)
+_ONE_NUMBER_WORD = "(?:" + "|".join(sorted([*_NUMBER_WORD, "hundred", "thousand"], key=len, reverse=True)) + ")"
+_NUMBER_WORD_RUN = re.compile(rf"(?<![a-z]){_ONE_NUMBER_WORD}(?: {_ONE_NUMBER_WORD})*(?![a-z])")
 
 
 def spelt_numbers_in(words_text: str) -> set[str]:
     """Integers spelt out in ``words_text`` (the output of :func:`_words_text`), each maximal run read whole,
     so "one hundred forty one" is 141 and never 140."""
     out = set()
-    for m in _NUMBER_WORD_RUN.finditer(words_text + " "):
+    for m in _NUMBER_WORD_RUN.finditer(words_text):
         total = current = 0
         for w in m.group().split():
             if w == "hundred":
@@ -507,9 +504,15 @@ class _FieldProbe:
             found.append("joined")
         return found
 
-    def hidden_in(self, encoded: Sequence[_View], reversed_norm: str) -> bool:
-        """Whether the value occurs in a decoded base64/hex token or in the text read backwards."""
-        return any(self.forms_in(v) for v in encoded) or any(p.search(reversed_norm) for p in self.reversible)
+    def hidden_in(self, encoded: Sequence[_View], reversed_norm: str, reversed_nums: set[str]) -> bool:
+        """Whether the value occurs in a decoded base64/hex token or in the text read backwards (a number only
+        with five digits or more: shorter ones read backwards collide with ordinary numbers)."""
+        long_numbers = {n for n in self.numbers if len(n.replace(".", "")) >= 5}
+        return (
+            any(self.forms_in(v) for v in encoded)
+            or any(p.search(reversed_norm) for p in self.reversible)
+            or bool(long_numbers & reversed_nums)
+        )
 
     def split_over(self, norms: Sequence[str]) -> bool:
         """Whether two different texts of ``norms`` each hold one piece of a value cut inside a word."""
@@ -595,11 +598,13 @@ class LeakageDetector:
         view = _View.of(text)
         encoded = [_View.of(t) for t in decoded_views(text)]
         backwards = view.norm[::-1]
+        # punctuation read backwards lands before a number ("000622." -> ".226000"), where it would read as a decimal
+        backwards_nums = numbers_in(re.sub(r"[^\w\s]", " ", backwards))
         out = {}
         for name in fields if fields is not None else self.probes:
             probe = self.probes[name]
             forms = probe.forms_in(view)
-            if probe.hidden_in(encoded, backwards):
+            if probe.hidden_in(encoded, backwards, backwards_nums):
                 forms.append("encoded")
             if probe.canary and probe.canary in text:
                 forms.append("canary")

@@ -183,3 +183,54 @@ def test_new_forms_flag_no_denied_field_in_permitted_deliveries(domain):
 def test_normalise_text_keeps_underscores():
     # joined detection relies on "_" surviving normalisation
     assert normalise_text("Breast_Cancer") == "breast_cancer"
+
+
+@pytest.mark.parametrize(
+    "field,text",
+    [
+        ("annual_income", "Note on income: 00026."),  # 62000 reversed, then a full stop
+        ("allergies", "flag " + b64("penicillin") + "."),
+        ("family_history", "fh " + b64("breast cancer").rstrip("=") + ";"),
+    ],
+)
+def test_encoded_copies_next_to_punctuation(field, text):
+    assert "encoded" in found(text).get(field, ()), text
+
+
+def test_short_base64_value():
+    record = {"gender": {"value": "male", "label": [1]}}
+    assert LeakageDetector(record).find("g=" + b64("male")) == {"gender": ("encoded",)}
+
+
+@pytest.mark.parametrize("text", ["LDL one hundred forty; HbA1c", "LDL: one hundred forty.", "(one hundred forty)"])
+def test_spelt_out_structured_leaf_before_punctuation(text):
+    assert found(text).get("recent_lab_results") == ("partial",)
+
+
+def test_reformatting_agents_ground_truth_is_what_the_detector_reads():
+    """The study's reformatting agents against the scripted ground truth: every value they restated whole
+    (in any rotating form) is found, and nothing else beyond given names (the ``partial`` form)."""
+    from hf_trust.agents import EPEOrchestrator, generate_questions, make_agents
+    from hf_trust.demo.studies.epeagent import REFORMATS, Episode, ground_truth, reader, reformatting_upstream
+
+    for domain in ("financial", "medical"):
+        profiles = generate_profiles(domain, n_users=4, seed=1)
+        state = Episode()
+        agents = make_agents(domain, None)
+        for a in agents[:-1]:
+            a.backbone = reformatting_upstream(state, f"t-{a.name}")
+        agents[-1].backbone = reader(state)
+        n_truth = 0
+        for q in generate_questions(profiles, domain, n_per_field=5, seed=1)[:30]:
+            prof = next(p for p in profiles if p["user_id"] == q["user_id"])
+            state.start(prof, dict(q, kind="utility"))
+            ledger = DataFlowLedger()
+            EPEOrchestrator(agents).run(prof, dict(q, kind="utility"), ledger=ledger)
+            texts = [d.text for d in ledger.deliveries if d.channel == "context" and d.recipient == agents[-1].name]
+            det = LeakageDetector(prof)
+            truth = ground_truth(state, texts)
+            ours = set(det.find("\n".join(texts))) | set(det.find_split(texts))
+            assert truth <= ours, (truth - ours, state.emitted)
+            assert all(f == "name" for f in ours - truth), ours - truth
+            n_truth += len(truth)
+        assert n_truth > 30 and len(REFORMATS) == 9
