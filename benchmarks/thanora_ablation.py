@@ -159,7 +159,13 @@ def plot_ratio(results: dict, path: Path) -> None:
         for y in curves:
             ax.plot(range(1, len(y) + 1), np.maximum(y, floor), color=c, alpha=0.3, lw=0.8)
         med = np.median(np.array([y for y in curves if len(y) == len(curves[0])]), axis=0)
-        ax.plot(range(1, len(med) + 1), np.maximum(med, floor), color=c, lw=2, label=f"{arm} ({len(curves)} seeds)")
+        ax.plot(
+            range(1, len(med) + 1),
+            np.maximum(med, floor),
+            color=c,
+            lw=2,
+            label=f"{arm} (median of {len(curves)} seeds)",
+        )
     ax.axhline(1.0, color="k", ls="--", lw=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
@@ -243,7 +249,8 @@ def main() -> None:
         for path in args.plot_from.split(","):
             saved = json.loads(Path(path).read_text())
             merged["args"] = saved["args"]
-            merged["runs"].update(saved["runs"])
+            for arm, seeds in saved["runs"].items():
+                merged["runs"].setdefault(arm, {}).update(seeds)
         plot_ratio(merged, out / args.ratio_png)
         return
     results: dict = {"args": vars(args), "runs": {}}
