@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import huggingface_hub
-from huggingface_hub import CommitInfo, EvalResultEntry, HfApi
+from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from hf_trust.atomic import atomic_directory, atomic_write_text
 from hf_trust.errors import HFTrustConfigError, HFTrustError
 
+from ._eval_compat import HUB_HAS_EVAL_RESULTS, EvalResultEntry
 from .card import PEFT_PLACEHOLDER, TrustReport, _adapter_info, method_key, read_hf_trust_card, render_card
 from .evidence import eval_results_yaml, evidence_eval_results, evidence_report, to_eval_entries
 
@@ -269,6 +270,16 @@ def push_adapter(
     evidence = _checked_evidence(evidence)
     dry_run = None if dry_run_dir is None else _checked_dry_run_dir(dry_run_dir)
     entries = evidence_eval_results(**evidence) + to_eval_entries(eval_results)
+    if entries and not HUB_HAS_EVAL_RESULTS:
+        # huggingface_hub < 1 has no `.eval_results` support: the card's model-index is the format it knows
+        logger.warning(
+            "huggingface_hub %s predates the Hub's .eval_results format (EvalResultEntry): the %d evaluation "
+            "result(s) are written as the card's model-index instead; upgrade huggingface_hub to 1.x or newer "
+            "for .eval_results",
+            huggingface_hub.__version__,
+            len(entries),
+        )
+        legacy_model_index = True
     with tempfile.TemporaryDirectory(prefix="hf_trust_push_") as tmp:
         folder = _stage_adapter(model_or_path, Path(tmp) / "adapter")
         base_model, source = resolve_base_model(base_model, folder)
@@ -294,7 +305,7 @@ def push_adapter(
         )
         _name_base_model(folder, base_model)
         atomic_write_text(folder / "README.md", str(card))
-        if entries:
+        if entries and HUB_HAS_EVAL_RESULTS:
             atomic_write_text(folder / EVAL_RESULTS_PATH, eval_results_yaml(entries))
         if dry_run is not None:
             with atomic_directory(dry_run) as out:  # the dry-run folder appears whole or not at all

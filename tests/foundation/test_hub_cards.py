@@ -105,6 +105,9 @@ def hub_server(monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    # huggingface_hub < 1 parses the URLs a Hub returns against its configured endpoint (HF_ENDPOINT), as a
+    # user of a private Hub sets it, whatever endpoint= the call names.
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
     yield f"http://127.0.0.1:{server.server_port}", _Recorder.calls
     server.shutdown()
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import yaml
-from huggingface_hub import EvalResultEntry, parse_eval_result_entries
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from peft import LoraConfig, get_peft_model
 from sklearn.metrics import roc_auc_score
@@ -26,9 +25,15 @@ from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.runner import run_demo
 from hf_trust.errors import HFTrustConfigError, HFTrustError
 from hf_trust.hub_cards import EVAL_RESULTS_PATH, push_adapter, write_adapter_card
+from hf_trust.hub_cards._eval_compat import HUB_HAS_EVAL_RESULTS, EvalResultEntry, parse_eval_result_entries
 from hf_trust.hub_cards.card import PEFT_PLACEHOLDER
 from tests.conftest import make_tiny_llama
 from tests.foundation.test_hub_cards import _front_matter, commit_files, hub_server  # noqa: F401  (fixture)
+
+NO_EVAL_RESULTS = (
+    "huggingface_hub < 1 has no .eval_results format; the model-index fallback is tested by "
+    "test_without_eval_results_support_the_scores_go_to_the_model_index"
+)
 
 # A BYE report as BYEReport.save writes it (only the fields the card reads matter here).
 BYE = {
@@ -118,6 +123,7 @@ def _check_upload(files: dict[str, bytes]) -> dict:
     return meta
 
 
+@pytest.mark.skipif(not HUB_HAS_EVAL_RESULTS, reason=NO_EVAL_RESULTS)
 def test_push_adapter_uploads_card_and_eval_results(hub_server, adapter_dir):
     endpoint, calls = hub_server
     before = {p.name: p.read_bytes() for p in adapter_dir.iterdir()}
@@ -155,6 +161,7 @@ def test_legacy_model_index_fallback_matches_eval_results(hub_server, adapter_di
     ]
 
 
+@pytest.mark.skipif(not HUB_HAS_EVAL_RESULTS, reason=NO_EVAL_RESULTS)
 def test_cli_push_reads_evidence_files(hub_server, adapter_dir, tmp_path, capsys):
     endpoint, calls = hub_server
     paths = {}
@@ -256,6 +263,7 @@ def _adapter_recipe(ctx: RecipeContext) -> RecipeResult:
     return result
 
 
+@pytest.mark.skipif(not HUB_HAS_EVAL_RESULTS, reason=NO_EVAL_RESULTS)
 def test_demo_pushes_its_adapters_to_a_hub_stand_in_and_says_where(hub_server, tmp_path, capsys):
     endpoint, calls = hub_server
     out = tmp_path / "report"
@@ -395,6 +403,7 @@ def test_base_model_id_is_written_into_the_uploaded_copy_only(hub_server, tmp_pa
     assert _snapshot(folder) == before  # the user's folder, byte for byte
 
 
+@pytest.mark.skipif(not HUB_HAS_EVAL_RESULTS, reason=NO_EVAL_RESULTS)
 def test_dry_run_writes_exactly_what_a_push_uploads_and_sends_nothing(hub_server, tmp_path, no_token, capsys):
     endpoint, calls = hub_server
     folder, _ = _local_base_adapter(tmp_path, None)
@@ -469,3 +478,28 @@ def test_saved_adapter_card_replaces_peft_template_and_is_carried_by_a_push(hub_
     with pytest.raises(HFTrustConfigError, match="overwrite=True"):
         write_adapter_card(folder, base_model=HUB_BASE)
     assert (folder / "README.md").read_text() == "# my own notes\n"
+
+
+def test_without_eval_results_support_the_scores_go_to_the_model_index(hub_server, adapter_dir, monkeypatch, caplog):
+    """On a huggingface_hub without ``EvalResultEntry`` (the floor stack's 0.36) the measured scores are written as
+    the card's model-index, with a warning naming the version, and no ``.eval_results`` file is sent."""
+    import hf_trust.hub_cards.push as push_module
+
+    monkeypatch.setattr(push_module, "HUB_HAS_EVAL_RESULTS", False)
+    endpoint, calls = hub_server
+    with caplog.at_level("WARNING", logger="hf_trust.hub_cards.push"):
+        push_adapter(
+            adapter_dir,
+            "me/old-hub",
+            evidence={"forgetting": FORGETTING, "cot_kinetics": COT},
+            eval_results=EXTRA,
+            endpoint=endpoint,
+            token="hf_test",
+        )
+    files = commit_files(calls)
+    assert EVAL_RESULTS_PATH not in files
+    assert "predates the Hub's .eval_results format" in caplog.text
+    _, results = model_index_to_eval_results(_front_matter(files["README.md"].decode())["model-index"])
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in results] == [
+        (e.dataset_id, e.task_id, e.value) for e in _expected_entries()
+    ]
