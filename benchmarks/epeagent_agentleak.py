@@ -22,7 +22,6 @@ import argparse
 import platform
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,12 +39,9 @@ from hf_trust.agents import (
     to_agentleak,
 )
 from hf_trust.atomic import atomic_write_json
-from hf_trust.demo.studies.epeagent import Episode, ground_truth, leaky_upstream, reader, reformatting_upstream
+from hf_trust.demo.studies.epeagent import UPSTREAM_AGENTS as UPSTREAM
+from hf_trust.demo.studies.epeagent import Episode, ground_truth, reader
 
-UPSTREAM: dict[str, Callable[[Episode, str], Callable[..., str]]] = {
-    "summarising": leaky_upstream,
-    "reformatting": reformatting_upstream,
-}
 ARMS = ("no privacy agent", "rule-based")
 
 

@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", default="epeagent_compare.json")
     parser.add_argument("--adapter-dir", default="epeagent_privacy_agent")
+    parser.add_argument(
+        "--upstream", choices=["summarising", "reformatting"], default="summarising", help="scripted upstream agents"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -48,6 +51,7 @@ def main() -> None:
         n_privacy=args.privacy,
         max_new_tokens=args.max_new_tokens,
         output_dir=args.adapter_dir,
+        upstream=args.upstream,
         log=lambda s: print(f"[{time.time() - t0:6.0f} s] {s}", flush=True),
     )
     table = {}

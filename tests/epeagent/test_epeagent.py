@@ -544,3 +544,20 @@ def test_privacy_responder_labelled_or_final():
         assert set(trace.outputs) == ({"risk_assessment"} if mode == "labelled" else set(orch.order))
     with pytest.raises(HFTrustError, match="privacy_responder"):
         EPEOrchestrator(make_agents("financial", EchoBackend()), privacy_responder="last")
+
+
+def test_study_runs_reformatting_upstream_agents_as_a_standard_condition():
+    """Deterministic scripted agents: the rule stops the summarisers' values but not all reformatted ones."""
+    from hf_trust.demo.studies.epeagent import eval_questions, run_arm
+
+    profiles, questions = eval_questions("medical", 0, 10, 6, 2)
+    rule = {
+        up: run_arm("medical", profiles, questions, PrivacyEnhancingAgent, 0, up)
+        for up in ("summarising", "reformatting")
+    }
+    none = run_arm("medical", profiles, questions, None, 0, "reformatting")
+    assert none["context_leakage"] == 1.0
+    assert rule["summarising"]["context_leakage"] == 0.0
+    assert rule["reformatting"]["context_leakage"] > 0.1  # encoded, reversed, split and spelt-out copies pass
+    with pytest.raises(HFTrustError, match="upstream"):
+        run_arm("medical", profiles, questions, None, 0, "paraphrasing")

@@ -46,6 +46,7 @@ from hf_trust.agents.training import (
     rewrite_examples,
     train_privacy_agent,
 )
+from hf_trust.errors import HFTrustConfigError
 
 ARMS = ("no privacy agent", "rule-based", "untrained SmolLM2", "TRL-trained SmolLM2")
 DOMAINS = ("financial", "medical")
@@ -218,6 +219,13 @@ def leaky_upstream(state: Episode, seed: str) -> Callable[..., str]:
     return backend
 
 
+#: The standard conditions for the upstream agents of the study and the benchmarks.
+UPSTREAM_AGENTS: dict[str, Callable[[Episode, str], Callable[..., str]]] = {
+    "summarising": leaky_upstream,
+    "reformatting": reformatting_upstream,
+}
+
+
 def reader(state: Episode) -> Callable[..., str]:
     """A responder that answers only from what it was handed (see the module docstring)."""
 
@@ -292,12 +300,19 @@ def run_arm(
     questions: list[dict],
     privacy_agent_factory: Optional[Callable[[PrivacyPolicy], PrivacyEnhancingAgent]],
     seed: int,
+    upstream: str = "summarising",
 ) -> dict[str, Any]:
-    """One arm on one domain and seed: Table 1 metrics, value-level ledger rates and context-stage rates."""
+    """One arm on one domain and seed: Table 1 metrics, value-level ledger rates and context-stage rates.
+
+    ``upstream`` picks the scripted upstream agents: ``"summarising"`` (:func:`leaky_upstream`) or
+    ``"reformatting"`` (:func:`reformatting_upstream`).
+    """
+    if upstream not in UPSTREAM_AGENTS:
+        raise HFTrustConfigError(f"upstream must be one of {sorted(UPSTREAM_AGENTS)}, got {upstream!r}.")
     state = Episode()
     agents = make_agents(domain, None)
     for a in agents[:-1]:
-        a.backbone = leaky_upstream(state, seed=f"{domain}-{seed}-{a.name}")
+        a.backbone = UPSTREAM_AGENTS[upstream](state, f"{domain}-{seed}-{a.name}")
     agents[-1].backbone = reader(state)
     users = {p["user_id"]: p for p in profiles}
     ledger, answers, pairs = DataFlowLedger(), [], []
@@ -359,6 +374,7 @@ def compare(
     max_new_tokens: int = 64,
     output_dir: str = "epeagent_privacy_agent",
     log: Callable[[str], None] = print,
+    upstream: str = "summarising",
 ) -> dict[str, Any]:
     """All four arms on held-out users; ``model`` is trained in place (LoRA) after the untrained arm ran.
 
@@ -378,7 +394,7 @@ def compare(
     }
     for arm, factory in factories.items():
         for (d, s), (profiles, qs) in sets.items():
-            r = run_arm(d, profiles, qs, factory, s)
+            r = run_arm(d, profiles, qs, factory, s, upstream)
             results[arm][d].append(r)
             log(f"{arm:<22} {d:<9} seed {s}: " + _fmt(r))
     t0 = time.perf_counter()
@@ -386,7 +402,7 @@ def compare(
     log(f"trained {train_steps} steps on {n_rows} rows in {time.perf_counter() - t0:.0f} s; log {train_log[-3:]}")
     trained_backend = hf_chat_backend(trained, tokenizer, max_new_tokens=max_new_tokens)
     for (d, s), (profiles, qs) in sets.items():
-        r = run_arm(d, profiles, qs, model_agent(trained_backend), s)
+        r = run_arm(d, profiles, qs, model_agent(trained_backend), s, upstream)
         results["TRL-trained SmolLM2"][d].append(r)
         log(f"{'TRL-trained SmolLM2':<22} {d:<9} seed {s}: " + _fmt(r))
     return {"results": results, "train_log": train_log, "train_rows": n_rows, "model": trained}
