@@ -47,6 +47,7 @@ def test_single_domain_counts_cap_and_absent_classes():
         np.testing.assert_allclose(aug.embeddings[: len(z)], z, rtol=1e-6, atol=1e-6)  # real rows kept first (float32)
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("partition_seed", [1, 2])
 def test_ggeur_beats_plain_fedavg_and_the_equal_count_oversampling_control(partition_seed):
     """Every client is filled to 100 rows per held class; "oversample" reaches the same counts by

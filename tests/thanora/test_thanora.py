@@ -282,6 +282,7 @@ def _train_cosine(lam: float, steps: int = 25) -> float:
     return c["A"] + c["B"]
 
 
+@pytest.mark.trains
 def test_larger_lambda_lowers_cross_block_cosine():
     c0, c1, c2 = _train_cosine(0.0), _train_cosine(1.0), _train_cosine(30.0)
     assert c2 < c1 < c0
