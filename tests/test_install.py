@@ -162,7 +162,7 @@ def test_wheel_installs_into_an_existing_stack_without_changing_it(wheel, tmp_pa
         [str(py), "-m", "pip", "install", "-q", f"torch=={torch_version}", *STACKS[stack]],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=2400,
         env=env,
     )
     assert pre.returncode == 0, pre.stderr[-3000:]
