@@ -61,7 +61,7 @@ class FederatedConfig:
             ``"deepspeed"`` (every client is one DeepSpeed job over all ranks, with
             :class:`~hf_trust.trainers.federated.deepspeed_utils.DeepSpeedClientTrainer`).
         allow_empty_rounds: when every sampled client of a round fails (an exception, a timeout or a
-            non-finite update), ``fit()`` raises :class:`~hf_trust.errors.HFTrustError` by default, because
+            non-finite update) or the ones that trained carry total weight 0 (no rows), ``fit()`` raises :class:`~hf_trust.errors.HFTrustError` by default, because
             a run whose global model never moves would otherwise look like a finished one.  ``True`` keeps
             going instead: the round leaves the global parameters unchanged and is recorded in the history
             with every client under ``failed_clients`` (useful with flaky clients and many rounds).
