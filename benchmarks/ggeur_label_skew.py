@@ -24,22 +24,14 @@ import torch
 torch.set_num_threads(1)
 
 from hf_trust.atomic import atomic_write_text  # noqa: E402
-from hf_trust.demo.studies.ggeur import VARIANTS, efficientnet_embeddings  # noqa: E402
-from hf_trust.trainers.federated import DirichletLabelPartitioner, FedAvg, FederatedConfig  # noqa: E402
-from hf_trust.trainers.ggeur import GGEURConfig, GGEURTrainer  # noqa: E402
+from hf_trust.demo.studies.ggeur import VARIANTS, efficientnet_embeddings, run_label_skew  # noqa: E402
 
 LABELS = {"none": "FedAvg", "oversample": "+oversample", "isotropic": "+isotropic", "local_cov": "+local cov"}
 
 
 def run(alpha: float, seed: int, local_epochs: int, rounds: int, train, test, variants) -> dict[str, float]:
-    parts = DirichletLabelPartitioner(num_clients=10, alpha=alpha, min_size=1, min_per_class=1, seed=seed).split(train)
-    out = {}
-    for variant in variants:
-        cfg = GGEURConfig(augment=variant, lr=1e-3, batch_size=64, per_sample=50, seed=seed)
-        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, seed=seed)
-        hist = GGEURTrainer(cfg, FedAvg(), fed, eval_datasets={"test": test}).fit(parts)
-        out[variant] = float(hist[-1]["eval_test_accuracy"])
-    return out
+    runs = run_label_skew(train, test, alpha, seed, rounds, variants=variants, local_epochs=local_epochs)
+    return {variant: float(runs[variant]["final"]) for variant in variants}
 
 
 def main() -> None:

@@ -149,8 +149,10 @@ def run_label_skew(
     clients: int = 10,
     progress=None,
     keep_ggeur: bool = False,
+    local_epochs: int = 2,
 ) -> dict[str, Any]:
-    """FedAvg with each augmentation variant on one Dirichlet split.
+    """FedAvg with each augmentation variant on one Dirichlet split (``local_epochs`` per round; the published
+    quick figures use 2, the authors train 10).
 
     Returns ``{variant: {"final": last-round test accuracy, "curve": accuracy per round}}``; with
     ``keep_ggeur`` also ``"ggeur_trainer"`` (the GGEUR run, its augmented rows kept) and ``"partitions"``.
@@ -164,10 +166,9 @@ def run_label_skew(
     out: dict[str, Any] = {}
     for variant in variants if progress is None else progress(variants, desc=f"α={alpha} seed={seed}"):
         keep = keep_ggeur and variant == "ggeur"
-        cfg = GGEURConfig(
-            augment=variant, lr=1e-3, batch_size=64, local_epochs=2, per_sample=50, seed=seed, keep_augmented=keep
-        )
-        trainer = GGEURTrainer(cfg, FedAvg(), FederatedConfig(rounds=rounds, seed=seed), eval_datasets={"test": test})
+        cfg = GGEURConfig(augment=variant, lr=1e-3, batch_size=64, per_sample=50, seed=seed, keep_augmented=keep)
+        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, seed=seed)
+        trainer = GGEURTrainer(cfg, FedAvg(), fed, eval_datasets={"test": test})
         hist = trainer.fit(parts)
         out[variant] = {"final": hist[-1]["eval_test_accuracy"], "curve": [r["eval_test_accuracy"] for r in hist]}
         if keep:
@@ -176,7 +177,7 @@ def run_label_skew(
 
 
 def run_multi_domain(
-    train, test, seed: int, rounds: int, target: int = 300, variants=MULTI_DOMAIN_VARIANTS
+    train, test, seed: int, rounds: int, target: int = 300, variants=MULTI_DOMAIN_VARIANTS, local_epochs: int = 2
 ) -> dict[str, dict[str, float]]:
     """Per-domain test accuracy of FedAvg (one client per domain) alone, with the equal-count control
     (each client's rows resampled to ``target`` per class) and with GGEUR's multi-domain rule."""
@@ -193,13 +194,13 @@ def run_multi_domain(
             augment=variant,
             lr=1e-3,
             batch_size=32,
-            local_epochs=2,
             target_per_class=target,
             step1_keep=target // 2,
             prototype_draws=target // 2,
             seed=seed,
         )
-        hist = GGEURTrainer(cfg, FedAvg(), FederatedConfig(rounds=rounds, seed=seed), eval_datasets=evals).fit(parts)
+        fed = FederatedConfig(rounds=rounds, local_epochs=local_epochs, seed=seed)
+        hist = GGEURTrainer(cfg, FedAvg(), fed, eval_datasets=evals).fit(parts)
         out[variant] = {d: hist[-1][f"eval_{d}_accuracy"] for d in domains}
     return out
 
