@@ -41,7 +41,6 @@ def test_answer_loss_rejects_unlabelled_batch():
         answer_loss(toy.make_tiny_llava(0), batch)
 
 
-@pytest.mark.trains
 @pytest.mark.slow
 def test_defence_removes_flagged_rows_and_refits_from_base():
     """Both fine-tunes start from a fresh base; the second one sees exactly the unflagged rows."""
@@ -76,6 +75,8 @@ def test_defence_removes_flagged_rows_and_refits_from_base():
     assert (
         not np.asarray(res.scored["bye_score"])[flagged].mean() > np.asarray(res.scored["bye_score"])[~flagged].mean()
     )
-    # better than removing a random subset of the same size: poison recall exceeds the removed fraction
-    poison = np.asarray(res.scored["is_poison"])
-    assert flagged[poison].mean() > flagged.mean() + 0.1
+    # the refit saw exactly the unflagged rows, in order (the detection quality itself is asserted over five
+    # seeds in test_backdoor.py: one seed of this run is not evidence either way)
+    keep = ~flagged
+    for column in ("answer", "is_poison"):
+        assert list(seen[1][column]) == [v for v, k in zip(ds[column], keep) if k]
