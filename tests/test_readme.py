@@ -133,6 +133,20 @@ adapter.peft_config["default"].base_model_name_or_path = "HuggingFaceTB/SmolLM2-
 adapter.save_pretrained("out/adapter")
 """
 
+_AGENTLEAK = """
+from hf_trust.agents import (
+    DataFlowLedger, EPEOrchestrator, PrivacyEnhancingAgent, PrivacyPolicy, generate_profiles, make_agents,
+)
+from tests.epeagent.scripted import EchoBackend
+
+# a multi-agent run with the rule-based privacy agent in front of scripted agents that echo what they are given
+ledger = DataFlowLedger()
+for profile in generate_profiles("medical", n_users=2, seed=5):
+    agents = make_agents("medical", EchoBackend())
+    privacy = PrivacyEnhancingAgent(PrivacyPolicy.from_labels(profile))
+    EPEOrchestrator(agents, privacy).run(profile, {"question": "Proceed?"}, ledger=ledger)
+"""
+
 #: (a string only that block holds, the code that binds the names it uses, whether it needs the loopback Hub)
 FIXTURES: list[tuple[str, str, bool]] = [
     ("LoRASculptConfig(", _LM_DATA, False),
@@ -143,6 +157,7 @@ FIXTURES: list[tuple[str, str, bool]] = [
     ("BYEFilter(vlm, processor)", _BYE, False),
     ("FlowerFederation(", _TABULAR, False),
     ("push_adapter(", _PUSH, True),
+    ("to_agentleak(ledger)", _AGENTLEAK, False),
 ]
 
 
