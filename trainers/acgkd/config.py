@@ -15,6 +15,9 @@ class ACGKDConfig(TrainingArguments):
     """Arguments for :class:`ACGKDTrainer` and :func:`acgkd_distill`. ``max_steps`` = student steps ``T``;
     ``learning_rate`` is the student's lr (Adam, spec default 5e-3).
 
+    ACGKD is reconstructed (no released code): every setting follows the paper's text where it gives one, and
+    the ones marked [ours] fill gaps the text leaves open (each stays an option).
+
     Args:
         gen_mode (`str`, defaults to `"acgkd"`): `"acgkd"` (Binary Concrete, structure by backprop),
             `"gfkd_arm"` (GFKD baseline: same bank and losses, structure gradient by the ARM estimator),
