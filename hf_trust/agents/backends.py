@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustError
 
 
 def render(messages: Sequence[dict]) -> str:
@@ -53,6 +53,8 @@ def hf_chat_backend(
 
     def _generate(prompt: str) -> str:
         enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+        # Some tokenizers return token_type_ids, which causal LMs' generate() rejects (transformers 4.x).
+        enc.pop("token_type_ids", None)
         kw = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
         if temperature > 0:
             torch.manual_seed(seed)
@@ -67,6 +69,14 @@ def hf_chat_backend(
         validate_messages(messages)
         msgs = list(messages)
         by_name = {t.__name__: t for t in (tools or [])}
+        if by_name and not hasattr(tokenizer, "parse_response"):
+            import transformers
+
+            raise HFTrustConfigError(
+                f"hf_chat_backend was offered tools, but transformers {transformers.__version__} has no "
+                "tokenizer.parse_response to read the model's tool calls (transformers >= 5 has it); upgrade "
+                "transformers, or run the orchestrator with rag='context' so that no tool is offered."
+            )
         for _ in range(max_tool_rounds + 1):
             prompt = tokenizer.apply_chat_template(
                 msgs, tools=list(tools) if tools else None, add_generation_prompt=True, tokenize=False

@@ -445,6 +445,10 @@ class _CannedLM:
         return torch.cat([input_ids, new], dim=1)
 
 
+_HAS_PARSE_RESPONSE = hasattr(__import__("transformers").PreTrainedTokenizerBase, "parse_response")
+
+
+@pytest.mark.skipif(not _HAS_PARSE_RESPONSE, reason="transformers < 5 cannot parse tool calls; see the next test")
 def test_hf_backend_parses_tool_calls_and_feeds_minimised_result():
     tok = _offline_chat_tokenizer()
     profiles = generate_profiles("financial", n_users=1, seed=0)
@@ -561,3 +565,32 @@ def test_study_runs_reformatting_upstream_agents_as_a_standard_condition():
     assert rule["reformatting"]["context_leakage"] > 0.1  # encoded, reversed, split and spelt-out copies pass
     with pytest.raises(HFTrustError, match="upstream"):
         run_arm("medical", profiles, questions, None, 0, "paraphrasing")
+
+
+def test_hf_backend_with_tools_on_a_transformers_without_parse_response_names_the_fix():
+    """transformers 4.x has no tokenizer.parse_response: offering tools is a clear error, not raw tool-call text
+    returned as the answer."""
+    real = _offline_chat_tokenizer()
+
+    class OldTokenizer:  # the tokenizer as transformers 4.x has it: everything but parse_response
+        def __call__(self, *args, **kwargs):
+            return real(*args, **kwargs)
+
+        def __getattr__(self, name):
+            if name == "parse_response":
+                raise AttributeError(name)
+            return getattr(real, name)
+
+    tok = OldTokenizer()
+    backend = hf_chat_backend(_CannedLM(real, ["(b)"]), tok)
+
+    def retrieve_user_profile(user_id: str) -> str:
+        """Look up a user.
+
+        Args:
+            user_id: the user
+        """
+        return "{}"
+
+    with pytest.raises(HFTrustError, match="parse_response.*rag='context'"):
+        backend([{"role": "user", "content": "hi"}], tools=[retrieve_user_profile])
