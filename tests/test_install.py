@@ -22,16 +22,22 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.install
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """A wheel built from the committed tree (what a clean clone holds), without build isolation."""
-    work = tmp_path_factory.mktemp("wheel")
+def _committed_tree(work: Path) -> Path:
+    """The committed tree (what a clean clone holds), extracted under ``work/src``."""
     src = work / "src"
     src.mkdir()
     archive = work / "head.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), "HEAD"], check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(src, filter="data")
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from the committed tree (what a clean clone holds), without build isolation."""
+    work = tmp_path_factory.mktemp("wheel")
+    src = _committed_tree(work)
     dist = work / "dist"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
@@ -82,12 +88,7 @@ def test_wheel_metadata_is_ranged(wheel):
 def sdist(tmp_path_factory) -> Path:
     """The source distribution built from the committed tree."""
     work = tmp_path_factory.mktemp("sdist")
-    src = work / "src"
-    src.mkdir()
-    archive = work / "head.tar"
-    subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), "HEAD"], check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(src, filter="data")
+    src = _committed_tree(work)
     proc = subprocess.run(
         [sys.executable, "-m", "build", "--sdist", "-o", str(work / "dist"), str(src)],
         capture_output=True,
