@@ -31,21 +31,13 @@ from typing import Any
 
 from hf_trust.errors import HFTrustDataError, require_extra
 
-from .leakage import number_words
+from .leakage import _leaves, number_words
 from .tools.ledger import DATA_CHANNELS, DataFlowLedger
 
 #: The AgentLeak channel every exported delivery is put on.
 EXPORT_CHANNEL = "inter_agent_message"
 _SEP = r"[\s_-]+"
 _THOUSANDS = "[,'\u00a0\u202f ]?"
-
-
-def _leaves(value: Any) -> list[Any]:
-    if isinstance(value, Mapping):
-        return [x for v in value.values() for x in _leaves(v)]
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [x for v in value for x in _leaves(v)]
-    return [value]
 
 
 def _number_pattern(n: int | float) -> list[str]:
