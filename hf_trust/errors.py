@@ -20,6 +20,15 @@ class HFTrustConfigError(HFTrustError, ValueError):
     """An argument or config field has a value that cannot work (the message names the field and the fix)."""
 
 
+class HFTrustTypeError(HFTrustError, TypeError):
+    """An argument has the wrong type (the message names the argument, the type given and the type expected)."""
+
+
+class HFTrustStateError(HFTrustError, RuntimeError):
+    """An operation was called in a state where it cannot run (e.g. scoring before fitting, a tuner registered
+    twice with other settings); the message names the missing step."""
+
+
 class HFTrustDataError(HFTrustError, ValueError):
     """Input data is malformed (wrong labels, non-finite values, missing columns, wrong widths)."""
 
@@ -51,6 +60,11 @@ class ClientTimeout(HFTrustError):
 class FederationError(HFTrustError, RuntimeError):
     """A federated run produced something that cannot be used (e.g. a server step with NaN/inf), or was given
     inputs that cannot be federated; the message names the culprit (strategy, client or checkpoint) and the fix."""
+
+
+class FederationTimeout(FederationError, TimeoutError):
+    """A bounded wait of a federation (handshake, nodes to connect, replies) passed its limit; the message names
+    the nodes or clients that did not answer and the setting that bounds the wait."""
 
 
 class FPLConfigError(HFTrustConfigError):
@@ -96,10 +110,13 @@ __all__ = [
     "DemoError",
     "FPLConfigError",
     "FederationError",
+    "FederationTimeout",
     "HFTrustCacheError",
     "HFTrustConfigError",
     "HFTrustDataError",
     "HFTrustError",
+    "HFTrustStateError",
+    "HFTrustTypeError",
     "KineticsError",
     "MissingExtraError",
     "PartitionError",
