@@ -6,7 +6,8 @@ Layers, top to bottom (imports only point down):
   benchmarks, examples;
 * library: ``peft_tuners``, ``trainers``, ``metrics``, ``hub_cards``, ``hf_trust/filters``, ``hf_trust/agents``
   (installed as ``hf_trust.peft_tuners`` etc.);
-* base: ``hf_trust/errors.py`` and ``hf_trust/atomic.py``, leaf modules that import nothing from the package.
+* base: ``hf_trust/errors.py``, ``hf_trust/atomic.py`` and ``hf_trust/fingerprint.py``, which import nothing from
+  the package above the base.
 
 Rules: a library module imports only library modules, the base and third-party packages — never the
 harness, never the ``hf_trust`` front door itself (importing it runs registration and the lazy front
@@ -37,7 +38,7 @@ LIBRARY = (
     "hf_trust.filters",
     "hf_trust.agents",
 )
-BASE = ("hf_trust.errors", "hf_trust.atomic")
+BASE = ("hf_trust.errors", "hf_trust.atomic", "hf_trust.fingerprint")
 HARNESS = ("hf_trust.demo", "hf_trust.cli", "hf_trust.__main__", "hf_trust.assets")
 OLD_TOP_LEVEL = ("peft_tuners", "trainers", "metrics", "hub_cards")
 REPO_ONLY = ("tests", "benchmarks", "examples")
@@ -109,8 +110,8 @@ def _broken_rule(rel: str, this: str | None, target: str) -> str | None:
     """The rule that importing ``target`` from file ``rel`` (module ``this``) breaks, if any."""
     if _within(target, OLD_TOP_LEVEL):
         return "pre-namespace top-level import; use hf_trust." + target
-    if this is not None and _within(this, BASE) and _within(target, ("hf_trust",)):
-        return "base modules are leaves: they import nothing from hf_trust"
+    if this is not None and _within(this, BASE) and _within(target, ("hf_trust",)) and not _within(target, BASE):
+        return "base modules import nothing from hf_trust above the base"
     if this is not None and _within(this, LIBRARY):
         if _within(target, ("hf_trust",)) and not _within(target, LIBRARY + BASE):
             return "library code imports only the library and the base (not the harness or the front door)"
