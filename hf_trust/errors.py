@@ -29,6 +29,17 @@ class HFTrustStateError(HFTrustError, RuntimeError):
     twice with other settings); the message names the missing step."""
 
 
+class HFTrustKeyError(HFTrustError, KeyError):
+    """A name looked up in a registry or mapping of hf-trust does not exist (the message lists the known names)."""
+
+    def __str__(self) -> str:  # KeyError's str() wraps the message in quotes; show it as written
+        return str(self.args[0]) if self.args else ""
+
+
+class HFTrustFileNotFoundError(HFTrustError, FileNotFoundError):
+    """A file or folder hf-trust was pointed at does not exist or lacks a file it needs (the message names it)."""
+
+
 class HFTrustDataError(HFTrustError, ValueError):
     """Input data is malformed (wrong labels, non-finite values, missing columns, wrong widths)."""
 
@@ -115,6 +126,8 @@ __all__ = [
     "HFTrustConfigError",
     "HFTrustDataError",
     "HFTrustError",
+    "HFTrustFileNotFoundError",
+    "HFTrustKeyError",
     "HFTrustStateError",
     "HFTrustTypeError",
     "KineticsError",
