@@ -43,10 +43,15 @@ lint: setup
 	# RESULTS.md is generated from benchmarks/results/*.md: it must be up to date
 	$(PY) benchmarks/assemble_results.py --check --strict
 
+# The suite runs on up to 4 worker processes (pytest-xdist), one thread each: a file's tests stay together
+# (tests/conftest.py groups them), so each module fixture is computed once. PYTEST_WORKERS=0 runs in-process.
+PYTEST_WORKERS ?= $(shell $(PYTHON) -c "import os; f = getattr(os, 'sched_getaffinity', None); print(min(4, len(f(0)) if f else os.cpu_count() or 1))" 2>/dev/null || echo 1)
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: setup lint has-tests
-	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets"
+	$(PYTEST) -m "not assets"
 	# exit code 5 = no test carries the marker yet
-	OMP_NUM_THREADS=1 $(PY) -m pytest -m assets || [ $$? -eq 5 ]
+	$(PYTEST) -m assets || [ $$? -eq 5 ]
 
 # The suite lives in the source repository; a source distribution ships without it.
 has-tests:
@@ -57,8 +62,8 @@ has-tests:
 PORTABLE_MARK ?= trains
 PORTABLE_SEL  := $(if $(PORTABLE_MARK),-m "$(PORTABLE_MARK)",)
 test-portable: setup has-tests
-	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 OMP_NUM_THREADS=1 $(PY) -m pytest $(PORTABLE_SEL) -p no:cacheprovider
-	ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 OMP_NUM_THREADS=1 $(PY) -m pytest $(PORTABLE_SEL) -p no:cacheprovider
+	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PYTEST) $(PORTABLE_SEL) -p no:cacheprovider
+	ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 $(PYTEST) $(PORTABLE_SEL) -p no:cacheprovider
 
 # The whole suite on the dependency floors of pyproject.toml (constraints-floor.txt), in its own venv.
 FLOOR_VENV := .venv-floor
@@ -72,11 +77,11 @@ $(FLOOR_VENV)/.hf-trust-installed: pyproject.toml constraints-floor.txt requirem
 	touch $@
 
 test-floor: $(FLOOR_VENV)/.hf-trust-installed has-tests
-	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -m "not assets"
-	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -m assets || [ $$? -eq 5 ]
+	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not assets"
+	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m assets || [ $$? -eq 5 ]
 
 test-fast: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not assets and not slow"
+	$(PYTEST) -m "not assets and not slow"
 
 # PEFT's own tuner tests (its source distribution, fetched from the package registry at run time) with our
 # configs in place of LoraConfig; slow, so not part of `make test`.

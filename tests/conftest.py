@@ -65,6 +65,24 @@ def pytest_make_collect_report(collector):
     _fail_missing_import(outcome.get_result())
 
 
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for parallel runs (``pytest -n N --dist loadgroup``, as ``make test`` runs the suite).
+
+    A file's tests stay on one worker, so its module fixtures (multi-seed training runs) are computed once; all
+    Flower tests share one worker, whose session fixture starts the Simulation Engine (Ray) once.
+    """
+    for item in items:
+        try:
+            rel = Path(str(item.fspath)).resolve().relative_to(_ROOT)
+        except ValueError:
+            continue
+        group = "tests/flower" if rel.parts[:2] == ("tests", "flower") else rel.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
