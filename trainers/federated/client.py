@@ -10,7 +10,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from hf_trust.errors import ClientTimeout
+from hf_trust.errors import ClientTimeout, HFTrustConfigError, HFTrustKeyError
 
 from .strategy import Params, Strategy
 
@@ -24,7 +24,7 @@ def load_params(model: nn.Module, params: Params) -> None:
     named = dict(model.named_parameters())
     missing = [k for k in params if k not in named]
     if missing:
-        raise KeyError(f"parameters {missing[:3]} are not in the model; the global state does not match it.")
+        raise HFTrustKeyError(f"parameters {missing[:3]} are not in the model; the global state does not match it.")
     with torch.no_grad():
         for k, v in params.items():
             named[k].copy_(v.to(named[k].device, named[k].dtype))
@@ -122,7 +122,7 @@ class SupervisedClientTrainer(ClientTrainer):
         device: Optional[torch.device] = None,
     ):
         if optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}.")
+            raise HFTrustConfigError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}.")
         self.model = model
         self.lr, self.batch_size, self.optimizer = lr, batch_size, optimizer
         self.momentum, self.weight_decay = momentum, weight_decay

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hf_trust.atomic import atomic_write_json
-from hf_trust.errors import HFTrustCacheError, PartitionError
+from hf_trust.errors import HFTrustCacheError, HFTrustDataError, PartitionError
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Partitions:
 
     def client_dataset(self, k: int):
         if self.dataset is None:
-            raise ValueError("these partitions hold no dataset; pass the dataset to split(...).")
+            raise HFTrustDataError("these partitions hold no dataset; pass the dataset to split(...).")
         return self.dataset.select(self.indices[k].tolist())
 
     def histogram(self) -> np.ndarray:

@@ -15,6 +15,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from hf_trust.errors import HFTrustDataError
+
 
 @dataclass
 class ClassMoments:
@@ -38,11 +40,13 @@ class ClassMoments:
         z = torch.as_tensor(np.asarray(features), dtype=torch.float64)
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         if z.ndim != 2 or len(z) != len(y):
-            raise ValueError(
+            raise HFTrustDataError(
                 f"features must be (n, d) with one label per row; got {tuple(z.shape)} and {len(y)} labels."
             )
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise ValueError(f"labels must lie in [0, {num_classes}); got range [{int(y.min())}, {int(y.max())}].")
+            raise HFTrustDataError(
+                f"labels must lie in [0, {num_classes}); got range [{int(y.min())}, {int(y.max())}]."
+            )
         out = cls.zeros(num_classes, z.shape[1])
         out.s0.index_add_(0, y, torch.ones(len(y), dtype=torch.float64))
         out.s1.index_add_(0, y, z)

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from hf_trust.errors import HFTrustConfigError
+
 Params = dict[str, torch.Tensor]
 
 
@@ -58,7 +60,7 @@ class FedProx(Strategy):
 
     def __post_init__(self):
         if self.mu < 0:
-            raise ValueError(f"FedProx mu must be ≥ 0, got {self.mu}.")
+            raise HFTrustConfigError(f"FedProx mu must be ≥ 0, got {self.mu}.")
 
     def client_loss_term(self, params: Params, global_params: Params) -> Optional[torch.Tensor]:
         if self.mu == 0:
@@ -89,7 +91,7 @@ class FedOpt(Strategy):
 
     def __post_init__(self):
         if self.server_optimizer not in ("adam", "yogi", "adagrad", "sgd"):
-            raise ValueError(
+            raise HFTrustConfigError(
                 f"server_optimizer must be 'adam', 'yogi', 'adagrad' or 'sgd', got {self.server_optimizer!r}."
             )
 
@@ -135,4 +137,4 @@ def get_strategy(name: str, **kwargs) -> Strategy:
     try:
         return _BY_NAME[name.lower()](**kwargs)
     except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {sorted(_BY_NAME)}.") from None
+        raise HFTrustConfigError(f"unknown strategy {name!r}; choose one of {sorted(_BY_NAME)}.") from None

@@ -8,13 +8,9 @@ with ``accelerator.reduce``, in float64 so that 1 and P processes agree to round
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
-import re
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,19 +20,61 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hf_trust.atomic import atomic_save, atomic_write_json, atomic_write_text
+from hf_trust.atomic import atomic_save, atomic_write_text
 from hf_trust.errors import (
     FederationError,
     HFTrustCacheError,
     HFTrustConfigError,
-    HFTrustError,
+    HFTrustTypeError,
     PartitionError,
     require_extra,
 )
 
-from .client import ClientContext, ClientResult, ClientTrainer, load_params, trainable_params
+from .checkpoint import (
+    CHECKPOINT_MARKER,
+    begin_checkpoint,
+    checkpoint_dir,
+    finish_checkpoint,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_json,
+    torch_load,
+    verify_checkpoint,
+)
+from .client import ClientResult, ClientTrainer, load_params, trainable_params
 from .partition import Partitions
+from .rounds import (
+    WeightedSums,
+    check_outcome,
+    client_context,
+    derived_seed,
+    evaluate_into,
+    failed_record,
+    finish_row,
+    history_row,
+    nonfinite_parameters,
+    param_bytes,
+    sample_clients,
+    screen_update,
+    server_state,
+    server_step,
+)
 from .strategy import Params, Strategy
+
+__all__ = [
+    "CHECKPOINT_MARKER",
+    "FederatedConfig",
+    "FederatedTrainer",
+    "check_partitions",
+    "derived_seed",
+    "latest_checkpoint",
+    "load_history",
+    "nonfinite_parameters",
+    "plot_history",
+    "read_json",
+    "sample_clients",
+    "verify_checkpoint",
+]
 
 logger = logging.getLogger("hf_trust.trainers.federated")
 
@@ -55,6 +93,9 @@ class FederatedConfig:
         client_timeout: seconds a client may train in one round before it is dropped from the round.
         output_dir: where ``history.json``, the partition report, checkpoints and plots go (``None``: nothing saved).
         save_every: checkpoint every n rounds (0: never).
+        save_total_limit: keep only the N newest complete ``checkpoint-<r>`` folders, deleting older ones after
+            each checkpoint (``transformers.Trainer``'s name and meaning; ``None``: keep all).  An interrupted
+            checkpoint never counts and never causes a complete one to be deleted.
         eval_every: evaluate the global model every n rounds (0: never).
         log_with: accelerate tracker name(s) for per-round metrics (e.g. ``"tensorboard"``).
         execution: ``"clients_per_rank"`` (rank r trains clients r, r+P, ...; sums are reduced) or
@@ -75,6 +116,7 @@ class FederatedConfig:
     client_timeout: Optional[float] = None
     output_dir: Optional[str] = None
     save_every: int = 1
+    save_total_limit: Optional[int] = None
     eval_every: int = 1
     log_with: Optional[str] = None
     execution: str = "clients_per_rank"
@@ -93,20 +135,11 @@ class FederatedConfig:
             raise HFTrustConfigError(f"FederatedConfig.client_fraction must be in (0, 1], got {self.client_fraction}.")
         if self.sampling not in ("random", "first"):
             raise HFTrustConfigError(f"FederatedConfig.sampling must be 'random' or 'first', got {self.sampling!r}.")
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, stable across processes and Python runs."""
-    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def sample_clients(num_clients: int, config: FederatedConfig, round_idx: int) -> list[int]:
-    m = max(1, int(round(config.client_fraction * num_clients)))
-    if config.sampling == "first" or m == num_clients:
-        return list(range(m))
-    rng = np.random.default_rng(derived_seed(config.seed, round_idx, 7))
-    return sorted(rng.choice(num_clients, size=m, replace=False).tolist())
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise HFTrustConfigError(
+                f"FederatedConfig.save_total_limit must be ≥ 1 or None (keep every checkpoint), got "
+                f"{self.save_total_limit}; use save_every=0 to write no checkpoints."
+            )
 
 
 def check_partitions(partitions: Partitions) -> None:
@@ -144,30 +177,6 @@ def check_partitions(partitions: Partitions) -> None:
         )
 
 
-def _param_bytes(params: Params) -> int:
-    return sum(v.numel() * v.element_size() for v in params.values())
-
-
-def nonfinite_parameters(params: dict[str, torch.Tensor], names: list[str]) -> list[str]:
-    """The names among ``names`` whose tensors hold a NaN or an infinity (in the order given).
-
-    Runs once per client per round, so the usual answer ("none") is found with one fused max-|x| over all
-    tensors (``torch._foreach_norm`` with ord ∞: a NaN or ±inf makes it non-finite, and unlike a 2-norm it
-    cannot overflow on large finite values).  Only when that is non-finite, or the fused call is unavailable
-    (mixed devices, another torch), does the exact per-tensor scan run and name the culprits.
-    """
-    tensors = [params[name].detach() for name in names]
-    if not tensors:
-        return []
-    try:
-        norms = torch._foreach_norm(tensors, math.inf)
-        if math.isfinite(torch.stack(norms).max().item()):  # one dtype and device: the common case
-            return []
-    except (AttributeError, RuntimeError, TypeError):
-        pass
-    return [name for name, t in zip(names, tensors) if not torch.isfinite(t).all()]
-
-
 class FederatedTrainer:
     """Runs rounds of: sample clients → local training → weighted reduce → server update → evaluate.
 
@@ -192,7 +201,7 @@ class FederatedTrainer:
         before_round: Optional[Callable[[FederatedTrainer, int], None]] = None,
     ):
         if not isinstance(strategy, Strategy):
-            raise TypeError(
+            raise HFTrustTypeError(
                 f"strategy must be a Strategy (FedAvg(), FedProx(...), ...), got {type(strategy).__name__}."
             )
         if accelerator is None:
@@ -255,158 +264,58 @@ class FederatedTrainer:
     def _train_client(self, k: int, round_idx: int, partitions: Partitions) -> ClientResult:
         if self.config.execution != "deepspeed":  # the DeepSpeed client loads the global state itself
             load_params(self.client_trainer.model, self.global_params)
-        seed = derived_seed(self.config.seed, round_idx, k)
-        # dropout and any other torch randomness of this client; torch.manual_seed would also seed every
-        # lazy accelerator backend, which costs more than a small client's whole step.
-        torch.random.default_generator.manual_seed(seed)
-        if torch.cuda.is_available():
-            torch.cuda.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        deadline = time.monotonic() + self.config.client_timeout if self.config.client_timeout else None
-        ctx = ClientContext(
-            client_id=k,
-            round=round_idx,
+        ctx = client_context(
+            client=k,
+            round_idx=round_idx,
+            seed=self.config.seed,
             dataset=partitions.client_dataset(k),
             state=self.client_states.setdefault(k, {}),
             global_params=self.global_params,
             strategy=self.strategy,
             local_epochs=self.config.local_epochs,
-            generator=gen,
-            deadline=deadline,
+            client_timeout=self.config.client_timeout,
         )
         return self.client_trainer.fit(ctx)
+
+    def _load_global_into_model(self) -> None:
+        if self.config.execution == "deepspeed":
+            self.client_trainer.load_global(self.global_params)
+        else:
+            load_params(self.client_trainer.model, self.global_params)
 
     def run_round(self, round_idx: int, partitions: Partitions) -> dict[str, Any]:
         t0 = time.time()
         if self.before_round is not None:
             self.before_round(self, round_idx)
         clients = sample_clients(partitions.num_clients, self.config, round_idx)
-        keys = list(self.global_params)
-        sums = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in self.global_params.items()}
-        weight = torch.zeros((), dtype=torch.float64)
+        sums = WeightedSums(self.global_params)
         local_records = []
         for k in self.hosted(clients):
             try:
                 result = self._train_client(k, round_idx, partitions)
             except Exception as exc:  # a failing client is dropped from the round, the others aggregate
                 logger.warning("client %d failed in round %d: %s", k, round_idx, exc)
-                local_records.append(
-                    {"client": k, "failed": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3)}
-                )
-                continue
-            w = self.strategy.client_weight(result.num_examples)
-            if math.isfinite(w) and w < 0:
-                # A negative weight turns the mean into an extrapolation away from that client: never meant.
-                # Recorded, then raised on every rank together once the records are gathered.
-                why = (
-                    f"{type(self.strategy).__name__}.client_weight(num_examples={result.num_examples}) returned "
-                    f"{w} for client {k} in round {round_idx + 1}; client weights must be ≥ 0. Return a "
-                    f"non-negative example count from the ClientTrainer's fit() and a non-negative weight from "
-                    f"the strategy."
-                )
-                local_records.append({"client": k, "failed": f"NegativeWeight: {w}", "fatal": why})
+                local_records.append(failed_record(k, exc))
                 continue
             params = dict(self.client_trainer.model.named_parameters())
-            bad = nonfinite_parameters(params, keys)
-            if bad or not math.isfinite(w):
-                # One NaN/inf in one client's update would make the weighted mean, and so the global
-                # model, NaN for every client from then on: the update is rejected like a failed client.
-                what = f"non-finite values in {bad[:3]}" if bad else f"non-finite client weight {w}"
-                logger.warning("client %d rejected in round %d: %s", k, round_idx, what)
-                local_records.append({"client": k, "failed": f"NonFiniteUpdate: {what}; the update was rejected"})
-                continue
-            for name in keys:  # accumulates in float64
-                sums[name].add_(params[name].detach().to(sums[name].device), alpha=w)
-            weight += w
-            local_records.append({"client": k, "num_examples": result.num_examples, **result.metrics})
-        # One flat buffer: a single reduce per round.
-        flat = torch.cat([sums[name].flatten() for name in keys] + [weight.reshape(1)])
-        flat = self.reduce_sum(flat)
-        total = float(flat[-1])
+            local_records.append(
+                screen_update(self.strategy, sums, k, round_idx, result.num_examples, params, result.metrics)
+            )
+        flat = self.reduce_sum(sums.flat())  # one flat buffer: a single reduce per round
         records = sorted(self.gather_objects(local_records), key=lambda r: r["client"])
-        fatal = [r["fatal"] for r in records if "fatal" in r]
-        if fatal:
-            raise FederationError(fatal[0])
-        ok = [r for r in records if "failed" not in r]
-        if not ok and not self.config.allow_empty_rounds:
-            # Every rank holds the gathered records, so every rank raises here, together.
-            reasons = "; ".join(f"client {r['client']}: {r['failed']}" for r in records[:3])
-            raise HFTrustError(
-                f"no client succeeded in round {round_idx + 1} ({len(records)} sampled; {reasons}), so the "
-                f"global model would not change. Fix the failing clients, or set "
-                f"FederatedConfig(allow_empty_rounds=True) to keep going through such rounds."
-            )
-        if ok and total <= 0 and not self.config.allow_empty_rounds:
-            sizes = {r["client"]: r["num_examples"] for r in ok}
-            raise FederationError(
-                f"the clients that trained in round {round_idx + 1} carry total weight 0 (num_examples by client: "
-                f"{sizes}), so the global model would not change. Give the sampled clients data, or set "
-                f"FederatedConfig(allow_empty_rounds=True) to keep going through such rounds."
-            )
-        if total > 0:
-            mean, offset = {}, 0
-            for name in keys:
-                n = sums[name].numel()
-                mean[name] = (
-                    (flat[offset : offset + n] / total).reshape(sums[name].shape).to(self.global_params[name].dtype)
-                )
-                offset += n
-            new = self.strategy.server_update(self.global_params, mean)
-            self._check_server_step(new, mean, round_idx)
-            self.global_params = new
-        if self.config.execution == "deepspeed":
-            self.client_trainer.load_global(self.global_params)
+        mean, total = sums.mean(flat)
+        # every rank holds the gathered records, so every rank raises here, together
+        check_outcome(records, total, round_idx, self.config.allow_empty_rounds)
+        if mean is not None:
+            try:
+                self.global_params = server_step(self.strategy, self.global_params, mean, round_idx)
+            finally:  # on an error the model holds the last client's weights: the last good global model back
+                self._load_global_into_model()
         else:
-            load_params(self.client_trainer.model, self.global_params)
-        upload = _param_bytes(self.global_params) * len(ok)
-        row: dict[str, Any] = {
-            "round": round_idx + 1,
-            "clients": clients,
-            "failed_clients": [r["client"] for r in records if "failed" in r],
-            "payload_bytes_up": upload,
-            "payload_bytes_down": _param_bytes(self.global_params) * len(clients),
-            "train_loss": float(np.average([r["train_loss"] for r in ok], weights=[r["num_examples"] for r in ok]))
-            if ok and all("train_loss" in r for r in ok) and sum(r["num_examples"] for r in ok) > 0
-            else None,
-        }
-        if self.config.eval_every and (round_idx + 1) % self.config.eval_every == 0:
-            for name, ds in self.eval_datasets.items():
-                for metric, value in self.client_trainer.evaluate(ds).items():
-                    row[f"eval_{name}_{metric}"] = value
-        row["seconds"] = time.time() - t0
-        row["client_records"] = [{k: v for k, v in r.items() if k != "trace"} for r in records]
-        return row
-
-    def _check_server_step(self, new: Params, mean: Params, round_idx: int) -> None:
-        """The strategy's server step is checked like a client's update: a NaN/inf global model would be
-        trained by every client from then on, and each round's clients would be blamed for it."""
-        keys = list(self.global_params)
-        if set(new) != set(keys):
-            raise FederationError(
-                f"{type(self.strategy).__name__}.server_update returned parameters {sorted(set(new) ^ set(keys))[:5]} "
-                f"that differ from the global model's in round {round_idx + 1}; it must return one tensor per "
-                f"global parameter name."
-            )
-        bad = nonfinite_parameters(new, keys)
-        if bad:
-            mean_bad = nonfinite_parameters(mean, keys)
-            origin = (
-                f"the clients' weighted mean was already non-finite in {mean_bad[:3]} (an overflow when cast to "
-                f"the parameters' dtype)"
-                if mean_bad
-                else "the clients' weighted mean it was given was finite"
-            )
-            # the model holds the last client's weights: put the last good global model back before raising
-            if self.config.execution == "deepspeed":
-                self.client_trainer.load_global(self.global_params)
-            else:
-                load_params(self.client_trainer.model, self.global_params)
-            raise FederationError(
-                f"the server step of strategy {self.strategy!r} ({type(self.strategy).__name__}.server_update) "
-                f"returned non-finite values in {bad[:3]} in round {round_idx + 1}; {origin}. The global model "
-                f"was left at round {round_idx}. Fix the strategy's server_update (e.g. lower FedOpt's server_lr "
-                f"or raise its tau)."
-            )
+            self._load_global_into_model()
+        row = history_row(round_idx, clients, records, param_bytes(self.global_params))
+        evaluate_into(row, self.client_trainer.evaluate, self.eval_datasets, self.config)
+        return finish_row(row, records, t0)
 
     # ------------------------------------------------------------------ fit / checkpoints
     def fit(self, partitions: Partitions, resume_from: Optional[str] = None) -> list[dict[str, Any]]:
@@ -441,7 +350,10 @@ class FederatedTrainer:
                 refresh=False,
             )
             if out is not None and self.config.save_every and (r + 1) % self.config.save_every == 0:
-                self.save_checkpoint(out / f"checkpoint-{r + 1}")
+                self.save_checkpoint(checkpoint_dir(out, r + 1))
+                if self.accelerator.is_main_process:
+                    prune_checkpoints(out, self.config.save_total_limit)
+                self.accelerator.wait_for_everyone()
         if out is not None and self.accelerator.is_main_process:
             atomic_write_text(out / "history.json", json.dumps(self.history, indent=1, default=float))
         return self.history
@@ -454,29 +366,19 @@ class FederatedTrainer:
         skips it, :meth:`load_checkpoint` refuses it).
         """
         path = Path(path)
-        marker = path / CHECKPOINT_MARKER
         if self.accelerator.is_main_process:
-            path.mkdir(parents=True, exist_ok=True)
-            # Overwriting an older checkpoint in place: it stops being "complete" before any file changes.
-            marker.unlink(missing_ok=True)
+            begin_checkpoint(path)  # overwriting an older checkpoint in place: it stops being "complete" first
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            state = {
-                "round": self.start_round,
-                "global_params": self.global_params,
-                "strategy": self.strategy.state_dict(),
-                "history": self.history,
-                "world": self.world,
-            }
+            state = server_state(
+                self.start_round, self.global_params, self.strategy.state_dict(), self.history, self.world
+            )
             atomic_save(path / "server.pt", lambda tmp: torch.save(state, tmp))
         atomic_save(path / f"clients_rank{self.rank}.pt", lambda tmp: torch.save(self.client_states, tmp))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             files = ["server.pt"] + [f"clients_rank{r}.pt" for r in range(self.world)]
-            atomic_write_json(
-                marker,
-                {"round": self.start_round, "world": self.world, "sha256": {f: _sha256(path / f) for f in files}},
-            )
+            finish_checkpoint(path, self.start_round, self.world, files)
         self.accelerator.wait_for_everyone()
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -488,13 +390,13 @@ class FederatedTrainer:
                 f"checkpoint {path} was written by {meta['world']} process(es); resume with the same number "
                 f"(client states live with the rank that hosted them)."
             )
-        state = _torch_load(path / "server.pt")
+        state = torch_load(path / "server.pt")
         self._check_checkpoint_params(path, state["global_params"])
         self.start_round = state["round"]
         self.global_params = state["global_params"]
         self.strategy.load_state_dict(state["strategy"])
         self.history = state["history"]
-        self.client_states = _torch_load(path / f"clients_rank{self.rank}.pt")
+        self.client_states = torch_load(path / f"clients_rank{self.rank}.pt")
         if self.config.execution == "deepspeed":
             self.client_trainer.load_global(self.global_params)
         else:
@@ -527,93 +429,6 @@ class FederatedTrainer:
                 f"with the model (and the same frozen/trainable parameters) the checkpoint was written with, or "
                 f"start a new run without resume_from."
             )
-
-
-CHECKPOINT_MARKER = "checkpoint.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, weights_only=False)
-    except Exception as exc:  # truncated or foreign file: name it instead of a pickle traceback
-        raise HFTrustCacheError(
-            f"cannot read {path} ({type(exc).__name__}: {exc}); the file is truncated or not a federated "
-            f"checkpoint file. Resume from an earlier checkpoint-N folder (see latest_checkpoint)."
-        ) from exc
-
-
-def verify_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Check that ``path`` is a complete, unmodified federated checkpoint; return its ``checkpoint.json``.
-
-    Raises :class:`~hf_trust.errors.HFTrustCacheError` naming the file when the folder is not a
-    checkpoint, was interrupted while being written, or a file no longer matches its recorded SHA-256.
-    """
-    path = Path(path)
-    marker = path / CHECKPOINT_MARKER
-    if not (path / "server.pt").is_file() and not marker.is_file():
-        raise HFTrustCacheError(f"{path} is not a federated checkpoint (no server.pt); pass a checkpoint-N folder.")
-    if not marker.is_file():
-        raise HFTrustCacheError(
-            f"{path} is incomplete (no {CHECKPOINT_MARKER}): the run stopped while writing it. Resume from "
-            f"an earlier checkpoint-N folder (latest_checkpoint(output_dir) finds the last complete one)."
-        )
-    meta = read_json(marker)
-    if not isinstance(meta, dict) or not {"round", "world", "sha256"} <= set(meta):
-        raise HFTrustCacheError(f"{marker} lacks round/world/sha256; it was not written by save_checkpoint.")
-    for name, expected in meta["sha256"].items():
-        file = path / name
-        if not file.is_file():
-            raise HFTrustCacheError(f"{file} is missing from the checkpoint; resume from an earlier checkpoint-N.")
-        if _sha256(file) != expected:
-            raise HFTrustCacheError(
-                f"{file} does not match the SHA-256 recorded in {marker} (the file was truncated or changed "
-                f"after the checkpoint was written); resume from an earlier checkpoint-N."
-            )
-    return meta
-
-
-def latest_checkpoint(output_dir: str | Path) -> Optional[Path]:
-    """The complete checkpoint of ``output_dir`` with the highest round, or ``None``.
-
-    Interrupted or corrupt ``checkpoint-N`` folders are skipped with a warning, so a run killed while
-    checkpointing resumes from the last checkpoint that was written in full.
-    """
-    found = []
-    for child in Path(output_dir).glob("checkpoint-*"):
-        m = re.fullmatch(r"checkpoint-(\d+)", child.name)
-        if m and child.is_dir():
-            found.append((int(m.group(1)), child))
-    for _, child in sorted(found, reverse=True):
-        try:
-            verify_checkpoint(child)
-        except HFTrustCacheError as exc:
-            logger.warning("skipping %s: %s", child, exc)
-            continue
-        return child
-    return None
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file hf-trust wrote (``history.json``, ``partition.json``, markers), naming the file
-    when it is truncated or not JSON."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HFTrustCacheError(f"{path} does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HFTrustCacheError(
-            f"{path} is truncated or not JSON ({exc}); it was cut off mid-write by an older version or "
-            f"edited by hand. Delete it and re-run the step that writes it."
-        ) from exc
 
 
 def load_history(path: str | Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hf_trust.errors import HFTrustDataError, HFTrustKeyError
 from hf_trust.trainers.federated import ClientContext, ClientResult, SupervisedClientTrainer
 from hf_trust.trainers.federated.client import num_rows
 
@@ -57,7 +58,7 @@ class PromptClientTrainer(SupervisedClientTrainer):
     def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         for col in (self.input_column, self.label_column):
             if col not in batch:
-                raise KeyError(
+                raise HFTrustKeyError(
                     f"the client data has no {col!r} column (has {sorted(batch)}); preprocess images "
                     f"into {self.input_column!r} (float, C x H x W) and keep {self.label_column!r}."
                 )
@@ -66,7 +67,9 @@ class PromptClientTrainer(SupervisedClientTrainer):
             x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
         y = torch.as_tensor(np.asarray(batch[self.label_column]), dtype=torch.long)
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.model.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.model.num_classes}); got {int(y.min())}..{int(y.max())}.")
+            raise HFTrustDataError(
+                f"labels must lie in [0, {self.model.num_classes}); got {int(y.min())}..{int(y.max())}."
+            )
         return x, y
 
     @staticmethod

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 
 from hf_trust.atomic import atomic_save, atomic_write_json
-from hf_trust.errors import require_extra
+from hf_trust.errors import HFTrustKeyError, require_extra
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -90,7 +90,7 @@ def summarize(history: list[dict], metric_key: str, last: int = 5) -> dict[str, 
     """The study's reporting: best round value, and mean/std over the last ``last`` evaluated rounds."""
     vals = [(r["round"], r[metric_key]) for r in history if r.get(metric_key) is not None]
     if not vals:
-        raise KeyError(
+        raise HFTrustKeyError(
             f"{metric_key!r} is not in the history; evaluated keys: "
             f"{sorted({k for r in history for k in r if k.startswith('eval_')})}."
         )

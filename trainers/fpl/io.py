@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,8 @@ from typing import Any
 import torch
 
 from hf_trust.atomic import atomic_save, atomic_write_json
-from hf_trust.errors import HFTrustCacheError
+from hf_trust.errors import HFTrustCacheError, HFTrustFileNotFoundError
+from hf_trust.fingerprint import file_sha256
 
 from .config import FPLConfigError, PromptConfig
 from .prompts import CLIPPromptModel
@@ -41,14 +41,10 @@ def save_prompts(model: CLIPPromptModel, path: str | Path) -> Path:
         "base_model_name_or_path": getattr(cfg, "_name_or_path", "") or "",
         "text_hidden_size": cfg.text_config.hidden_size,
         "vision_hidden_size": cfg.vision_config.hidden_size,
-        "weights_sha256": _sha256(out / ADAPTER_WEIGHTS),
+        "weights_sha256": file_sha256(out / ADAPTER_WEIGHTS),
     }
     atomic_write_json(out / ADAPTER_CONFIG, meta, indent=1)
     return out
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_prompts(clip_model: Any, path: str | Path) -> CLIPPromptModel:
@@ -57,7 +53,9 @@ def load_prompts(clip_model: Any, path: str | Path) -> CLIPPromptModel:
 
     src = Path(path)
     if not (src / ADAPTER_CONFIG).is_file() or not (src / ADAPTER_WEIGHTS).is_file():
-        raise FileNotFoundError(f"{src} holds no saved prompts ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} expected).")
+        raise HFTrustFileNotFoundError(
+            f"{src} holds no saved prompts ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} expected)."
+        )
     try:
         meta = json.loads((src / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -66,7 +64,7 @@ def load_prompts(clip_model: Any, path: str | Path) -> CLIPPromptModel:
             f"(FederatedPromptTrainer.save_prompts) or restore the folder from a copy."
         ) from exc
     expected = meta.get("weights_sha256")
-    if expected is not None and _sha256(src / ADAPTER_WEIGHTS) != expected:
+    if expected is not None and file_sha256(src / ADAPTER_WEIGHTS) != expected:
         raise HFTrustCacheError(
             f"{src / ADAPTER_WEIGHTS} does not match the SHA-256 recorded in {ADAPTER_CONFIG} (truncated, or "
             f"replaced after saving); save the prompts again or restore the folder from a copy."

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hf_trust.errors import HFTrustConfigError, HFTrustDataError
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustStateError
 from hf_trust.trainers.federated import (
     ClassMoments,
     ClientContext,
@@ -80,7 +80,7 @@ class _AugmentedPartitions(Partitions):
     def augmented(self, k: int) -> AugmentedSet:
         if k not in self.cache:
             if self._make is None:
-                raise RuntimeError(
+                raise HFTrustStateError(
                     "the augmented rows were released after fit(); set GGEURConfig(keep_augmented=True) to keep them."
                 )
             aug = self._make(k)
@@ -144,7 +144,9 @@ class GGEURTrainer:
         z = np.asarray(sub[self.emb_col], dtype=np.float64)
         y = np.asarray(sub[self.label_col], dtype=np.int64)
         if z.ndim != 2:
-            raise ValueError(f"column {self.emb_col!r} must hold one embedding vector per row; got shape {z.shape}.")
+            raise HFTrustDataError(
+                f"column {self.emb_col!r} must hold one embedding vector per row; got shape {z.shape}."
+            )
         return (_l2(z) if self.config.normalize else z), y
 
     def _check_labels(self, y: np.ndarray, where: str) -> np.ndarray:
@@ -470,5 +472,5 @@ class GGEURTrainer:
     @property
     def head(self) -> nn.Module:
         if self.federation is None:
-            raise RuntimeError("call fit() first.")
+            raise HFTrustStateError("call fit() first.")
         return self.federation.client_trainer.model

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from hf_trust.errors import HFTrustDataError, HFTrustKeyError
+
 Params = dict[str, torch.Tensor]
 
 #: Metric every hf-trust client reports next to ``"num-examples"``: 1 per client.  ``weighted_by_key=UNIT_WEIGHT_KEY``
@@ -47,7 +49,7 @@ def arrays_to_params(arrays: ArrayRecord, like: Optional[Mapping[str, torch.Tens
     if like is not None:
         if set(out) != set(like):
             missing, extra = sorted(set(like) - set(out)), sorted(set(out) - set(like))
-            raise KeyError(
+            raise HFTrustKeyError(
                 f"the arrays do not match the model's trainable parameters (missing {missing[:3]}, extra {extra[:3]})."
             )
         out = {k: out[k].to(like[k].dtype).reshape(like[k].shape) for k in like}
@@ -67,7 +69,7 @@ def wire_bytes(arrays: ArrayRecord) -> int:
 def single_array_record(content: RecordDict) -> tuple[str, ArrayRecord]:
     records = content.array_records
     if len(records) != 1:
-        raise ValueError(f"expected exactly one ArrayRecord in the message, found {len(records)}.")
+        raise HFTrustDataError(f"expected exactly one ArrayRecord in the message, found {len(records)}.")
     return next(iter(records.items()))
 
 

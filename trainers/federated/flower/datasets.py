@@ -84,7 +84,7 @@ class PartitionsPartitioner(_FlwrPartitioner):  # type: ignore[misc,valid-type]
 
     def load_partition(self, partition_id: int):
         if not 0 <= partition_id < len(self._indices):
-            raise ValueError(f"partition_id must be in [0, {len(self._indices)}), got {partition_id}.")
+            raise HFTrustConfigError(f"partition_id must be in [0, {len(self._indices)}), got {partition_id}.")
         return self.dataset.select(self._indices[partition_id].tolist())
 
     @property
