@@ -1,17 +1,20 @@
 """hf-trust: research methods for adapting, distilling, federating and securing foundation models,
 reached through the Hugging Face APIs users already know.
 
-``import hf_trust`` registers the PEFT tuner types (ThanoRA, LoRASculpt) so that ``get_peft_model``,
-``PeftConfig.from_pretrained`` and ``PeftModel.from_pretrained`` know them. Every public class below is
-importable from here and from its own subpackage; they are loaded on first attribute access (PEP 562),
-so ``import hf_trust`` costs no more than the PEFT import that registration needs anyway.
+``import hf_trust`` imports neither PEFT nor torch.  It registers the PEFT tuner types (ThanoRA, LoRASculpt) the
+moment they can be needed: right after ``peft`` finishes importing (a post-import hook on ``sys.meta_path``), or
+at once when ``peft`` was imported first.  Either way ``get_peft_model``, ``PeftConfig.from_pretrained`` and
+``PeftModel.from_pretrained`` know them.  Every public class below is importable from here and from its own
+subpackage; they are loaded on first attribute access (PEP 562), and asking for a tuner class imports PEFT (and
+so registers the tuners).  A process that never uses PEFT (a Flower ClientApp, ``hf-trust --help``) never pays
+for it.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+import sys
 
 __version__ = "0.1.0"
 
@@ -98,11 +101,13 @@ def metric_path(name: str) -> str:
     path = os.path.join(root, name)
     if not os.path.isfile(os.path.join(path, f"{name}.py")):
         available = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, f"{d}.py")))
-        raise ValueError(f"Unknown metric {name!r}; available: {', '.join(available) or 'none'}.")
+        from hf_trust.errors import HFTrustConfigError
+
+        raise HFTrustConfigError(f"metric_path: unknown metric {name!r}; available: {', '.join(available) or 'none'}.")
     return path
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hf_trust' has no attribute {name!r}")
@@ -115,12 +120,101 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + list(_LAZY))
 
 
-def _register_tuners() -> None:
-    from hf_trust import peft_tuners
+# ------------------------------------------------------------------ PEFT registration, after `import peft`
+#: The attribute that marks our finder on ``sys.meta_path`` (survives ``importlib.reload(hf_trust)``).
+_HOOK_MARK = "_hf_trust_registers_peft_tuners"
 
-    peft_tuners.register_all()
+
+def _register_tuners() -> list[str]:
+    """Register every tuner type with PEFT (imports ``hf_trust.peft_tuners``, hence PEFT); idempotent.
+
+    Goes to ``_registry`` directly: when the hook fires inside ``hf_trust.peft_tuners``' own first line
+    (``import peft``), that package is still half-imported, while its submodules can be imported.
+    """
+    return importlib.import_module("hf_trust.peft_tuners._registry").register_all()
 
 
-_register_tuners()
+def _peft_hook_installed() -> bool:
+    return any(getattr(finder, _HOOK_MARK, False) for finder in sys.meta_path)
+
+
+def _remove_peft_hook() -> None:
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not getattr(finder, _HOOK_MARK, False)]
+
+
+class _RegisterAfterPeft:
+    """Loader of the top-level ``peft`` package: the real loader's ``exec_module``, then the registration.
+
+    The module gets the real loader back before it runs, so ``peft.__loader__`` / ``peft.__spec__.loader`` are
+    what they would be without the hook.  The registration runs once ``peft/__init__.py`` has finished (every
+    name PEFT exports exists) and before ``import peft`` returns; the finder then leaves ``sys.meta_path``.
+    """
+
+    def __init__(self, loader: object) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str) -> object:  # anything else a loader offers: the real loader's
+        return getattr(self._loader, name)
+
+    def create_module(self, spec: object) -> object:
+        create = getattr(self._loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module: object) -> None:
+        module.__loader__ = self._loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)  # an error here leaves the hook in place for the next attempt
+        _remove_peft_hook()
+        try:
+            _register_tuners()
+        except Exception as exc:  # never break `import peft` for code that does not use our tuners
+            import warnings
+
+            warnings.warn(
+                f"hf-trust could not register its PEFT tuner types after `import peft` ({type(exc).__name__}: {exc}); "
+                "ThanoRA / LoRASculpt adapters will not load. `from hf_trust import ThanoRAConfig` shows the full "
+                "error.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+class _PeftImportHook:
+    """``sys.meta_path`` finder that only answers for ``peft``: it asks the finders behind it for the real spec
+    and wraps its loader in :class:`_RegisterAfterPeft`.  Finding the spec (``importlib.util.find_spec("peft")``,
+    as transformers does to see whether PEFT is installed) imports nothing and changes nothing."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+        if fullname != "peft":
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if getattr(finder, _HOOK_MARK, False) or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None  # PEFT is not installed: the import fails as it would without us
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _RegisterAfterPeft(spec.loader)
+        return spec
+
+
+setattr(_PeftImportHook, _HOOK_MARK, True)
+
+
+def _install_peft_hook() -> None:
+    """Register now if ``peft`` is already imported, else add the finder (once, however often this runs)."""
+    peft = sys.modules.get("peft")
+    if peft is not None and not getattr(getattr(peft, "__spec__", None), "_initializing", False):
+        _register_tuners()
+    elif peft is None and not _peft_hook_installed():
+        sys.meta_path.insert(0, _PeftImportHook())
+
+
+_install_peft_hook()
 
 __all__ = ["__version__", "metric_path", *_LAZY]

@@ -8,16 +8,27 @@ The enum *value* written into ``adapter_config.json`` is the upper-case name fol
 (``"THANORA (import hf_trust to load)"``).  PEFT raises ``KeyError(<value>)`` when it meets an
 unregistered type, so a user who forgot ``import hf_trust`` reads the missing import in the error
 itself, without any code of ours having been imported.
+
+:func:`register_all` registers every tuner this installation ships (``TUNERS``).  ``import hf_trust`` does not
+call it: it installs a post-import hook that calls it right after ``peft`` finishes importing (or at once when
+``peft`` was imported before ``hf_trust``), so that ``import hf_trust`` alone stays free of PEFT and torch.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
 from typing import Optional
 
 from peft.utils import PeftType, register_peft_method
 
+from hf_trust.errors import HFTrustConfigError, HFTrustStateError
+
 IMPORT_HINT = "(import hf_trust first)"
+
+#: Tuner sub-packages of ``hf_trust.peft_tuners``, in registration order (the one list to extend).
+TUNERS: tuple[str, ...] = ("thanora", "lorasculpt")
+_PACKAGE = __name__.rpartition(".")[0]
 
 
 def peft_type_value(name: str) -> str:
@@ -74,14 +85,19 @@ def register_tuner(
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 
     if not name or not name.isidentifier() or not name.islower() or name.endswith("_"):
-        raise ValueError(f"Tuner name must be a lower-case identifier without a trailing '_', got {name!r}.")
+        raise HFTrustConfigError(
+            f"register_tuner: name must be a lower-case identifier without a trailing '_', got {name!r}."
+        )
     prefix = prefix or name + "_"
     value = peft_type_value(name)
     member = _add_enum_member(PeftType, name.upper(), value)
     if member in PEFT_TYPE_TO_CONFIG_MAPPING:
         known_cfg = PEFT_TYPE_TO_CONFIG_MAPPING[member]
         if known_cfg is not config_cls and known_cfg.__qualname__ != config_cls.__qualname__:
-            raise KeyError(f"PEFT already has a different tuner registered as {name!r}.")
+            raise HFTrustStateError(
+                f"PEFT already has a different tuner registered as {name!r} ({known_cfg.__module__}."
+                f"{known_cfg.__qualname__}); register {config_cls.__qualname__} under another name."
+            )
         # Same tuner (possibly a reloaded module): keep the newest class objects.
         PEFT_TYPE_TO_CONFIG_MAPPING[member] = config_cls
         PEFT_TYPE_TO_TUNER_MAPPING[member] = model_cls
@@ -95,3 +111,23 @@ def register_tuner(
         is_mixed_compatible=is_mixed_compatible,
     )
     return member
+
+
+def register_all() -> list[str]:
+    """Import (and so register) every tuner sub-package present; return the names registered.
+
+    Idempotent: a tuner already imported is registered already (its ``__init__`` calls :func:`register_tuner`).
+    """
+    done = []
+    for name in TUNERS:
+        module = f"{_PACKAGE}.{name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            # Only a tuner that is not part of this installation is skipped; a missing dependency
+            # inside a tuner must surface.
+            if exc.name != module:
+                raise
+            continue
+        done.append(name)
+    return done

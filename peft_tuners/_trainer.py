@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from transformers import Trainer
 
+from hf_trust.errors import HFTrustTypeError
+
 
 def unwrap_tuner(model, tuner_cls: type, config_name: str):
     """The tuner model (``PeftModel.base_model``) inside a possibly DDP/accelerate-wrapped ``PeftModel``."""
     inner = getattr(model, "module", model)
     base = getattr(inner, "base_model", None)
     if not isinstance(base, tuner_cls):
-        raise TypeError(
+        raise HFTrustTypeError(
             f"this trainer needs a PeftModel built from a {config_name} (get_peft_model(model, {config_name}(...))), "
             f"got {type(inner).__name__} with base_model {type(base).__name__}."
         )

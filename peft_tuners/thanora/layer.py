@@ -16,6 +16,8 @@ from typing import Optional
 
 import torch
 
+from hf_trust.errors import HFTrustConfigError
+
 Slices = list[tuple[int, int]]
 
 
@@ -37,7 +39,9 @@ def _round_with_minimum(weights: torch.Tensor, r: int, r_min: int) -> list[int]:
     """Largest-remainder rounding of ``weights·(r − T·r_min)`` plus ``r_min`` each: integers, Σ = r exactly."""
     t = weights.numel()
     if r < t * r_min:
-        raise ValueError(f"rank {r} cannot give {t} tasks ≥ {r_min} rank(s) each.")
+        raise HFTrustConfigError(
+            f"rank {r} cannot give {t} tasks ≥ {r_min} rank(s) each; raise r or lower min_rank_per_task."
+        )
     # Reserve the minimum first, then share the rest proportionally: keeps Σ = r exactly.
     free = r - t * r_min
     quota = weights * free
