@@ -8,6 +8,7 @@ import torch
 from datasets import Dataset
 from transformers import CLIPConfig, CLIPModel
 
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustTypeError
 from hf_trust.trainers.ggeur import embed_dataset
 
 
@@ -49,6 +50,16 @@ def test_clip_image_features_are_cached_with_an_explicit_fingerprint():
     np.testing.assert_allclose(np.stack(emb["embedding"]), direct.numpy(), atol=1e-5)
     assert emb._fingerprint == embed_dataset(clip, ds, batch_size=3)._fingerprint  # the model is never hashed
     assert embed_dataset(clip, ds, fingerprint="mine")._fingerprint == "mine"
+    # the default fingerprint covers every setting that changes the rows: another input, L2 normalisation
+    # or image column gives another key
+    other = Dataset.from_dict({"pixels": ds["image"], "label": ds["label"]})
+    keys = {
+        emb._fingerprint,
+        embed_dataset(clip, ds.select(range(5)))._fingerprint,
+        embed_dataset(clip, ds, normalize=True)._fingerprint,
+        embed_dataset(clip, other, image_column="pixels")._fingerprint,
+    }
+    assert len(keys) == 4
     norm = embed_dataset(clip, ds, normalize=True)
     np.testing.assert_allclose(np.linalg.norm(np.stack(norm["embedding"]), axis=1), 1.0, atol=1e-5)
 
@@ -57,9 +68,9 @@ def test_callable_encoder_and_errors():
     ds = _images()
     emb = embed_dataset(lambda x: x.flatten(1)[:, :5], ds, batch_size=4)
     assert np.stack(emb["embedding"]).shape == (6, 5)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(HFTrustDataError, match="empty"):
         embed_dataset(lambda x: x, ds.select([]))
-    with pytest.raises(ValueError, match="column 'pixels' not found"):
+    with pytest.raises(HFTrustConfigError, match="column 'pixels' not found.*pass image_column="):
         embed_dataset(lambda x: x, ds, image_column="pixels")
-    with pytest.raises(TypeError, match=r"\(batch, dim\)"):
+    with pytest.raises(HFTrustTypeError, match=r"\(batch, dim\)"):
         embed_dataset(lambda x: x, ds)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustKeyError, HFTrustTypeError
 from hf_trust.trainers.ggeur.augment import augment_multi_domain, augment_single_domain, default_per_sample
 from hf_trust.trainers.ggeur.geometry import GeometricShape, isotropic_shape
 from hf_trust.trainers.ggeur.statistics import (
     ClassStatistics,
     aggregate,
+    aggregate_class,
     check_statistics_only,
     client_statistics,
     guide_set,
@@ -47,7 +49,7 @@ def test_guide_set_takes_shortest_prefix_reaching_threshold():
     assert guide_set(counts, 0.8) == [1, 2]  # 50 + 30 = 80 >= 0.8 * 100
     assert guide_set(counts, 0.5) == [1]
     assert guide_set(counts, None) == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match="guide_threshold"):
+    with pytest.raises(HFTrustConfigError, match="guide_threshold"):
         guide_set(counts, 0.0)
 
 
@@ -67,11 +69,11 @@ def test_payload_holds_statistics_only():
     size = check_statistics_only(payload)
     assert size < 20 * 6 * 8 * 3 + 4000  # per-class d + d×d floats, not rows
     payload.classes[0] = ClassStatistics(5, z[:5], np.eye(6))  # rows smuggled in as "first"
-    with pytest.raises(ValueError, match="may not carry embedding rows"):
+    with pytest.raises(HFTrustDataError, match="may not carry embedding rows"):
         check_statistics_only(payload)
     payload = client_statistics(z, y)
     payload.extra = z  # rows attached beside the statistics
-    with pytest.raises(ValueError, match="not a statistic"):
+    with pytest.raises(HFTrustDataError, match="not a statistic; send only what client_statistics builds"):
         check_statistics_only(payload)
 
 
@@ -135,10 +137,35 @@ def test_multi_domain_prototypes_bring_absent_classes():
 
 
 def test_client_statistics_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(HFTrustDataError, match="2-D"):
         client_statistics(np.zeros(5), [0] * 5)
-    with pytest.raises(ValueError, match="must match"):
+    with pytest.raises(HFTrustDataError, match="must match"):
         client_statistics(np.zeros((5, 2)), [0] * 4)
+
+
+def test_core_refusals_are_hf_trust_errors_that_name_the_fix():
+    """Every refusal of the statistics / geometry / augmentation core is an hf-trust error (which also derives
+    from the builtin it replaces) and says what to do."""
+    z, y = np.random.default_rng(0).normal(size=(6, 3)), np.array([0, 0, 0, 1, 1, 1])
+    with pytest.raises(HFTrustConfigError, match="form must be"):
+        client_statistics(z, y, form="rows")
+    with pytest.raises(HFTrustDataError, match="pass at least one ClassStatistics"):
+        aggregate_class([])
+    with pytest.raises(HFTrustTypeError, match="build it with client_statistics"):
+        check_statistics_only({"classes": {}})
+    with pytest.raises(HFTrustDataError, match="square"):
+        GeometricShape.from_covariance(np.zeros((2, 3)))
+    with pytest.raises(HFTrustConfigError, match="boost_which"):
+        GeometricShape.from_covariance(np.eye(3), boost_which="middle")
+    shape = isotropic_shape(3, 1.0)
+    with pytest.raises(HFTrustDataError, match="same encoder"):
+        shape.sample(np.zeros((2, 4)), np.random.default_rng(0))
+    with pytest.raises(HFTrustConfigError, match="scale must"):
+        shape.sample(np.zeros((2, 3)), np.random.default_rng(0), scale="cube")
+    # class 1 is held but has no global shape: a KeyError (as before) naming the classes the server covered
+    with pytest.raises(HFTrustKeyError, match=r"no global shape for class 1.*shapes has \[0\]"):
+        augment_single_domain(z, y, {0: shape}, target_per_class=10, rng=np.random.default_rng(0))
+    assert issubclass(HFTrustKeyError, KeyError)
 
 
 def test_axis_aligned_shapes_draw_exactly_what_the_full_transform_draws():

@@ -12,6 +12,8 @@ from typing import Optional
 
 import numpy as np
 
+from hf_trust.errors import HFTrustKeyError
+
 from .geometry import GeometricShape, Scale
 
 
@@ -83,7 +85,10 @@ def augment_single_domain(
         if need <= 0:
             continue
         if c not in shapes:
-            raise KeyError(f"no global shape for class {c}; the server's statistics must cover every held class.")
+            raise HFTrustKeyError(
+                f"no global shape for class {c}; the server's statistics must cover every held class "
+                f"(shapes has {sorted(shapes)}): aggregate the payloads of every client that holds it."
+            )
         if n >= need:
             centers = real[rng.choice(n, size=need, replace=False)]
             draws = shapes[c].sample(centers, rng, scale=scale)
@@ -129,36 +134,52 @@ def augment_multi_domain(
     out_z, out_y, out_s = [], [], []
     for c in all_classes:
         real = z[y == c]
-        n = len(real)
-        if n >= target_per_class:
-            keep = real[rng.choice(n, size=target_per_class, replace=False)] if official else real
-            out_z.append(keep)
-            out_y.append(np.full(len(keep), c))
-            out_s.append(np.zeros(len(keep), bool))
-            continue
-        pools = []
-        if n > 0 and c in shapes:
-            pools.append(_draw_from_pool(shapes[c], real, num_per_sample, step1_keep, rng, scale))
-        step2 = [
-            shapes[c].sample(np.asarray(p)[None, :], rng, scale=scale, per_center=prototype_draws)
-            for p in prototypes.get(c, [])
-            if c in shapes
-        ]
-        pools += step2
-        if not pools:
-            out_z.append(real)
-            out_y.append(np.full(n, c))
-            out_s.append(np.zeros(n, bool))
-            continue
-        pool = np.concatenate(pools)
-        need = min(target_per_class - n, len(pool))
-        if official and n == 0:
-            chosen = np.concatenate(step2)[:need] if step2 else pool[:need]
-        else:
-            chosen = pool[rng.choice(len(pool), size=need, replace=False)]
-        out_z += [real, chosen]
-        out_y += [np.full(n, c), np.full(len(chosen), c)]
-        out_s += [np.zeros(n, bool), np.ones(len(chosen), bool)]
+        shape = shapes.get(c)
+        kept_real, chosen = _multi_domain_class(
+            real,
+            shape,
+            prototypes.get(c, []) if shape is not None else [],
+            rng,
+            scale=scale,
+            num_per_sample=num_per_sample,
+            step1_keep=step1_keep,
+            prototype_draws=prototype_draws,
+            target=target_per_class,
+            official=official,
+        )
+        out_z += [kept_real, chosen]
+        out_y += [np.full(len(kept_real), c), np.full(len(chosen), c)]
+        out_s += [np.zeros(len(kept_real), bool), np.ones(len(chosen), bool)]
     if not out_z:
         return AugmentedSet(np.zeros((0, z.shape[1])), np.zeros(0, int), np.zeros(0, bool))
     return AugmentedSet(np.concatenate(out_z), np.concatenate(out_y).astype(int), np.concatenate(out_s))
+
+
+def _multi_domain_class(
+    real: np.ndarray,
+    shape: Optional[GeometricShape],
+    prototypes: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    scale: Scale,
+    num_per_sample: int,
+    step1_keep: int,
+    prototype_draws: int,
+    target: int,
+    official: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One class of :func:`augment_multi_domain`: ``(real rows kept, synthetic rows chosen)``."""
+    n, dim = len(real), real.shape[1]
+    if n >= target:
+        return (real[rng.choice(n, size=target, replace=False)] if official else real), np.zeros((0, dim))
+    pools = []
+    if n > 0 and shape is not None:
+        pools.append(_draw_from_pool(shape, real, num_per_sample, step1_keep, rng, scale))  # Step 1
+    step2 = [shape.sample(np.asarray(p)[None, :], rng, scale=scale, per_center=prototype_draws) for p in prototypes]
+    pools += step2
+    if not pools:
+        return real, np.zeros((0, dim))
+    pool = np.concatenate(pools)
+    need = min(target - n, len(pool))
+    if official and n == 0:
+        return real, (np.concatenate(step2)[:need] if step2 else pool[:need])
+    return real, pool[rng.choice(len(pool), size=need, replace=False)]

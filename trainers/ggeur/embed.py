@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any, Optional, Union
 
@@ -10,6 +9,9 @@ import numpy as np
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
+
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustTypeError
+from hf_trust.fingerprint import json_sha256
 
 Encoder = Union[torch.nn.Module, Callable[[Any], torch.Tensor]]
 
@@ -31,7 +33,7 @@ def _features(encoder: Encoder, batch: Any) -> torch.Tensor:
     elif hasattr(out, "image_embeds"):
         out = out.image_embeds
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        raise TypeError(
+        raise HFTrustTypeError(
             "the encoder must return (batch, dim) features or an output with .pooler_output; got "
             f"{type(out).__name__} of shape {getattr(out, 'shape', None)}."
         )
@@ -64,9 +66,11 @@ def embed_dataset(
             synthetic and test rows must be treated alike (mixing the two collapsed a port to ~2 %).
     """
     if len(dataset) == 0:
-        raise ValueError("the dataset is empty; nothing to embed.")
+        raise HFTrustDataError("the dataset is empty; nothing to embed (pass a dataset with at least one row).")
     if image_column not in dataset.column_names:
-        raise ValueError(f"column {image_column!r} not found; the dataset has {dataset.column_names}.")
+        raise HFTrustConfigError(
+            f"column {image_column!r} not found; the dataset has {dataset.column_names}: pass image_column=<one of them>."
+        )
     keep = keep_columns if keep_columns is not None else [c for c in dataset.column_names if c != image_column]
     if isinstance(encoder, torch.nn.Module):
         encoder.eval()
@@ -88,8 +92,14 @@ def embed_dataset(
         data[col] = dataset[col]
     if fingerprint is None:
         n_params = sum(p.numel() for p in encoder.parameters()) if isinstance(encoder, torch.nn.Module) else 0
-        key = f"{dataset._fingerprint}|{type(encoder).__name__}|{n_params}|{normalize}|{image_column}"
-        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+        key = {
+            "dataset": dataset._fingerprint,
+            "encoder": type(encoder).__name__,
+            "n_params": n_params,
+            "normalize": normalize,
+            "image_column": image_column,
+        }
+        fingerprint = json_sha256(key)[:16]
     out = Dataset.from_dict(data).with_format("numpy", columns=["embedding"], output_all_columns=True)
     out._fingerprint = fingerprint
     return out

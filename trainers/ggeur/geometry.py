@@ -13,6 +13,8 @@ from typing import Literal, Optional
 
 import numpy as np
 
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError
+
 Scale = Literal["sqrt", "linear"]
 BoostWhich = Literal["smallest", "largest", "none"]
 
@@ -42,7 +44,7 @@ class GeometricShape:
         """
         cov = np.asarray(cov, dtype=np.float64)
         if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
-            raise ValueError(f"covariance must be square, got shape {cov.shape}.")
+            raise HFTrustDataError(f"covariance must be a square (d, d) matrix, got shape {cov.shape}.")
         vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
         # Negative eigenvalues are round-off (the code clips them to 0); so are positive ones many orders
         # below the largest, which would otherwise put noise into directions the data never varies in.
@@ -59,7 +61,7 @@ class GeometricShape:
             elif boost_which == "largest":
                 vals[len(vals) - k :] *= factors[::-1]
             else:
-                raise ValueError(f"boost_which must be 'smallest', 'largest' or 'none', got {boost_which!r}.")
+                raise HFTrustConfigError(f"boost_which must be 'smallest', 'largest' or 'none', got {boost_which!r}.")
         return cls(vals, vecs)
 
     @property
@@ -79,7 +81,9 @@ class GeometricShape:
         """
         centers = np.atleast_2d(np.asarray(centers, dtype=np.float64))
         if centers.shape[1] != self.dim:
-            raise ValueError(f"centres have dim {centers.shape[1]}, the shape has dim {self.dim}.")
+            raise HFTrustDataError(
+                f"centres have dim {centers.shape[1]}, the shape has dim {self.dim}; embed them with the same encoder."
+            )
         # Σₘ εₘ s(λₘ) ξₘ with ε ~ N(0, I) has the same law as ε' V diag(s(λ)) Vᵀ (ε' = ε Vᵀ is again
         # N(0, I)).  The symmetric form is unique, unlike the eigenvectors of (near-)repeated eigenvalues,
         # so the same seed gives the same draws on every process whatever round-off the pooling had.
@@ -100,7 +104,7 @@ class GeometricShape:
             return np.sqrt(self.eigenvalues)
         if scale == "linear":
             return self.eigenvalues
-        raise ValueError(f"scale must be 'sqrt' or 'linear', got {scale!r}.")
+        raise HFTrustConfigError(f"scale must be 'sqrt' or 'linear', got {scale!r}.")
 
     def transform(self, scale: Scale = "sqrt") -> np.ndarray:
         """``V diag(s(λ)) Vᵀ`` (computed once per scale)."""

@@ -16,6 +16,8 @@ from typing import Literal, Optional
 
 import numpy as np
 
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustTypeError
+
 Form = Literal["moments", "mean_cov"]
 
 
@@ -67,11 +69,13 @@ def client_statistics(
     z = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels)
     if z.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D array (rows × dim), got shape {z.shape}.")
+        raise HFTrustDataError(f"embeddings must be a 2-D array (rows × dim), got shape {z.shape}; reshape them.")
     if len(y) != len(z):
-        raise ValueError(f"{len(z)} embeddings but {len(y)} labels; they must match row for row.")
+        raise HFTrustDataError(
+            f"{len(z)} embeddings but {len(y)} labels; they must match row for row (one label per embedding)."
+        )
     if form not in ("moments", "mean_cov"):
-        raise ValueError(f"form must be 'moments' or 'mean_cov', got {form!r}.")
+        raise HFTrustConfigError(f"form must be 'moments' or 'mean_cov', got {form!r}.")
     out = ClientStatistics(client_id=client_id, dim=z.shape[1], domain=domain)
     for c in np.unique(y):
         zc = z[y == c]
@@ -96,7 +100,7 @@ def guide_set(counts: Mapping[int, int], threshold: Optional[float]) -> list[int
     if threshold is None or threshold >= 1.0:
         return sorted(cid for _, cid in held)
     if not 0.0 < threshold:
-        raise ValueError(f"guide_threshold must be in (0, 1] or None, got {threshold}.")
+        raise HFTrustConfigError(f"guide_threshold must be in (0, 1] or None, got {threshold}.")
     total = sum(n for n, _ in held)
     chosen, running = [], 0
     for n, cid in held:
@@ -132,7 +136,9 @@ def aggregate_class(messages: Iterable[ClassStatistics]) -> PooledClass:
         s1 = b.copy() if s1 is None else s1 + b
         s2 = c.copy() if s2 is None else s2 + c
     if s1 is None:
-        raise ValueError("no client holds this class; nothing to aggregate.")
+        raise HFTrustDataError(
+            "aggregate_class got no message: no client holds this class; pass at least one ClassStatistics."
+        )
     return pool_moments(s0, s1, s2)
 
 
@@ -163,24 +169,28 @@ def check_statistics_only(payload: ClientStatistics) -> int:
     shape (for example rows of embeddings) is refused.
     """
     if not isinstance(payload, ClientStatistics):
-        raise TypeError(f"payload must be ClientStatistics, got {type(payload).__name__}.")
+        raise HFTrustTypeError(
+            f"payload must be ClientStatistics (build it with client_statistics), got {type(payload).__name__}."
+        )
     d = payload.dim
     for obj in (payload, *payload.classes.values()):
         extra = set(vars(obj)) - set(type(obj).__dataclass_fields__)
         if extra:
-            raise ValueError(f"payload holds {sorted(extra)}, which is not a statistic.")
+            raise HFTrustDataError(
+                f"payload holds {sorted(extra)}, which is not a statistic; send only what client_statistics builds."
+            )
     for c, s in payload.classes.items():
         if not isinstance(s, ClassStatistics) or not isinstance(c, (int, np.integer)):
-            raise ValueError(f"class {c!r}: payload entries must be ClassStatistics keyed by class id.")
+            raise HFTrustDataError(f"class {c!r}: payload entries must be ClassStatistics keyed by class id.")
         if int(s.n) != s.n or s.n < 1:
-            raise ValueError(f"class {c}: n must be a positive count, got {s.n!r}.")
+            raise HFTrustDataError(f"class {c}: n must be a positive count, got {s.n!r}.")
         if np.shape(s.first) != (d,) or np.shape(s.second) != (d, d):
-            raise ValueError(
+            raise HFTrustDataError(
                 f"class {c}: statistics must have shapes ({d},) and ({d}, {d}), got "
                 f"{np.shape(s.first)} and {np.shape(s.second)}; a payload may not carry embedding rows."
             )
         if np.asarray(s.first).dtype != np.float64 or np.asarray(s.second).dtype != np.float64:
-            raise ValueError(f"class {c}: statistics must be float64.")
+            raise HFTrustDataError(f"class {c}: statistics must be float64; cast them with .astype(np.float64).")
     allowed = {ClientStatistics, ClassStatistics}
     buf = io.BytesIO()
     pickle.dump(payload, buf)
@@ -190,7 +200,9 @@ def check_statistics_only(payload: ClientStatistics) -> int:
             obj = super().find_class(module, name)
             if obj in allowed or module.startswith("numpy") or (module, name) == ("builtins", "dict"):
                 return obj
-            raise ValueError(f"payload holds a {module}.{name}, which is not a statistic.")
+            raise HFTrustDataError(
+                f"payload holds a {module}.{name}, which is not a statistic; send only what client_statistics builds."
+            )
 
     _Checker(io.BytesIO(buf.getvalue())).load()
     return len(buf.getvalue())
