@@ -12,8 +12,7 @@ to its top directions as soon as the task is done, so peak memory is one task's 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,7 +26,9 @@ from transformers.pytorch_utils import Conv1D
 
 from hf_trust.atomic import atomic_save
 from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataError
+from hf_trust.fingerprint import arrays_sha256, config_fingerprint, json_sha256, model_identity
 
+from .._lora_family import LoraFamilyConfig
 from .config import ThanoRAConfig
 from .layer import (
     allocate_ranks,
@@ -39,8 +40,26 @@ from .layer import (
 )
 
 INIT_ATTR = "_peft_thanora_init"
-#: Version of the cache file layout; a file of another version is recomputed.
-CACHE_FORMAT = 2
+#: Version of the cache file layout and its digests; a file of another version is recomputed.
+CACHE_FORMAT = 3
+
+#: The LoRA fields preprocessing reads: the rank budget of each layer.  The target modules enter the key as the
+#: list of modules they select (``target_modules`` itself is a set, whose order is not stable across processes);
+#: every other LoRA field acts at injection or training only.
+_LORA_FIELDS_READ = ("r", "rank_pattern")
+#: ThanoRA fields preprocessing does not read: the regulariser's (training only) and the ones it fills in (its
+#: output).  ``allocation_temperature`` enters as the temperature actually used (``None`` = the rule's default).
+_THANORA_FIELDS_NOT_READ = (
+    "subspace_lambda",
+    "subspace_factors",
+    "normalize_B",
+    "intra_lambda",
+    "regularize_B",
+    "task_rank_map",
+    "task_entropy_map",
+    "allocation_recorded",
+    "allocation_temperature",
+)
 
 
 def target_modules(model: torch.nn.Module, config: ThanoRAConfig) -> dict[str, torch.nn.Module]:
@@ -106,58 +125,32 @@ def _preview(batches: Iterable[Mapping[str, Any]], n_samples: int) -> Iterator[d
         yield dict(batch)
 
 
-def _fingerprint_batches(batches: Iterable[Mapping[str, Any]]) -> str:
-    h = hashlib.sha256()
+def _batches_digest(batches: Iterable[Mapping[str, Any]]) -> str:
+    """SHA-256 of a stream of input dicts: per batch, its keys, its tensors (bytes) and its other values (repr)."""
+    parts = []
     for batch in batches:
-        for key in sorted(batch):
-            v = batch[key]
-            h.update(key.encode())
-            if torch.is_tensor(v):
-                t = v.detach().cpu().contiguous()
-                h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-            else:
-                h.update(repr(v).encode())
-        h.update(b"|")
-    return h.hexdigest()
-
-
-def model_fingerprint(model: torch.nn.Module, modules: Mapping[str, torch.nn.Module]) -> str:
-    """SHA-256 of the model class, its config and the name, shape, dtype and bytes of every target weight."""
-    h = hashlib.sha256(type(model).__qualname__.encode())
-    cfg = getattr(model, "config", None)
-    if cfg is not None and hasattr(cfg, "to_json_string"):
-        h.update(cfg.to_json_string(use_diff=False).encode())
-    for name in sorted(modules):
-        w = modules[name].weight.detach().cpu().contiguous()
-        h.update(f"{name}{w.dtype}{tuple(w.shape)}".encode())
-        h.update(w.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+        keys = sorted(batch)
+        tensors = [batch[k] for k in keys if torch.is_tensor(batch[k])]
+        others = {k: repr(batch[k]) for k in keys if not torch.is_tensor(batch[k])}
+        parts.append([keys, arrays_sha256(*tensors), others])
+    return json_sha256(parts)
 
 
 def settings_fingerprint(config: ThanoRAConfig, modules: Mapping[str, torch.nn.Module], seed: int) -> str:
-    """SHA-256 of every config field (and the seed) that changes what preprocessing produces."""
-    fields = {
-        "format": CACHE_FORMAT,
-        "task_names": list(config.task_names),
-        "r": int(config.r),
-        "rank_pattern": {str(k): int(v) for k, v in sorted((config.rank_pattern or {}).items())},
-        "cooperative_rank": config.cooperative_rank,
-        "rank_allocation": config.rank_allocation,
-        "temperature": config.temperature,
-        "allocation_scale": float(config.allocation_scale),
-        "min_rank_per_task": int(config.min_rank_per_task),
-        "manual_ranks": list(config.manual_ranks or []),
-        "allocation_statistic": config.allocation_statistic,
-        "task_init": config.task_init,
-        "orthogonal_init": bool(config.orthogonal_init),
-        "init_row_norm": float(config.init_row_norm),
-        "calib_tokens_per_task": int(config.calib_tokens_per_task),
-        "preview_samples_per_task": int(config.preview_samples_per_task),
-        "modules": sorted(modules),
-        "seed": int(seed),
-    }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    """SHA-256 of every config field that changes what preprocessing produces, the target modules and the seed.
+
+    Every ThanoRA field counts unless :data:`_THANORA_FIELDS_NOT_READ` names it, so a field added later is part
+    of the key without anyone listing it; of the LoRA fields only :data:`_LORA_FIELDS_READ` count.
+    """
+    lora_fields = {f.name for f in dataclasses.fields(LoraFamilyConfig)} - set(_LORA_FIELDS_READ)
+    return config_fingerprint(
+        config,
+        exclude=(*sorted(lora_fields), *_THANORA_FIELDS_NOT_READ),
+        format=CACHE_FORMAT,
+        temperature=config.temperature,
+        modules=sorted(modules),
+        seed=int(seed),
+    )
 
 
 # ---------------------------------------------------------------------- input checks
@@ -407,12 +400,9 @@ def _allocate(config: ThanoRAConfig, entropies: list[float], budget: int) -> lis
 
 # ---------------------------------------------------------------------- cache
 def _payload_digest(payload: Mapping[str, Any]) -> str:
-    h = hashlib.sha256(json.dumps([payload["task_rank_map"], payload["task_entropy_map"]], sort_keys=True).encode())
-    for name in sorted(payload["init"]):
-        t = payload["init"][name].contiguous()
-        h.update(f"{name}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    names = sorted(payload["init"])
+    init = arrays_sha256(*(payload["init"][n] for n in names))
+    return json_sha256([payload["task_rank_map"], payload["task_entropy_map"], names, init])
 
 
 def _read_cache(path: str, keys: Mapping[str, Optional[str]], config: ThanoRAConfig, modules) -> tuple[Any, str]:
@@ -476,42 +466,15 @@ def preprocess_thanora(
     if not isinstance(config, ThanoRAConfig):
         raise HFTrustConfigError(f"preprocess_thanora needs a ThanoRAConfig, got {type(config).__name__}.")
     modules = target_modules(model, config)
-    names = list(config.task_names)
-    given = list(task_batches or {})
-    if given and sorted(given) != sorted(names):
-        raise HFTrustConfigError(
-            f"task_batches keys {sorted(given)} must equal ThanoRAConfig.task_names {sorted(names)}."
-        )
-    previews: dict[str, Iterable] = {}
-    data_key = None
-    if given:
-        for t in names:
-            src = task_batches[t]
-            # A one-shot iterator is read into memory (at most the preview); a re-iterable source is read twice
-            # (fingerprint, then statistics) instead, so it is never held whole.
-            previews[t] = list(_preview(src, config.preview_samples_per_task)) if iter(src) is src else src
-        if cache_file is not None:
-            data_key = hashlib.sha256(
-                "".join(
-                    _fingerprint_batches(_preview(previews[t], config.preview_samples_per_task)) for t in names
-                ).encode()
-            ).hexdigest()
-    keys = {"settings": settings_fingerprint(config, modules, seed), "model": None, "data": data_key}
+    previews = _previews(config, task_batches)
     if cache_file is not None:
         cache_file = os.fspath(cache_file)
-        keys["model"] = model_fingerprint(model, modules)
-        payload, reason = _read_cache(cache_file, keys, config, modules)
+        keys = _cache_keys(model, config, modules, previews, seed)
+        payload = _cached_payload(cache_file, keys, config, modules, can_recompute=bool(previews))
         if payload is not None:
             _attach(config, modules, payload)
             return config.task_rank_map
-        if not given:
-            raise HFTrustCacheError(
-                f"ThanoRA cache {cache_file} is {reason} for this config and model, and no task_batches were given "
-                "to recompute it; pass the calibration batches."
-            )
-        if reason != "absent":
-            warnings.warn(f"ThanoRA cache {cache_file} is {reason}; recomputing it.", stacklevel=2)
-    elif not given:
+    elif not previews:
         raise HFTrustConfigError("preprocess_thanora needs task_batches (one entry per task) or a valid cache_file.")
 
     payload = _compute(model, config, modules, previews, seed)
@@ -520,6 +483,53 @@ def preprocess_thanora(
         atomic_save(cache_file, lambda p: torch.save(obj, p))
     _attach(config, modules, payload)
     return config.task_rank_map
+
+
+def _previews(config: ThanoRAConfig, task_batches: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, Iterable]:
+    """Task name → the source of its preview batches (empty when no ``task_batches`` were given)."""
+    names = list(config.task_names)
+    given = list(task_batches or {})
+    if given and sorted(given) != sorted(names):
+        raise HFTrustConfigError(
+            f"task_batches keys {sorted(given)} must equal ThanoRAConfig.task_names {sorted(names)}."
+        )
+    previews: dict[str, Iterable] = {}
+    for t in names if given else ():
+        src = task_batches[t]
+        # A one-shot iterator is read into memory (at most the preview); a re-iterable source is read twice
+        # (fingerprint, then statistics) instead, so it is never held whole.
+        previews[t] = list(_preview(src, config.preview_samples_per_task)) if iter(src) is src else src
+    return previews
+
+
+def _cache_keys(model, config: ThanoRAConfig, modules, previews: Mapping[str, Iterable], seed: int) -> dict:
+    """What a cache file must have been made for: these settings, these target weights, this preview data."""
+    data = None
+    if previews:
+        n = config.preview_samples_per_task
+        data = json_sha256([_batches_digest(_preview(previews[t], n)) for t in config.task_names])
+    return {
+        "settings": settings_fingerprint(config, modules, seed),
+        # the class, the config and the target weights: the only weights preprocessing reads
+        "model": model_identity(model, tensors={n: m.weight for n, m in modules.items()}),
+        "data": data,
+    }
+
+
+def _cached_payload(path: str, keys: Mapping, config: ThanoRAConfig, modules, can_recompute: bool):
+    """The cache's payload when it is valid for ``keys``; else ``None`` (with a warning when a stale or corrupt
+    file is about to be recomputed), or an error when there is no data to recompute it from."""
+    payload, reason = _read_cache(path, keys, config, modules)
+    if payload is not None:
+        return payload
+    if not can_recompute:
+        raise HFTrustCacheError(
+            f"ThanoRA cache {path} is {reason} for this config and model, and no task_batches were given "
+            "to recompute it; pass the calibration batches."
+        )
+    if reason != "absent":
+        warnings.warn(f"ThanoRA cache {path} is {reason}; recomputing it.", stacklevel=4)
+    return None
 
 
 def _compute(model, config: ThanoRAConfig, modules, previews, seed: int) -> dict[str, Any]:

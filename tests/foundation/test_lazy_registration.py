@@ -27,7 +27,6 @@ MARK = "_hf_trust_registers_peft_tuners"
 def _python(code: str, *args: str) -> dict:
     """Run ``code`` in a fresh interpreter (cwd = repository root); return the JSON it prints after ``RESULT``."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
-    env.pop("PYTHONPATH", None)
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
         cwd=ROOT,

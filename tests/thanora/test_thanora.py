@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -406,6 +407,34 @@ def test_cache_file_round_trip(tmp_path):
     preprocess_thanora(model, c2, {}, cache_file=tmp_path / "c.pt")
     assert c2.task_rank_map == c1.task_rank_map
     assert hasattr(model.l1, "_peft_thanora_init")
+
+
+def test_cache_key_ignores_what_preprocessing_does_not_read(tmp_path):
+    """The regulariser's settings, LoRA's training fields, the fields preprocessing fills in and the order of
+    ``target_modules`` leave the cache valid (a field preprocessing reads invalidates it:
+    tests/robustness/test_thanora.py).  Each call below passes no data, so only a cache hit can answer."""
+    path = tmp_path / "c.pt"
+    first = toy_config()
+    torch.manual_seed(1)
+    preprocess_thanora(Toy(), first, toy_batches(), cache_file=path)
+    assert first.task_rank_map and first.allocation_recorded
+    training_only = ThanoRAConfig(
+        task_names=["simple", "complex"],
+        r=8,
+        lora_alpha=3,
+        lora_dropout=0.2,
+        target_modules=["l2", "l1"],
+        subspace_lambda=0.5,
+        intra_lambda=0.1,
+        normalize_B=True,
+        subspace_factors="A",
+    )
+    for config in (first, training_only):  # `first` now holds preprocessing's own output
+        torch.manual_seed(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            preprocess_thanora(Toy(), config, {}, cache_file=path)
+        assert config.task_rank_map == first.task_rank_map
 
 
 # ---------------------------------------------------------------------- accelerate
