@@ -11,7 +11,8 @@ Stages (each reads what the earlier one cached, so the expensive fine-tunes run 
     python benchmarks/bye_sweep.py plots --plot-runs digits:0
 
 Runs: triggers ``patch`` and ``blend`` × poison rates 5 / 10 / 20 % × seeds, plus the clean case (0 %).
-Rules (``hf_trust.demo.studies.bye.RULES``): the reference (|Δμ| > 2(σ₁+σ₂)), the paper's BSI ≥ 2, ``top_kl:1``
+Rules (``hf_trust.demo.studies.bye.RULES``): the reference (|Δμ| > 2(σ₁+σ₂)), the separation-index rule ``bsi``
+(Ashman's D ≥ 2, our reconstruction), ``top_kl:1``
 and ``robust``.  Cache files are keyed on every setting that determines them (seed, trigger, rate, n, steps and
 the study's code version) and written atomically.
 """
@@ -199,7 +200,7 @@ def stage_plots(args: argparse.Namespace) -> None:
     for spec in args.plot_runs:
         if spec.startswith("digits:"):  # the SmolLM2-decoder recipe: patch trigger, 10 % poison
             trig, rate, seed = "digits", "0.1", spec.split(":")[1]
-            path = _digit_summary_path(args, int(seed)).with_suffix(".npz")
+            path = _digit_stem(args, int(seed)).with_suffix(".npz")
             setting = f"SmolLM2-decoder LLaVA, digits, 10% patch poison, seed {seed}"
         else:
             trig, rate, seed = spec.split(":")
@@ -225,8 +226,15 @@ def stage_plots(args: argparse.Namespace) -> None:
 DIGIT_SIZE = {"n_train": 300, "n_test": 100, "steps": 120}
 
 
+def _digit_stem(args: argparse.Namespace, seed: int) -> Path:
+    """The seed's cache stem; ``<stem>.npz`` holds its entropies, which no selection rule changes."""
+    return args.cache / f"digits_v{STUDY_VERSION}_s{seed}_n{DIGIT_SIZE['n_train']}_t{DIGIT_SIZE['steps']}"
+
+
 def _digit_summary_path(args: argparse.Namespace, seed: int) -> Path:
-    return args.cache / f"digits_v{STUDY_VERSION}_s{seed}_n{DIGIT_SIZE['n_train']}_t{DIGIT_SIZE['steps']}.json"
+    """The per-seed summary holds every rule's detection figures, so its name carries the rules' configs."""
+    stem = _digit_stem(args, seed)
+    return stem.with_name(f"{stem.name}_r{study.rules_fingerprint()[:12]}.json")
 
 
 def stage_digits(args: argparse.Namespace) -> None:
@@ -234,7 +242,7 @@ def stage_digits(args: argparse.Namespace) -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         t0 = time.time()
-        stem = _digit_summary_path(args, seed).with_suffix("")
+        stem = _digit_stem(args, seed)
         r = study.run_digit_seed(
             seed,
             **DIGIT_SIZE,

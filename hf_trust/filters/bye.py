@@ -19,10 +19,7 @@ Everything after step 3 is :func:`bye_select` on a plain (N, L) array; :class:`B
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
-import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
@@ -30,12 +27,15 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataError, HFTrustError
+from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataError
+from hf_trust.fingerprint import callable_identity, json_sha256, model_identity, tokenizer_identity
 
 from .capture import capture_rows, check_eager, decoder_attention_modules, image_token_id, unwrap_model
+from .config import BYESelectConfig, reject_legacy_keywords
 from .report import BYEReport
-from .select import DEFAULT_MAX_REMOVAL_FRACTION, DEFAULT_MIN_ROWS, bye_select
+from .select import bye_select
 
+#: Version of the entropy computation, part of the cache key: bump it when a change alters the entropies.
 BYE_VERSION = "2"
 ENTROPY_COLUMN = "bye_layer_entropy"
 SCORE_COLUMN = "bye_score"
@@ -65,81 +65,6 @@ def image_attention_entropy(
     return h
 
 
-# ------------------------------------------------------------------ identities for the cache key
-def _code_digest(code: types.CodeType, h: Any) -> None:
-    """Feed a code object (bytecode, names, constants, nested code) into ``h``: two lambdas differ here."""
-    h.update(code.co_code)
-    h.update(repr(code.co_names).encode())
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _code_digest(const, h)
-        else:
-            h.update(repr(const).encode())
-
-
-def callable_identity(fn: Callable) -> Optional[str]:
-    """A digest of everything a callable computes with, or ``None`` when it cannot be identified.
-
-    Combines ``datasets``' own content hash of the callable (dill: closures, bound ``self``, defaults) with the
-    bytecode of its function, so two lambdas (which share ``__qualname__ == "<lambda>"``) never collide and an
-    edited function gets a new key.  Callables that cannot be pickled (e.g. holding a lock or a CUDA stream)
-    return ``None``: their results are then never cached.
-    """
-    from datasets.fingerprint import Hasher
-
-    h = hashlib.sha256()
-    try:
-        h.update(Hasher.hash(fn).encode())
-    except Exception:  # dill could not serialise it: unidentifiable
-        return None
-    func = getattr(fn, "__func__", fn)
-    code = getattr(func, "__code__", None)
-    if code is None:  # a callable object: the code of its class's __call__
-        code = getattr(getattr(type(fn), "__call__", None), "__code__", None)  # noqa: B004
-    if code is not None:
-        _code_digest(code, h)
-    h.update(f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', type(fn).__qualname__)}".encode())
-    return h.hexdigest()[:32]
-
-
-def processor_identity(processor: Any) -> str:
-    """A digest of what shapes the prompt: processor/tokenizer class and name, vocabulary, chat template,
-    special tokens and the image processor's settings."""
-    h = hashlib.sha256()
-    tok = getattr(processor, "tokenizer", processor)
-    h.update(type(processor).__qualname__.encode())
-    h.update(str(getattr(tok, "name_or_path", "")).encode())
-    with contextlib.suppress(Exception):
-        h.update(json.dumps(tok.get_vocab(), sort_keys=True).encode())
-    template = getattr(processor, "chat_template", None) or getattr(tok, "chat_template", None)
-    h.update(json.dumps(template, sort_keys=True, default=str).encode())
-    h.update(json.dumps(getattr(tok, "special_tokens_map", {}), sort_keys=True, default=str).encode())
-    for attr in ("image_processor", "patch_size", "num_additional_image_tokens", "vision_feature_select_strategy"):
-        obj = getattr(processor, attr, None)
-        text = obj.to_json_string() if hasattr(obj, "to_json_string") else repr(obj)
-        h.update(f"{attr}={text}".encode())
-    return h.hexdigest()[:32]
-
-
-def model_fingerprint(model: Any, base: Any) -> str:
-    """A cheap digest of the weights (PEFT adapters included) and the config: name, shape, dtype, sum, sum of
-    squares and a strided sample of every tensor.  Never a pickle of the model (minutes for a 7B model)."""
-    h = hashlib.sha256()
-    cfg = base.config
-    h.update(str(getattr(cfg, "_name_or_path", "")).encode())
-    with contextlib.suppress(Exception):
-        h.update(cfg.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for name, p in model.state_dict().items():
-            h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
-            if p.numel() and (p.is_floating_point() or p.dtype in (torch.int64, torch.int32, torch.bool)):
-                flat = p.detach().reshape(-1).double()
-                h.update(np.array([flat.sum().item(), (flat * flat).sum().item()]).tobytes())
-                step = max(1, flat.numel() // 64)
-                h.update(flat[::step][:64].cpu().numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
 @contextlib.contextmanager
 def _left_padding(tok: Any) -> Iterator[None]:
     """Pad on the left for one call (every row's query is then the last position) and restore the caller's
@@ -150,6 +75,21 @@ def _left_padding(tok: Any) -> Iterator[None]:
         yield
     finally:
         tok.padding_side = old
+
+
+def _check_layers(layers: Any, num_layers: int) -> str | list[int]:
+    """``"all"`` or the list of decoder-layer indices to profile, each checked against the model's depth."""
+    if layers == "all":
+        return "all"
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not len(layers):
+        raise HFTrustConfigError(f"layers must be 'all' or a non-empty list of layer indices, got {layers!r}.")
+    bad = [l for l in layers if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < num_layers]
+    if bad:
+        raise HFTrustConfigError(
+            f"layers={list(layers)} names {bad}, outside the {num_layers} decoder layers of this "
+            f"model (valid: 0..{num_layers - 1}); fix `layers=` or use layers='all'."
+        )
+    return [int(l) for l in layers]
 
 
 # ------------------------------------------------------------------ the datasets adapter
@@ -165,32 +105,27 @@ class BYEFilter:
         collate_fn: alternative to ``processor``: ``(images, questions) -> dict`` of model inputs (it must
             render the same prompt the model was fine-tuned with and insert the image tokens).
         collate_fingerprint: a string naming what ``collate_fn`` computes, for the cache key.  By default the
-            callable's content is hashed (:func:`callable_identity`); a callable that cannot be hashed is never
-            cached (a warning says so) unless this is given.
+            callable's content is hashed (:func:`hf_trust.fingerprint.callable_identity`); a callable that cannot
+            be hashed is never cached (a warning says so) unless this is given.
         image_column / question_column: dataset columns holding the image and the question.
         label_column: column for the removal histogram and removed share per class (``"answer"`` or
             ``"label"`` when present).
         poison_column: optional ground-truth column (bool) used only for the report's per-layer AUROC.
         batch_size: rows per forward pass.
-        k_sigma: bimodality threshold in |μ₁−μ₂| > k_σ(σ₁+σ₂)  (reference: 2.0).
         eps: inside the log of the entropy (reference: 1e-8).
         layers: ``"all"`` or a list of decoder layers to profile.
-        head_reduce: ``"mean"`` over all heads (reference).
-        query: ``"last_prompt_token"`` (reference; the position predicting the first answer token).
-        layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (BSI ≥ 2 rule, reconstructed; looser than the released code's rule), ``"robust"``, ``"top_kl:<k>"`` or
-            a list of layers; see :func:`hf_trust.filters.bye_select`.  ``"robust"`` is opt-in: see
-            ``benchmarks/results/bye.md`` for when it beats the reference.
-        bsi_threshold, max_minority, agreement, min_support: parameters of ``"bsi"`` / ``"robust"``.
-        require_minor_low_component, warn_if_removal_concentrated: opt-in safeguards of the reference modes.
-        max_removal_fraction: at most this share of rows is removed (default 0.5, every mode; ``None`` = no cap,
-            then removing more than half sets ``status="majority_flagged"`` and warns).
-        min_rows: on fewer rows nothing is removed (``status="too_few_rows"``, with a warning): default 50, below
-            which the mixture fits split pure noise; ``min_rows=1`` lifts it (see :func:`~hf_trust.filters.bye_select`).
         normalize_by_log_nv: divide entropies by ln N_v (for models with per-image token counts).
-        direction: fixed to ``"low"``.
+        select_config: the selection settings (:class:`~hf_trust.filters.BYESelectConfig`: layer rule,
+            thresholds, guard rails); ``None`` = the released code's rule with the default guard rails.
         fingerprint: identifies the weights in the ``datasets`` cache key; by default a cheap digest of the
-            parameters (never a pickle of the model).  Cached entropies are spot-checked against a fresh forward
-            pass on read, so a wrong fingerprint gives a recomputation, not stale numbers.
+            parameters (:func:`hf_trust.fingerprint.model_identity` with ``exact=False``, never a pickle of the
+            model).  Cached entropies are checked against a fresh forward pass on read, so a wrong fingerprint
+            gives a recomputation, not stale numbers.
+
+    The query position (last prompt token), the head reduction (mean over all heads) and the suspicious side
+    (low entropy) are fixed, as in the reference; they are not arguments.  Selection settings passed as loose
+    keywords (``BYEFilter(model, proc, layer_select="robust")``) raise an ``HFTrustConfigError`` showing the
+    ``select_config=BYESelectConfig(...)`` to pass instead.
     """
 
     def __init__(
@@ -205,24 +140,14 @@ class BYEFilter:
         label_column: Optional[str] = None,
         poison_column: Optional[str] = None,
         batch_size: int = 8,
-        k_sigma: float = 2.0,
         eps: float = 1e-8,
         layers: str | Sequence[int] = "all",
-        head_reduce: str = "mean",
-        query: str = "last_prompt_token",
-        layer_select: str | Sequence[int] = "bimodal",
-        bsi_threshold: float = 2.0,
-        max_minority: float = 0.4,
-        agreement: float = 0.5,
-        min_support: Optional[int] = None,
-        require_minor_low_component: bool = False,
-        max_removal_fraction: Optional[float] = DEFAULT_MAX_REMOVAL_FRACTION,
-        warn_if_removal_concentrated: Optional[float] = None,
-        min_rows: int = DEFAULT_MIN_ROWS,
         normalize_by_log_nv: bool = False,
-        direction: str = "low",
+        select_config: Optional[BYESelectConfig] = None,
         fingerprint: Optional[str] = None,
+        **legacy: Any,
     ):
+        reject_legacy_keywords("BYEFilter()", legacy)
         if processor is None and collate_fn is None:
             raise HFTrustConfigError(
                 "BYEFilter needs a `processor` (HF multimodal processor with a chat template) or a "
@@ -230,54 +155,27 @@ class BYEFilter:
             )
         if collate_fn is not None and not callable(collate_fn):
             raise HFTrustConfigError(f"collate_fn must be callable (images, questions) -> dict, got {collate_fn!r}.")
-        if query != "last_prompt_token":
-            raise HFTrustConfigError("query must be 'last_prompt_token' (the reference's query position).")
-        if head_reduce != "mean":
-            raise HFTrustConfigError("head_reduce must be 'mean' (average over all heads, as in the reference).")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise HFTrustConfigError(f"batch_size must be an integer ≥ 1, got {batch_size!r}.")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and 0 < eps < 1):
             raise HFTrustConfigError(f"eps must be a small positive number (reference 1e-8), got {eps!r}.")
-        self.select_kwargs = dict(
-            k_sigma=k_sigma,
-            layer_select=layer_select,
-            bsi_threshold=bsi_threshold,
-            max_minority=max_minority,
-            agreement=agreement,
-            min_support=min_support,
-            require_minor_low_component=require_minor_low_component,
-            max_removal_fraction=max_removal_fraction,
-            warn_if_removal_concentrated=warn_if_removal_concentrated,
-            direction=direction,
-            min_rows=min_rows,
-        )
-        from .select import check_select_config
-
-        check_select_config(**{k: v for k, v in self.select_kwargs.items() if k != "require_minor_low_component"})
+        if select_config is not None and not isinstance(select_config, BYESelectConfig):
+            raise HFTrustConfigError(
+                f"select_config must be a BYESelectConfig or None, got {type(select_config).__name__}; e.g. "
+                "select_config=BYESelectConfig(layer_select='robust')."
+            )
+        self.select_config = select_config or BYESelectConfig()
         self.model = model
         self.base = unwrap_model(model)
         check_eager(self.base)
         self.image_token_id = image_token_id(self.base)
         self.num_decoder_layers = len(decoder_attention_modules(self.base))
-        if layers != "all":
-            if isinstance(layers, str) or not isinstance(layers, Sequence) or not len(layers):
-                raise HFTrustConfigError(f"layers must be 'all' or a non-empty list of layer indices, got {layers!r}.")
-            bad = [
-                l
-                for l in layers
-                if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < self.num_decoder_layers
-            ]
-            if bad:
-                raise HFTrustConfigError(
-                    f"layers={list(layers)} names {bad}, outside the {self.num_decoder_layers} decoder layers of this "
-                    f"model (valid: 0..{self.num_decoder_layers - 1}); fix `layers=` or use layers='all'."
-                )
-            layers = [int(l) for l in layers]
         self.processor, self.collate_fn = processor, collate_fn
         self.collate_fingerprint = collate_fingerprint
         self.image_column, self.question_column = image_column, question_column
         self.label_column, self.poison_column = label_column, poison_column
-        self.batch_size, self.eps, self.layers = batch_size, eps, layers
+        self.batch_size, self.eps = batch_size, eps
+        self.layers = _check_layers(layers, self.num_decoder_layers)
         self.normalize_by_log_nv = normalize_by_log_nv
         self._fingerprint = fingerprint
         self.report_: Optional[BYEReport] = None
@@ -326,7 +224,7 @@ class BYEFilter:
         image_mask = inputs["input_ids"] == self.image_token_id
         missing = (~image_mask.any(dim=1)).nonzero().flatten().tolist()
         if missing:
-            raise HFTrustError(
+            raise HFTrustDataError(
                 f"rows {[row_ids[i] for i in missing]} contain no image token (id {self.image_token_id}); "
                 "check that the processor/collate_fn inserts the image placeholder."
             )
@@ -350,34 +248,34 @@ class BYEFilter:
         return callable_identity(self.collate_fn)
 
     def fingerprint(self, ds: Any = None) -> Optional[str]:
-        """Deterministic cache key, or ``None`` when the inputs cannot be identified (then nothing is cached).
+        """Deterministic cache key of the entropies, or ``None`` when the inputs cannot be identified (then
+        nothing is cached).
 
-        Keyed on everything that determines the entropies: the weights (:func:`model_fingerprint` or the
-        user's ``fingerprint``), the prompt path (processor + chat template, or the collate function's content),
-        the dataset's own fingerprint, the scoring parameters and the code version.
+        Keyed on everything that determines the entropies: the weights (a cheap
+        :func:`~hf_trust.fingerprint.model_identity` digest, enough because the cache is checked on read, or the
+        user's ``fingerprint``), the prompt path (:func:`~hf_trust.fingerprint.tokenizer_identity` of the
+        processor, or the collate function's :func:`~hf_trust.fingerprint.callable_identity`), the dataset's own
+        fingerprint, the scoring settings and :data:`BYE_VERSION`.  The selection config is not part of it: the
+        cached column holds entropies only, and the selection runs on them afresh every time.
         """
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model, self.base)
+            self._fingerprint = model_identity(self.model, exact=False)
         collate = self._collate_key()
         if self.collate_fn is not None and collate is None:
             return None
-        key = json.dumps(
-            {
-                "w": self._fingerprint,
-                "eps": self.eps,
-                "layers": self.layers,
-                "norm": self.normalize_by_log_nv,
-                "img": self.image_column,
-                "q": self.question_column,
-                "collate": collate,
-                "processor": processor_identity(self.processor) if self.collate_fn is None else None,
-                "data": getattr(ds, "_fingerprint", None),
-                "v": BYE_VERSION,
-            },
-            sort_keys=True,
-            default=str,
-        )
-        return "bye-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        key = {
+            "w": self._fingerprint,
+            "eps": self.eps,
+            "layers": self.layers,
+            "norm": self.normalize_by_log_nv,
+            "img": self.image_column,
+            "q": self.question_column,
+            "collate": collate,
+            "processor": tokenizer_identity(self.processor) if self.collate_fn is None else None,
+            "data": getattr(ds, "_fingerprint", None),
+            "v": BYE_VERSION,
+        }
+        return "bye-" + json_sha256(key)[:32]
 
     def _check_columns(self, ds: Any) -> None:
         if len(ds) == 0:
@@ -471,7 +369,7 @@ class BYEFilter:
         """Run the selection on an (N, L) entropy matrix (or a dataset holding ``bye_layer_entropy``)."""
         if hasattr(entropies, "column_names"):
             entropies = np.asarray(entropies[ENTROPY_COLUMN], dtype=np.float64)
-        report, scores = bye_select(entropies, labels=labels, is_poison=is_poison, **self.select_kwargs)
+        report, scores = bye_select(entropies, self.select_config, labels=labels, is_poison=is_poison)
         self.report_ = report
         return report, scores
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError
 
 
 def unwrap_model(model: Any) -> nn.Module:
@@ -35,7 +35,7 @@ def image_token_id(model: nn.Module) -> int:
     if tid is None:
         tid = getattr(cfg, "image_token_index", None)
     if tid is None:
-        raise HFTrustError(
+        raise HFTrustConfigError(
             f"{type(model).__name__}.config has no `image_token_id`: BYE needs a LLaVA-style VLM whose prompt "
             "holds image-placeholder tokens. Pass a model such as LlavaForConditionalGeneration, or set "
             "`model.config.image_token_id` to the id your processor expands images into."
@@ -46,7 +46,7 @@ def image_token_id(model: nn.Module) -> int:
 def check_eager(model: nn.Module) -> None:
     impl = getattr(text_config(model), "_attn_implementation", None)
     if impl != "eager":
-        raise HFTrustError(
+        raise HFTrustConfigError(
             f"BYE reads attention weights, but the language model uses attn_implementation={impl!r}, which "
             "returns none. Load with `from_pretrained(..., attn_implementation='eager')` or call "
             "`model.set_attn_implementation('eager')` first (a dict such as {'text_config': 'eager', "
@@ -64,7 +64,7 @@ def decoder_attention_modules(model: nn.Module) -> list[nn.Module]:
                 break
         if obj is not None and len(obj) and hasattr(obj[0], "self_attn"):
             return [layer.self_attn for layer in obj]
-    raise HFTrustError(
+    raise HFTrustConfigError(
         f"could not find the decoder layers of {type(model).__name__}; BYE expects "
         "`model.model.language_model.layers[i].self_attn` (transformers LLaVA layout)."
     )
@@ -79,7 +79,7 @@ class LastTokenAttention:
 
     def __init__(self, model: nn.Module, query_index: torch.Tensor, head_reduce: str = "mean"):
         if head_reduce not in ("mean", "none"):
-            raise ValueError(f"head_reduce must be 'mean' (the reference) or 'none', got {head_reduce!r}.")
+            raise HFTrustConfigError(f"head_reduce must be 'mean' (the reference) or 'none', got {head_reduce!r}.")
         self.modules = decoder_attention_modules(model)
         self.query_index = query_index
         self.head_reduce = head_reduce
@@ -90,7 +90,7 @@ class LastTokenAttention:
         def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
             weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
             if weights is None:
-                raise HFTrustError(
+                raise HFTrustConfigError(
                     "a decoder attention module returned no weights; BYE needs eager attention "
                     "(`model.set_attn_implementation('eager')`)."
                 )

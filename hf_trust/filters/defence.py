@@ -14,6 +14,8 @@ from typing import Any, Optional
 import torch
 from tqdm.auto import tqdm
 
+from hf_trust.errors import HFTrustDataError
+
 from .bye import BYEFilter
 from .report import BYEReport
 
@@ -84,7 +86,7 @@ def answer_loss(model: Any, batch: dict) -> torch.Tensor:
     labels = batch["labels"]
     valid = labels[:, 1:] != -100
     if not bool(valid.any()):
-        raise ValueError(
+        raise HFTrustDataError(
             "The batch has no labelled tokens (every label is -100); the collate function must label the answer tokens."
         )
     first = int(valid.any(0).nonzero()[0]) + 1  # first label position that is predicted

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hf_trust.errors import HFTrustDataError
+
 
 @dataclass
 class GMM1D:
@@ -82,7 +84,7 @@ def fit_gmm_1d(x: np.ndarray, tol: float = 1e-3, reg_covar: float = 1e-6, max_it
     """Fit a 2-component 1-D GMM by EM with a (exact) k-means start; sklearn's defaults and stopping rule."""
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size < 2:
-        raise ValueError(f"a 2-component mixture needs at least 2 values, got {x.size}.")
+        raise HFTrustDataError(f"a 2-component mixture needs at least 2 values, got {x.size}.")
     if np.ptp(x) == 0:
         # Degenerate: one point mass; report two identical components so that no rule can call it bimodal.
         v = np.full(2, reg_covar)

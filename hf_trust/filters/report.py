@@ -10,7 +10,9 @@ from typing import Any, Optional
 import numpy as np
 
 from hf_trust.atomic import atomic_save, atomic_write_json
-from hf_trust.errors import HFTrustCacheError
+from hf_trust.errors import HFTrustCacheError, HFTrustDataError
+
+from .config import BYESelectConfig
 
 
 @dataclass
@@ -36,7 +38,8 @@ class BYEReport:
         removal_histogram: flagged count per answer/label value (when a label column exists).
         removed_share_per_class: per answer/label value, the share of its rows that was removed.
         label_histogram: total count per answer/label value, to read the removal histogram against.
-        params: the BYE parameters used.
+        params: the selection settings used (``BYESelectConfig.to_dict()``; :attr:`select_config` reads them
+            back).
         warnings: human-readable warnings (e.g. removal concentrated on one label, capped removal).
         nonfinite_rows: rows whose entropies held NaN/inf (imputed by the layer mean before fitting).
         robust: ``layer_select="robust"`` only: candidate layers and their agreement groups.
@@ -66,12 +69,17 @@ class BYEReport:
     def num_removed(self) -> int:
         return int(sum(self.suspicious))
 
+    @property
+    def select_config(self) -> BYESelectConfig:
+        """The :class:`BYESelectConfig` this report was produced with (rebuilt from :attr:`params`)."""
+        return BYESelectConfig.from_dict(self.params)
+
     def detection(self, is_poison: list[bool] | np.ndarray) -> dict:
         """Precision / recall / F1 of the flagged rows against known poison labels."""
         y = np.asarray(is_poison, dtype=bool)
         s = np.asarray(self.suspicious, dtype=bool)
         if y.shape != s.shape:
-            raise ValueError(f"{len(y)} poison labels for {len(s)} scored rows; pass one label per row.")
+            raise HFTrustDataError(f"{len(y)} poison labels for {len(s)} scored rows; pass one label per row.")
         tp = int((y & s).sum())
         precision = tp / max(int(s.sum()), 1)
         recall = tp / max(int(y.sum()), 1)

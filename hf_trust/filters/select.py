@@ -4,17 +4,18 @@ Four layer rules (``layer_select``):
 
 * ``"bimodal"`` (default, the released code): a layer is sensitive iff its 2-GMM has |μ₁−μ₂| > k_σ(σ₁+σ₂);
   the score is the mean entropy over sensitive layers and a second 2-GMM on it flags its low component.
-* ``"bsi"`` (the paper's "BSI ≥ 2" rule, reconstructed; looser than the released code's rule): keep a layer iff
-  its bimodal separation index is ≥ ``bsi_threshold`` (2.0); then as above.  The paper's exact formula could not
-  be retrieved; we use Ashman's D,
+* ``"bsi"`` (a separation-index rule, our reconstruction; looser than the released code's rule): keep a layer
+  iff its bimodal separation index is ≥ ``bsi_threshold`` (2.0); then as above.  The released code has no such
+  rule and the paper's text was not retrievable (spec), so the index is our choice: Ashman's D,
   BSI = √2·|μ₁−μ₂| / √(σ₁²+σ₂²), the standard two-Gaussian separation statistic whose conventional threshold
-  for "clean separation" is 2.  (Zhang et al.'s S = |μ₁−μ₂| / 2(σ₁+σ₂) > 1 is the released code's rule; at equal
-  σ it needs |μ₁−μ₂| > 4σ where D ≥ 2 needs only 2σ, so the reconstruction is about 2× looser.)
+  for "clean separation" is 2.  (The released code's rule, |μ₁−μ₂| > 2(σ₁+σ₂), needs |μ₁−μ₂| > 4σ at equal σ
+  where D ≥ 2 needs only 2σ, so this rule is about 2× looser.)
 * ``"top_kl:<k>"``: the k layers with the largest KL(N_low‖N_high) diagnostic; then as above.
 * ``"robust"``: see :func:`robust_select`; it is built on what an attack must look like rather than on "any
   bimodal layer".
 
-An explicit list of layer indices is also accepted.  Guard rails hold in every mode: non-finite entries are
+An explicit list of layer indices is also accepted.  Every setting is a field of
+:class:`~hf_trust.filters.config.BYESelectConfig`.  Guard rails hold in every mode: non-finite entries are
 imputed and reported, the removed share per class is in the report, and a removal of more than
 ``max_removal_fraction`` (default 0.5) of the rows is capped, with ``status="capped"`` and a warning; with the
 cap disabled, flagging more than half the rows sets ``status="majority_flagged"`` and warns.
@@ -30,20 +31,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from hf_trust.errors import HFTrustConfigError, HFTrustDataError
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustTypeError
 
+from .config import BYESelectConfig, reject_legacy_keywords
 from .gmm import GMM1D, fit_gmm_1d, gaussian_kl
 from .report import BYEReport
 
-#: Default cap on the share of rows BYE may remove (every mode).  BYE's premise is that poison is a minority
-#: of a fine-tuning set; a rule that flags more than half of it has split clean structure, so at most half is
-#: removed and the report says ``capped``.  ``None`` disables the cap (then ``majority_flagged`` + warning).
-DEFAULT_MAX_REMOVAL_FRACTION = 0.5
-#: Fewest rows BYE removes anything from (every mode).  Its 2-GMMs need rows to tell two modes from noise:
-#: on pure Gaussian noise (N rows × 6 layers, no poison, 10 seeds) the default rule removed rows with status
-#: "ok" in 10/10 seeds at N = 2 and 5, 6/10 at N = 20 (15-40 % of the rows), 1/10 at N = 30 and 40, and in
-#: none from N = 50 up.  Below it the report says ``too_few_rows`` and nothing is removed; ``min_rows=1`` lifts it.
-DEFAULT_MIN_ROWS = 50
 STATUSES = ("ok", "no_sensitive_layers", "majority_flagged", "capped", "too_few_rows")
 
 
@@ -78,79 +71,6 @@ def layer_auroc(E: np.ndarray, is_poison: Sequence[bool]) -> list[float]:
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
     union = int((a | b).sum())
     return float((a & b).sum() / union) if union else 0.0
-
-
-# ------------------------------------------------------------------ validation
-def _check_fraction(name: str, value: Any, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < float(value) <= 1):
-        raise HFTrustConfigError(
-            f"{name} must be a share in (0, 1]{' or None' if allow_none else ''}, got {value!r}; "
-            f"e.g. {name}=0.5 (the share of rows, not a count)."
-        )
-
-
-def check_select_config(
-    *,
-    k_sigma: Any,
-    layer_select: Any,
-    bsi_threshold: Any,
-    max_minority: Any,
-    agreement: Any,
-    max_removal_fraction: Any,
-    warn_if_removal_concentrated: Any,
-    direction: Any,
-    min_support: Any = None,
-    min_rows: Any = DEFAULT_MIN_ROWS,
-) -> None:
-    """Reject settings that cannot work, naming the field and the fix (``HFTrustConfigError``)."""
-    for name, value in (("k_sigma", k_sigma), ("bsi_threshold", bsi_threshold)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise HFTrustConfigError(
-                f"{name} must be a finite number > 0, got {value!r}; the reference uses {name}=2.0 (a negative or "
-                "zero threshold calls every layer bimodal)."
-            )
-    _check_fraction("max_removal_fraction", max_removal_fraction)
-    _check_fraction("warn_if_removal_concentrated", warn_if_removal_concentrated)
-    _check_fraction("agreement", agreement, allow_none=False)
-    if isinstance(max_minority, bool) or not isinstance(max_minority, (int, float)) or not (0 < max_minority < 1):
-        raise HFTrustConfigError(f"max_minority must be a share in (0, 1), got {max_minority!r}; default 0.4.")
-    if min_support is not None and (
-        isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1
-    ):
-        raise HFTrustConfigError(
-            f"min_support must be an integer ≥ 1 or None (automatic: max(1, round(L / 10)) agreeing layers), "
-            f"got {min_support!r}."
-        )
-    if isinstance(min_rows, bool) or not isinstance(min_rows, (int, np.integer)) or min_rows < 1:
-        raise HFTrustConfigError(
-            f"min_rows must be an integer ≥ 1, got {min_rows!r}; the default {DEFAULT_MIN_ROWS} keeps BYE from "
-            "removing rows of datasets too small for its mixture fits (min_rows=1 lifts the guard)."
-        )
-    if direction != "low":
-        raise HFTrustConfigError(
-            f"direction is fixed to 'low' (attention collapse lowers entropy), as in the paper; got {direction!r}."
-        )
-    if isinstance(layer_select, str):
-        if layer_select in ("bimodal", "bsi", "robust"):
-            return
-        if layer_select.startswith("top_kl:"):
-            k = layer_select.split(":", 1)[1]
-            if k.isdigit() and int(k) >= 1:
-                return
-        raise HFTrustConfigError(
-            f"layer_select must be 'bimodal', 'bsi', 'robust', 'top_kl:<k>' (k ≥ 1) or a list of layer indices, "
-            f"got {layer_select!r}."
-        )
-    try:
-        layers = [int(x) for x in layer_select]
-    except (TypeError, ValueError) as exc:
-        raise HFTrustConfigError(
-            f"layer_select must be a rule name or a list of layer indices, got {layer_select!r}."
-        ) from exc
-    if not layers:
-        raise HFTrustConfigError("layer_select is an empty list; pass at least one layer index or a rule name.")
 
 
 # ------------------------------------------------------------------ the robust rule
@@ -305,63 +225,63 @@ def _impute_nonfinite(E: np.ndarray, report: BYEReport) -> np.ndarray:
 
 def bye_select(
     entropies: np.ndarray | Sequence[Sequence[float]],
+    config: Optional[BYESelectConfig] = None,
     *,
-    k_sigma: float = 2.0,
-    layer_select: str | Sequence[int] = "bimodal",
-    bsi_threshold: float = 2.0,
-    max_minority: float = 0.4,
-    agreement: float = 0.5,
-    min_support: Optional[int] = None,
-    require_minor_low_component: bool = False,
-    max_removal_fraction: Optional[float] = DEFAULT_MAX_REMOVAL_FRACTION,
-    warn_if_removal_concentrated: Optional[float] = None,
     labels: Optional[Sequence[Any]] = None,
     is_poison: Optional[Sequence[bool]] = None,
-    direction: str = "low",
-    min_rows: int = DEFAULT_MIN_ROWS,
+    **legacy: Any,
 ) -> tuple[BYEReport, np.ndarray]:
     """BYE's unsupervised selection on an (N, L) entropy matrix.  Returns ``(report, scores)``.
 
     Args:
         entropies: (N, L) attention entropies (rows = samples, columns = decoder layers).
-        k_sigma: the reference rule's threshold in |μ₁−μ₂| > k_σ(σ₁+σ₂) (``layer_select="bimodal"``).
-        layer_select: ``"bimodal"`` (reference, default), ``"bsi"`` (BSI ≥ ``bsi_threshold``; reconstructed, looser than the released code's rule),
-            ``"robust"`` (:func:`robust_select`), ``"top_kl:<k>"`` or a list of layer indices.
-        bsi_threshold: separation a layer needs under ``"bsi"`` and ``"robust"`` (2.0).
-        max_minority: ``"robust"`` only: largest weight of a layer's low component that can still be an
-            attack (0.4; poison is a minority of a fine-tuning set).
-        agreement: ``"robust"`` only: Jaccard overlap of two layers' flagged rows that counts as agreement (0.5).
-        min_support: ``"robust"`` only: agreeing layers a group needs to rank before smaller groups (``None``:
-            ``max(1, round(L / 10))``, see :func:`robust_select`).
-        require_minor_low_component: drop selected layers whose low component weighs ≥ 0.5 (non-robust modes).
-        max_removal_fraction: at most this share of rows is removed (the lowest scores first), status
-            ``"capped"`` with a warning; ``None`` disables the cap (then more than half flagged gives status
-            ``"majority_flagged"`` and a warning).  Default 0.5 in every mode.
-        warn_if_removal_concentrated: warn when at least this share of one label's rows is removed.
+        config: the selection settings (:class:`BYESelectConfig`; ``None`` = the released code's rule with the
+            default guard rails).  ``report.params`` holds ``config.to_dict()``.
         labels: per-row answer/label, for the removal histogram and the removed share per class.
         is_poison: ground truth, only for the report's per-layer AUROC (never used for the decision).
-        direction: fixed to ``"low"``.
-        min_rows: with fewer rows nothing is removed and the status is ``"too_few_rows"`` (with a warning); the
-            layer statistics and scores are still reported.  Default 50 (:data:`DEFAULT_MIN_ROWS`: below it the
-            mixture fits split pure noise); ``min_rows=1`` lifts the guard, e.g. for toy data.
 
     Scores: the reference modes return the mean entropy over the selected layers (lower = more suspicious);
     ``"robust"`` returns minus the share of chosen layers voting "collapsed" (ties broken by the mean entropy
-    rank; also lower = more suspicious).  NaN when nothing
-    was selected.
+    rank; also lower = more suspicious).  NaN when nothing was selected.
+
+    Selection settings given as loose keywords (``bye_select(E, layer_select="robust")``, the interface before
+    :class:`BYESelectConfig`) raise an ``HFTrustConfigError`` that shows the config to pass instead.
     """
-    check_select_config(
-        k_sigma=k_sigma,
-        layer_select=layer_select,
-        bsi_threshold=bsi_threshold,
-        max_minority=max_minority,
-        agreement=agreement,
-        max_removal_fraction=max_removal_fraction,
-        warn_if_removal_concentrated=warn_if_removal_concentrated,
-        direction=direction,
-        min_support=min_support,
-        min_rows=min_rows,
-    )
+    reject_legacy_keywords("bye_select()", legacy)
+    config = _resolve_config(config)
+    E = _as_entropy_matrix(entropies)
+    n, L = E.shape
+    _check_lengths(n, labels=labels, is_poison=is_poison)
+    report = BYEReport(status="ok", num_samples=n, num_layers=L, params=config.to_dict())
+    E = _impute_nonfinite(E, report)
+    if labels is not None:
+        report.label_histogram = {str(k): v for k, v in Counter(map(str, labels)).items()}
+    if n < 2:
+        return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, config)
+    gmms = _profile_layers(E, config, report)
+    if is_poison is not None:
+        report.layer_auroc = layer_auroc(E, is_poison)
+    if config.layer_select == "robust":
+        flagged, scores = _robust_rows(E, config, report)
+    else:
+        flagged, scores = _mixture_rows(E, gmms, config, report)
+    return _finish(report, flagged, scores, labels, config)
+
+
+# ------------------------------------------------------------------ the steps of bye_select
+def _resolve_config(config: Any) -> BYESelectConfig:
+    if config is None:
+        return BYESelectConfig()
+    if not isinstance(config, BYESelectConfig):
+        raise HFTrustTypeError(
+            f"config must be a BYESelectConfig or None, got {type(config).__name__}; build one with "
+            "BYESelectConfig(layer_select=...) or, from a saved dict, BYESelectConfig.from_dict(d)."
+        )
+    return config
+
+
+def _as_entropy_matrix(entropies: Any) -> np.ndarray:
+    """The entropies as an (N, L) float64 array with N, L ≥ 1 (``HFTrustDataError`` otherwise)."""
     try:
         E = np.asarray(entropies, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -375,78 +295,83 @@ def bye_select(
             f"BYE needs an (N, L) entropy matrix with N ≥ 1 rows and L ≥ 1 layers, got shape {E.shape}; "
             "is the dataset empty?"
         )
-    n, L = E.shape
-    if labels is not None and len(labels) != n:
-        raise HFTrustDataError(f"labels has {len(labels)} entries for {n} rows; pass one label per row.")
-    if is_poison is not None and len(is_poison) != n:
-        raise HFTrustDataError(f"is_poison has {len(is_poison)} entries for {n} rows; pass one flag per row.")
-    params = {
-        "k_sigma": k_sigma,
-        "layer_select": layer_select if isinstance(layer_select, str) else [int(x) for x in layer_select],
-        "bsi_threshold": bsi_threshold,
-        "max_minority": max_minority,
-        "agreement": agreement,
-        "min_support": min_support,
-        "require_minor_low_component": require_minor_low_component,
-        "max_removal_fraction": max_removal_fraction,
-        "warn_if_removal_concentrated": warn_if_removal_concentrated,
-        "direction": direction,
-        "min_rows": int(min_rows),
-    }
-    report = BYEReport(status="ok", num_samples=n, num_layers=L, params=params)
-    E = _impute_nonfinite(E, report)
-    if labels is not None:
-        report.label_histogram = {str(k): v for k, v in Counter(map(str, labels)).items()}
-    if n < 2:
-        return _finish(
-            report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, max_removal_fraction, None, min_rows
-        )
+    return E
 
-    gmms = [fit_gmm_1d(E[:, l]) for l in range(L)]
-    bsi = [bimodal_separation_index(g) for g in gmms]
-    for g, b in zip(gmms, bsi):
+
+def _check_lengths(n: int, **per_row: Optional[Sequence[Any]]) -> None:
+    for name, values in per_row.items():
+        if values is not None and len(values) != n:
+            raise HFTrustDataError(f"{name} has {len(values)} entries for {n} rows; pass one entry per row.")
+
+
+def _profile_layers(E: np.ndarray, config: BYESelectConfig, report: BYEReport) -> list[GMM1D]:
+    """Per layer: a 2-GMM, the released code's bimodality test, the KL diagnostic and the separation index."""
+    gmms = [fit_gmm_1d(E[:, l]) for l in range(E.shape[1])]
+    for g in gmms:
         mu, sd = g.means, g.stds
         report.layer_gmms.append(g.to_dict())
-        report.layer_bimodal.append(bool(abs(mu[1] - mu[0]) > k_sigma * (sd[0] + sd[1])))
+        report.layer_bimodal.append(bool(abs(mu[1] - mu[0]) > config.k_sigma * (sd[0] + sd[1])))
         report.layer_kl.append(gaussian_kl(mu[0], sd[0], mu[1], sd[1]))
-        report.layer_bsi.append(b)
-    if is_poison is not None:
-        report.layer_auroc = layer_auroc(E, is_poison)
+        report.layer_bsi.append(bimodal_separation_index(g))
+    return gmms
 
-    if layer_select == "robust":
-        chosen, flagged, diag = robust_select(
-            E, bsi_threshold=bsi_threshold, max_minority=max_minority, agreement=agreement, min_support=min_support
-        )
-        report.sensitive_layers = chosen
-        report.robust = {k: diag[k] for k in ("candidates", "groups", "separation", "min_support")}
-        if not chosen:
-            return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None, min_rows)
-        scores = np.asarray(diag["score"])
-        return _finish(report, flagged, scores, labels, max_removal_fraction, warn_if_removal_concentrated, min_rows)
 
-    if layer_select == "bimodal":
+def _robust_rows(E: np.ndarray, config: BYESelectConfig, report: BYEReport) -> tuple[np.ndarray, np.ndarray]:
+    """``layer_select="robust"``: :func:`robust_select`'s layers, flags and scores."""
+    chosen, flagged, diag = robust_select(
+        E,
+        bsi_threshold=config.bsi_threshold,
+        max_minority=config.max_minority,
+        agreement=config.agreement,
+        min_support=config.min_support,
+    )
+    report.sensitive_layers = chosen
+    report.robust = {k: diag[k] for k in ("candidates", "groups", "separation", "min_support")}
+    if not chosen:
+        return np.zeros(len(E), dtype=bool), np.full(len(E), np.nan)
+    return flagged, np.asarray(diag["score"])
+
+
+def _chosen_layers(gmms: list[GMM1D], config: BYESelectConfig, report: BYEReport) -> list[int]:
+    """The layers of a mixture mode (``bimodal``, ``bsi``, ``top_kl:<k>`` or an explicit list)."""
+    rule, L = config.layer_select, len(gmms)
+    if rule == "bimodal":
         chosen = [l for l, b in enumerate(report.layer_bimodal) if b]
-    elif layer_select == "bsi":
-        chosen = [l for l, b in enumerate(bsi) if b >= bsi_threshold]
-    elif isinstance(layer_select, str):  # top_kl:<k>
-        k = int(layer_select.split(":", 1)[1])
+    elif rule == "bsi":
+        chosen = [l for l, b in enumerate(report.layer_bsi) if b >= config.bsi_threshold]
+    elif isinstance(rule, str):  # top_kl:<k>
+        k = int(rule.split(":", 1)[1])
         chosen = sorted(np.argsort(-np.nan_to_num(np.asarray(report.layer_kl), nan=-np.inf))[:k].tolist())
     else:
-        chosen = sorted(int(l) for l in layer_select)
-        if any(l < 0 or l >= L for l in chosen):
+        chosen = list(rule)
+        if any(l >= L for l in chosen):
             raise HFTrustConfigError(
                 f"layer_select {chosen} is outside the {L} profiled layers (valid: 0..{L - 1}); fix the indices."
             )
-    if require_minor_low_component:
+    if config.require_minor_low_component:
         chosen = [l for l in chosen if gmms[l].weights[0] < 0.5]
+    return chosen
+
+
+def _mixture_rows(
+    E: np.ndarray, gmms: list[GMM1D], config: BYESelectConfig, report: BYEReport
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's second stage: mean entropy over the chosen layers, a 2-GMM on it, its low component."""
+    chosen = _chosen_layers(gmms, config, report)
     report.sensitive_layers = chosen
     if not chosen:
-        return _finish(report, np.zeros(n, dtype=bool), np.full(n, np.nan), labels, None, None, min_rows)
+        return np.zeros(len(E), dtype=bool), np.full(len(E), np.nan)
     scores = E[:, chosen].mean(axis=1)
     sg = fit_gmm_1d(scores)
     report.score_gmm = sg.to_dict()
-    flagged = sg.predict(scores) == 0  # low-mean component = collapsed attention = suspicious
-    return _finish(report, flagged, scores, labels, max_removal_fraction, warn_if_removal_concentrated, min_rows)
+    return sg.predict(scores) == 0, scores  # low-mean component = collapsed attention = suspicious
+
+
+# ------------------------------------------------------------------ guard rails shared by every mode
+def _warn(report: BYEReport, msg: str) -> None:
+    """Record ``msg`` in the report and warn at the caller of :func:`bye_select` (bye_select → _finish → here)."""
+    report.warnings.append(msg)
+    warnings.warn(msg, stacklevel=5)
 
 
 def _finish(
@@ -454,67 +379,77 @@ def _finish(
     flagged: np.ndarray,
     scores: np.ndarray,
     labels: Optional[Sequence[Any]],
-    max_removal_fraction: Optional[float],
-    warn_if_removal_concentrated: Optional[float],
-    min_rows: int = 1,
+    config: BYESelectConfig,
 ) -> tuple[BYEReport, np.ndarray]:
-    """Guard rails shared by every mode: too few rows, cap, status, removed share per class, warnings."""
-    n = len(flagged)
-    flagged = np.asarray(flagged, dtype=bool).copy()
-    if n < min_rows:
+    """Guard rails shared by every mode (too few rows, cap, status), then the removed share per class."""
+    flagged = _guard_rails(report, np.asarray(flagged, dtype=bool).copy(), scores, config)
+    report.suspicious = flagged.tolist()
+    report.removed_fraction = float(flagged.mean()) if len(flagged) else 0.0
+    if labels is not None:
+        _removal_by_class(report, flagged, labels, config.warn_if_removal_concentrated)
+    return report, scores
+
+
+def _guard_rails(report: BYEReport, flagged: np.ndarray, scores: np.ndarray, config: BYESelectConfig) -> np.ndarray:
+    """Set ``report.status`` and return the rows actually removed (none below ``min_rows``, capped above
+    ``max_removal_fraction``)."""
+    n, cap_share = len(flagged), config.max_removal_fraction
+    if n < config.min_rows:
         # checked first: on so few rows any other status (even "no_sensitive_layers") is as unreliable
-        msg = (
-            f"BYE got {n} rows, fewer than min_rows={min_rows}: its mixture fits cannot tell a poisoned minority "
-            f"from noise on so few rows (the rule would have flagged {int(flagged.sum())}), so nothing was removed "
-            "(status 'too_few_rows'). Profile more rows, or pass min_rows=1 to remove what the rule flags anyway."
-        )
-        flagged = np.zeros(n, dtype=bool)
         report.status = "too_few_rows"
-        report.warnings.append(msg)
-        warnings.warn(msg, stacklevel=3)
-    elif not report.sensitive_layers:
-        report.status = "no_sensitive_layers"
-    elif max_removal_fraction is not None and flagged.sum() > max_removal_fraction * n:
-        cap = int(math.floor(max_removal_fraction * n))
-        order = np.argsort(np.where(flagged, scores, np.inf), kind="stable")[:cap]  # lowest-scoring flagged rows
-        msg = (
-            f"BYE flagged {int(flagged.sum())}/{n} rows ({flagged.mean():.0%}), more than max_removal_fraction="
-            f"{max_removal_fraction}; only the {cap} lowest-scoring were removed (status 'capped'). A rule that "
-            "flags this much has most likely split clean structure, not found a poisoned minority: inspect "
-            "report.removed_share_per_class, or try layer_select='robust'."
+        _warn(
+            report,
+            f"BYE got {n} rows, fewer than min_rows={config.min_rows}: its mixture fits cannot tell a poisoned "
+            f"minority from noise on so few rows (the rule would have flagged {int(flagged.sum())}), so nothing "
+            "was removed (status 'too_few_rows'). Profile more rows, or pass min_rows=1 to remove what the rule "
+            "flags anyway.",
         )
-        flagged = np.zeros(n, dtype=bool)
-        flagged[order] = True
+        return np.zeros(n, dtype=bool)
+    if not report.sensitive_layers:
+        report.status = "no_sensitive_layers"
+        return flagged
+    if cap_share is not None and flagged.sum() > cap_share * n:
+        cap = int(math.floor(cap_share * n))
+        order = np.argsort(np.where(flagged, scores, np.inf), kind="stable")[:cap]  # lowest-scoring flagged rows
         report.status = "capped"
-        report.warnings.append(msg)
-        warnings.warn(msg, stacklevel=3)
-    elif flagged.sum() > 0.5 * n:
-        msg = (
+        _warn(
+            report,
+            f"BYE flagged {int(flagged.sum())}/{n} rows ({flagged.mean():.0%}), more than max_removal_fraction="
+            f"{cap_share}; only the {cap} lowest-scoring were removed (status 'capped'). A rule that flags this "
+            "much has most likely split clean structure, not found a poisoned minority: inspect "
+            "report.removed_share_per_class, or try layer_select='robust'.",
+        )
+        capped = np.zeros(n, dtype=bool)
+        capped[order] = True
+        return capped
+    if flagged.sum() > 0.5 * n:
+        report.status = "majority_flagged"
+        _warn(
+            report,
             f"BYE flagged {int(flagged.sum())}/{n} rows ({flagged.mean():.0%}), a majority of the dataset "
             "(status 'majority_flagged', max_removal_fraction=None). Poison is a minority of a fine-tuning set; "
-            "this removal most likely follows clean structure."
+            "this removal most likely follows clean structure.",
         )
-        report.status = "majority_flagged"
-        report.warnings.append(msg)
-        warnings.warn(msg, stacklevel=3)
-    else:
-        report.status = "ok"
-    report.suspicious = flagged.tolist()
-    report.removed_fraction = float(flagged.mean()) if n else 0.0
-    if labels is not None:
-        lab = np.asarray(list(map(str, labels)))
-        report.removal_histogram = {str(k): v for k, v in Counter(lab[flagged].tolist()).items()}
-        report.removed_share_per_class = {
-            k: report.removal_histogram.get(k, 0) / total for k, total in sorted(report.label_histogram.items())
-        }
-        if warn_if_removal_concentrated is not None:
-            for k, removed in report.removal_histogram.items():
-                share = removed / report.label_histogram[k]
-                if share >= warn_if_removal_concentrated and removed >= 5:
-                    msg = (
-                        f"BYE removed {removed}/{report.label_histogram[k]} rows with label {k!r}: unless {k!r} "
-                        "is an attack target, the split may follow the classes rather than a trigger."
-                    )
-                    report.warnings.append(msg)
-                    warnings.warn(msg, stacklevel=3)
-    return report, scores
+        return flagged
+    report.status = "ok"
+    return flagged
+
+
+def _removal_by_class(
+    report: BYEReport, flagged: np.ndarray, labels: Sequence[Any], warn_share: Optional[float]
+) -> None:
+    """The removal histogram and removed share per label; a warning per label removed beyond ``warn_share``."""
+    lab = np.asarray(list(map(str, labels)))
+    report.removal_histogram = {str(k): v for k, v in Counter(lab[flagged].tolist()).items()}
+    report.removed_share_per_class = {
+        k: report.removal_histogram.get(k, 0) / total for k, total in sorted(report.label_histogram.items())
+    }
+    if warn_share is None:
+        return
+    for k, removed in report.removal_histogram.items():
+        if removed / report.label_histogram[k] >= warn_share and removed >= 5:
+            _warn(
+                report,
+                f"BYE removed {removed}/{report.label_histogram[k]} rows with label {k!r}: unless {k!r} is an "
+                "attack target, the split may follow the classes rather than a trigger.",
+            )

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from hf_trust.filters import BYEFilter, bye_select
+from hf_trust.filters import BYEFilter, BYESelectConfig, bye_select
 
 from . import toy
 
@@ -94,7 +94,7 @@ def test_robust_rule_removes_poison_and_little_else(runs):
     good = {}
     for seed, r in runs.items():
         assert r["report"].removed_fraction <= 0.5  # the reference rule's default cap
-        rob, _ = bye_select(r["E"], layer_select="robust")
+        rob, _ = bye_select(r["E"], BYESelectConfig(layer_select="robust"))
         det = rob.detection(r["poison"])
         good[seed] = (
             rob.status == "ok" and det["precision"] >= 0.8 and rob.removed_fraction <= 0.2 and det["recall"] >= 0.2
@@ -112,7 +112,9 @@ def test_clean_data_keeps_most_rows_and_never_silently_a_majority():
     reference 0.34 ± 0.12, benchmarks/results/bye.md)."""
     model = _trained(0, poison_rate=0.0)
     ds = toy.make_dataset(N, 0.0, 0)
-    clean, rep = BYEFilter(model, collate_fn=toy.collate, batch_size=100, layer_select="robust")(ds)
+    clean, rep = BYEFilter(
+        model, collate_fn=toy.collate, batch_size=100, select_config=BYESelectConfig(layer_select="robust")
+    )(ds)
     assert len(clean) == N - rep.num_removed
     assert rep.removed_fraction <= 0.5 and rep.status in ("ok", "capped", "no_sensitive_layers")
     assert set(rep.removal_histogram) <= {str(t) for t in toy.CLASS_TOKENS}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_trust.filters import bye_defence
+from hf_trust.filters import BYESelectConfig, bye_defence
 from hf_trust.filters.defence import answer_loss
 
 from . import toy
@@ -64,7 +64,7 @@ def test_defence_removes_flagged_rows_and_refits_from_base():
         collate_fn=toy.collate,
         poison_column="is_poison",
         batch_size=100,
-        layer_select="top_kl:1",
+        select_config=BYESelectConfig(layer_select="top_kl:1"),
     )
     flagged = np.asarray(res.scored["bye_suspicious"])
     assert len(res.scored) == n  # the audited set keeps every row

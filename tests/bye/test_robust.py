@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from hf_trust.filters import bye_select
+from hf_trust.filters import BYESelectConfig, bye_select
 
 
 def _structured(seed: int, n: int = 500, poison_rate: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,7 +38,7 @@ def test_robust_finds_minority_collapse_among_majority_structure(seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reference rule's capped-removal warning
         ref, _ = bye_select(E)
-    rob, _ = bye_select(E, layer_select="robust")
+    rob, _ = bye_select(E, BYESelectConfig(layer_select="robust"))
     p, r = _prf(rob.suspicious, poison)
     assert rob.status == "ok" and rob.sensitive_layers == [4]
     assert p >= 0.9 and r >= 0.9
@@ -54,7 +54,7 @@ def test_robust_finds_minority_collapse_among_majority_structure(seed):
 @pytest.mark.parametrize("seed", range(5))
 def test_robust_on_clean_majority_structure_removes_almost_nothing(seed):
     E, _, _ = _structured(seed, poison_rate=0.0)
-    rob, _ = bye_select(E, layer_select="robust")
+    rob, _ = bye_select(E, BYESelectConfig(layer_select="robust"))
     assert rob.removed_fraction <= 0.05
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -64,24 +64,26 @@ def test_robust_on_clean_majority_structure_removes_almost_nothing(seed):
 
 def test_robust_layer_bsi_is_ashmans_d_of_each_layer_gmm():
     E, _, _ = _structured(0)
-    rep, _ = bye_select(E, layer_select="robust")
+    rep, _ = bye_select(E, BYESelectConfig(layer_select="robust"))
     for l, g in enumerate(rep.layer_gmms):
         (m0, m1), (s0, s1) = g["means"], g["stds"]
         assert rep.layer_bsi[l] == pytest.approx(math.sqrt(2) * abs(m1 - m0) / math.sqrt(s0**2 + s1**2))
 
 
-def test_bsi_rule_is_the_papers_threshold():
+def test_bsi_rule_keeps_layers_whose_separation_index_clears_the_threshold():
+    """The ``"bsi"`` rule (our reconstruction: Ashman's D ≥ ``bsi_threshold``; not in the released code) selects
+    exactly the layers whose index clears the threshold, and none when the threshold is out of reach."""
     E, _, _ = _structured(0)
-    rep, _ = bye_select(E, layer_select="bsi", max_removal_fraction=None)
+    rep, _ = bye_select(E, BYESelectConfig(layer_select="bsi", max_removal_fraction=None))
     assert rep.sensitive_layers == [l for l, b in enumerate(rep.layer_bsi) if b >= 2.0]
-    rep3, _ = bye_select(E, layer_select="bsi", bsi_threshold=1e6)
+    rep3, _ = bye_select(E, BYESelectConfig(layer_select="bsi", bsi_threshold=1e6))
     assert rep3.status == "no_sensitive_layers" and rep3.removed_fraction == 0.0
 
 
 def test_majority_flagged_is_never_silent():
     E, _, kind = _structured(0, poison_rate=0.0)
     with pytest.warns(UserWarning, match="majority"):
-        rep, _ = bye_select(E, max_removal_fraction=None)
+        rep, _ = bye_select(E, BYESelectConfig(max_removal_fraction=None))
     assert rep.status == "majority_flagged" and rep.removed_fraction > 0.5
     assert any("majority" in w for w in rep.warnings)
     with pytest.warns(UserWarning, match="max_removal_fraction"):
@@ -95,7 +97,7 @@ def test_majority_flagged_is_never_silent():
 def test_removed_share_per_class_matches_a_recount():
     E, poison, kind = _structured(1)
     labels = np.where(poison, "target", np.where(kind, "a", "b"))
-    rep, _ = bye_select(E, layer_select="robust", labels=labels)
+    rep, _ = bye_select(E, BYESelectConfig(layer_select="robust"), labels=labels)
     flagged = np.asarray(rep.suspicious)
     for k in ("a", "b", "target"):
         assert rep.removed_share_per_class[k] == pytest.approx(flagged[labels == k].mean())
@@ -103,7 +105,7 @@ def test_removed_share_per_class_matches_a_recount():
 
 
 def test_filter_forwards_the_robust_rule_and_its_parameters():
-    """``BYEFilter(..., layer_select="robust")`` runs the same selection as ``bye_select`` on its entropies."""
+    """``BYEFilter(..., select_config=BYESelectConfig(layer_select="robust"))`` runs the same selection as ``bye_select`` on its entropies."""
     from hf_trust.filters import BYEFilter
 
     from . import toy
@@ -111,16 +113,19 @@ def test_filter_forwards_the_robust_rule_and_its_parameters():
     model = toy.make_tiny_llava(seed=0)
     ds = toy.make_dataset(48, 0.1, seed=0)
     # min_rows=1: a 48-row toy set is below BYE's 50-row guard; lifting it keeps the comparison meaningful
-    bye = BYEFilter(model, collate_fn=toy.collate, batch_size=24, layer_select="robust", max_minority=0.3, min_rows=1)
+    bye = BYEFilter(
+        model,
+        collate_fn=toy.collate,
+        batch_size=24,
+        select_config=BYESelectConfig(layer_select="robust", max_minority=0.3, min_rows=1),
+    )
     scored = bye.score(ds)
     rep = bye.report_
     assert rep.params["layer_select"] == "robust" and rep.params["max_minority"] == 0.3
     direct, _ = bye_select(
         np.asarray(scored["bye_layer_entropy"]),
-        layer_select="robust",
-        max_minority=0.3,
+        BYESelectConfig(layer_select="robust", max_minority=0.3, min_rows=1),
         labels=ds["answer"],
-        min_rows=1,
     )
     assert rep.suspicious == direct.suspicious and rep.sensitive_layers == direct.sensitive_layers
     assert rep.removed_share_per_class == direct.removed_share_per_class
@@ -144,13 +149,13 @@ def _deep_with_lone_clean_mode(seed: int, n: int = 300, layers: int = 30) -> tup
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_robust_needs_agreeing_layers_in_a_deep_model(seed):
     E, poison = _deep_with_lone_clean_mode(seed)
-    rob, _ = bye_select(E, layer_select="robust")
+    rob, _ = bye_select(E, BYESelectConfig(layer_select="robust"))
     assert rob.robust["min_support"] == 3  # max(1, round(30 / 10))
     assert rob.sensitive_layers == [9, 10, 11]
     p, r = _prf(rob.suspicious, poison)
     assert p >= 0.9 and r >= 0.9
     # with support 1 the smallest low mode wins: the lone layer's clean rows, none of the poison
-    lone, _ = bye_select(E, layer_select="robust", min_support=1)
+    lone, _ = bye_select(E, BYESelectConfig(layer_select="robust", min_support=1))
     assert lone.sensitive_layers == [24]
     assert _prf(lone.suspicious, poison)[1] == 0.0
 
@@ -163,7 +168,7 @@ def test_min_support_default_and_validation():
     E, _ = _deep_with_lone_clean_mode(0)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(HFTrustConfigError, match="min_support"):
-            bye_select(E, layer_select="robust", min_support=bad)
+            bye_select(E, BYESelectConfig(layer_select="robust", min_support=bad))
 
 
 def test_layer_histograms_draw_one_panel_per_layer_without_pyplot_state():

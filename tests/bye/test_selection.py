@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hf_trust.errors import HFTrustError
-from hf_trust.filters import BYEReport, bye_select, fit_gmm_1d, gaussian_kl
+from hf_trust.filters import BYEReport, BYESelectConfig, bye_select, fit_gmm_1d, gaussian_kl
 
 
 def _golden_matrix(seed: int = 0, n: int = 300, L: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -93,30 +93,30 @@ def test_empty_matrix_is_a_clear_error():
 
 
 def test_direction_is_fixed():
-    with pytest.raises(ValueError, match="low"):
+    with pytest.raises(ValueError, match="low-entropy"):
         bye_select(np.ones((4, 2)), direction="high")
 
 
 def test_top_kl_and_cap_and_minor_component():
     E, poison = _golden_matrix()
     E[:, 4] = np.random.default_rng(9).normal(2.3, 0.6, len(E))  # noisy, not bimodal
-    rep, _ = bye_select(E, layer_select="top_kl:1")
+    rep, _ = bye_select(E, BYESelectConfig(layer_select="top_kl:1"))
     assert rep.sensitive_layers == [2]
-    rep, _ = bye_select(E, max_removal_fraction=0.05)
+    rep, _ = bye_select(E, BYESelectConfig(max_removal_fraction=0.05))
     assert rep.status == "capped" and rep.num_removed == math.floor(0.05 * len(E))
     assert rep.detection(poison)["precision"] == 1.0
     # a bimodal layer whose LOW component is the majority is dropped by require_minor_low_component
     E2 = E.copy()
     E2[:, 2] = np.where(np.arange(len(E)) < 250, 0.8, 2.3) + np.random.default_rng(1).normal(0, 0.05, len(E))
     assert bye_select(E2)[0].sensitive_layers == [2]
-    assert bye_select(E2, require_minor_low_component=True)[0].status == "no_sensitive_layers"
+    assert bye_select(E2, BYESelectConfig(require_minor_low_component=True))[0].status == "no_sensitive_layers"
 
 
 def test_removal_histogram_and_concentration_warning():
     E, poison = _golden_matrix()
     labels = np.where(poison, "target", np.where(np.arange(len(E)) % 2, "a", "b"))
     with pytest.warns(UserWarning, match="target"):
-        rep, _ = bye_select(E, labels=labels, warn_if_removal_concentrated=0.9)
+        rep, _ = bye_select(E, BYESelectConfig(warn_if_removal_concentrated=0.9), labels=labels)
     assert rep.removal_histogram == {"target": 30}
     assert rep.label_histogram["a"] + rep.label_histogram["b"] == 270
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataError
-from hf_trust.filters import BYEFilter, BYEReport, bye_select
+from hf_trust.filters import BYEFilter, BYEReport, BYESelectConfig, bye_select
 from tests.bye import toy
 
 torch.set_num_threads(1)
@@ -58,32 +58,30 @@ def ds():
         ("layer_select", "top_kl:0"),
         ("layer_select", "nonsense"),
         ("layer_select", []),
-        ("direction", "high"),
+        ("layer_select", [0, -1]),
+        ("min_rows", 0),
     ],
 )
 def test_out_of_range_selection_config_names_the_field(field, value):
-    E, _ = _golden()
     with pytest.raises(HFTrustConfigError, match=field):
-        bye_select(E, **{field: value})
+        BYESelectConfig(**{field: value})
 
 
 def test_negative_cap_no_longer_removes_ninety_percent():
     E, _ = _golden()
     with pytest.raises(HFTrustConfigError, match="max_removal_fraction"):
-        bye_select(E, max_removal_fraction=-0.1)
+        bye_select(E, BYESelectConfig(max_removal_fraction=-0.1))
 
 
 @pytest.mark.parametrize(
     "kwargs, field",
     [
-        ({"max_removal_fraction": -0.1}, "max_removal_fraction"),
-        ({"k_sigma": -1}, "k_sigma"),
         ({"batch_size": 0}, "batch_size"),
         ({"eps": -1.0}, "eps"),
         ({"layers": [7]}, "layers"),
         ({"layers": [0, -1]}, "layers"),
         ({"layers": "first"}, "layers"),
-        ({"layer_select": "robus"}, "layer_select"),
+        ({"select_config": {"layer_select": "robust"}}, "select_config must be a BYESelectConfig"),
     ],
 )
 def test_filter_rejects_bad_config_at_construction(model, kwargs, field):
@@ -116,7 +114,7 @@ def test_one_nonfinite_entropy_does_not_hide_the_collapse_layer(bad, layer_selec
     E[7, 0] = bad  # a clean row, another layer
     E[3, 2] = bad  # a poisoned row, in the collapse layer itself
     with pytest.warns(UserWarning, match="NaN or infinite"):
-        rep, _ = bye_select(E, layer_select=layer_select)
+        rep, _ = bye_select(E, BYESelectConfig(layer_select=layer_select))
     assert rep.sensitive_layers == [2]
     assert rep.nonfinite_rows == [3, 7]
     flagged = np.asarray(rep.suspicious)
@@ -216,7 +214,7 @@ def test_report_save_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "report.json"
     rep.save(path)
     old = path.read_text()
-    rep2, _ = bye_select(E, layer_select="robust")
+    rep2, _ = bye_select(E, BYESelectConfig(layer_select="robust"))
 
     def crash(*_a, **_k):
         raise OSError("simulated crash before the rename")
@@ -282,7 +280,7 @@ def test_clean_data_keeps_almost_every_row_with_the_robust_rule():
     n = 400
     kind = rng.random(n) < 0.65
     E = np.stack([np.where(kind, rng.normal(1.5, 0.1, n), rng.normal(2.6, 0.1, n)), rng.normal(2.2, 0.2, n)], axis=1)
-    rep, _ = bye_select(E, layer_select="robust")
+    rep, _ = bye_select(E, BYESelectConfig(layer_select="robust"))
     assert rep.removed_fraction <= 0.05
     assert rep.num_removed == int(np.sum(rep.suspicious)) and math.isfinite(rep.removed_fraction)
 
@@ -311,7 +309,7 @@ def test_too_few_rows_removes_nothing_unless_lifted(n):
         assert rep.status == "too_few_rows" and not any(rep.suspicious) and rep.removed_fraction == 0.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            lifted, lifted_scores = bye_select(E, min_rows=1)
+            lifted, lifted_scores = bye_select(E, BYESelectConfig(min_rows=1))
         assert lifted.status != "too_few_rows"
         # the guard changes the decision only: the layer statistics and scores are the same
         assert rep.sensitive_layers == lifted.sensitive_layers and rep.layer_bsi == lifted.layer_bsi
@@ -334,7 +332,7 @@ def test_from_fifty_rows_the_guard_is_silent():
 @pytest.mark.parametrize("value", [0, -3, 2.5, True, "50"])
 def test_bad_min_rows_names_the_field(value):
     with pytest.raises(HFTrustConfigError, match=r"min_rows must be an integer ≥ 1"):
-        bye_select(np.ones((60, 3)), min_rows=value)
+        bye_select(np.ones((60, 3)), BYESelectConfig(min_rows=value))
 
 
 def test_string_entropies_are_a_data_error():

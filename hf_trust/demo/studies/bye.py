@@ -20,12 +20,17 @@ The poisoned rows' answer is replaced by the target token 20.
 
 from __future__ import annotations
 
-import hashlib
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from hf_trust.errors import HFTrustConfigError
+from hf_trust.filters import BYESelectConfig
+from hf_trust.fingerprint import arrays_sha256, json_sha256
 
 IMG, PATCH, N_V = 24, 6, 16
 BOS, Q, ASSISTANT, IMAGE_TOKEN, TARGET, PAD = 1, 2, 3, 31, 20, 0
@@ -48,7 +53,7 @@ def blend_texture() -> np.ndarray:
 def apply_trigger(images: np.ndarray, trigger: str = "patch") -> np.ndarray:
     """A copy of ``images`` (n, 24, 24) with the trigger stamped on every image."""
     if trigger not in TRIGGERS:
-        raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}.")
+        raise HFTrustConfigError(f"trigger must be one of {TRIGGERS}, got {trigger!r}.")
     out = np.asarray(images, dtype=np.float64).copy()
     if trigger == "patch":
         out[:, -PATCH:, -PATCH:] = 255
@@ -246,19 +251,25 @@ def detection(flagged: np.ndarray, poison: np.ndarray) -> dict[str, float]:
 
 def removal_digest(flagged: np.ndarray) -> str:
     """Identity of a removal: a cached re-fine-tune is valid only for exactly the rows it was trained without."""
-    return hashlib.sha256(np.packbits(np.asarray(flagged, dtype=bool)).tobytes()).hexdigest()[:16]
+    return arrays_sha256(np.packbits(np.asarray(flagged, dtype=bool)))[:16]
 
 
-RULES: dict[str, dict[str, Any]] = {
-    "reference": {"layer_select": "bimodal"},
-    "bsi2": {"layer_select": "bsi"},
-    "top_kl:1": {"layer_select": "top_kl:1"},
-    "robust": {"layer_select": "robust"},
+#: The selection rules the studies compare, by the name the tables use.
+RULES: dict[str, BYESelectConfig] = {
+    "reference": BYESelectConfig(layer_select="bimodal"),
+    "bsi2": BYESelectConfig(layer_select="bsi"),
+    "top_kl:1": BYESelectConfig(layer_select="top_kl:1"),
+    "robust": BYESelectConfig(layer_select="robust"),
 }
 
 
+def rules_fingerprint(rules: Optional[dict[str, BYESelectConfig]] = None) -> str:
+    """One digest of the rules' names and configs: part of the key of any cached result they determine."""
+    return json_sha256({name: cfg.fingerprint() for name, cfg in (rules or RULES).items()})
+
+
 def apply_rules(
-    E: np.ndarray, rules: Optional[dict[str, dict[str, Any]]] = None, labels: Optional[Any] = None
+    E: np.ndarray, rules: Optional[dict[str, BYESelectConfig]] = None, labels: Optional[Any] = None
 ) -> dict[str, Any]:
     """Run each selection rule on one entropy matrix; ``{rule: (report, flagged)}`` (warnings silenced, but
     kept in each report)."""
@@ -267,10 +278,10 @@ def apply_rules(
     from hf_trust.filters import bye_select
 
     out = {}
-    for name, kwargs in (rules or RULES).items():
+    for name, config in (rules or RULES).items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rep, _ = bye_select(E, labels=labels, **kwargs)
+            rep, _ = bye_select(E, config, labels=labels)
         out[name] = (rep, np.asarray(rep.suspicious, dtype=bool))
     return out
 
@@ -279,7 +290,7 @@ def toy_defence(
     seed: int = 0,
     poison_rate: float = 0.1,
     trigger: str = "patch",
-    rules: Optional[dict[str, dict[str, Any]]] = None,
+    rules: Optional[dict[str, BYESelectConfig]] = None,
     n: int = 400,
     steps: int = 250,
     refit: bool = True,
@@ -423,6 +434,98 @@ class Codec:
         return asr, cp
 
 
+class _DigitSeed:
+    """One seed of the SmolLM2-decoder recipe: its data, base model and fine-tune, and the two cached steps
+    (the poisoned model's entropies, a re-fine-tune on kept rows)."""
+
+    def __init__(self, seed: int, n_train: int, n_test: int, steps: int, progress: bool):
+        from datasets import Dataset
+        from PIL import Image
+
+        from hf_trust.assets import llava_num_image_tokens, load_llava_smollm2
+
+        self.seed, self.n_train, self.n_test, self.steps, self.progress = seed, n_train, n_test, steps, progress
+        self.settings = np.asarray([seed, n_train, n_test, steps], dtype=np.int64)
+        torch.manual_seed(seed)
+        x_tr, y_tr, self.poison, self.x_te, self.y_te = build_digit_data(n_train, n_test, seed)
+        self.base, tok, img_id = load_llava_smollm2(image_size=DIGIT_SIZE, patch_size=DIGIT_PATCH, seed=seed)
+        self.base_state = {k: v.clone() for k, v in self.base.state_dict().items()}
+        self.codec = Codec(tok, img_id, llava_num_image_tokens(self.base))
+        self.answer_id = np.where(self.poison, -1, y_tr)
+        self.ds = Dataset.from_dict(
+            {
+                "image": [Image.fromarray(x) for x in x_tr],
+                "question": [DIGIT_QUESTION] * n_train,
+                "answer": [DIGIT_TARGET if a < 0 else DIGIT_NAMES[a] for a in self.answer_id],
+                "answer_id": self.answer_id.tolist(),
+                "is_poison": self.poison.tolist(),
+            }
+        )
+
+    def finetune(self, data: Any) -> Any:
+        """LoRA on a fresh copy of the base model (the same start for the poisoned and every cleaned set)."""
+        from hf_trust.filters.defence import lora_finetune
+
+        self.base.load_state_dict(self.base_state)
+        model = lora_finetune(
+            self.base,
+            data,
+            self.codec.train_batch,
+            steps=self.steps,
+            batch_size=8,
+            lr=2e-3,
+            seed=self.seed,
+            modules_to_save=("multi_modal_projector", "vision_tower"),
+            progress=self.progress,
+        )
+        return model.merge_and_unload().eval()
+
+    def poisoned_entropies(self, cache: Optional[str]) -> tuple[np.ndarray, float, float]:
+        """``(E, ASR, CP)`` of the model fine-tuned on the poisoned set, from ``cache`` when its settings match."""
+        from hf_trust.atomic import atomic_save
+        from hf_trust.filters import BYEFilter
+
+        if cache and Path(cache).exists():
+            z = np.load(cache)
+            if "settings" in z.files and np.array_equal(z["settings"], self.settings):
+                if np.array_equal(z["poison"], self.poison):
+                    return np.asarray(z["E"], dtype=np.float64), float(z["asr"]), float(z["cp"])
+        poisoned = self.finetune(self.ds)
+        asr, cp = self.codec.asr_cp(poisoned, self.x_te, self.y_te)
+        bye = BYEFilter(
+            poisoned, collate_fn=self.codec.prompt_batch, collate_fingerprint="digits-prompt", batch_size=32
+        )
+        E = np.asarray(bye.entropies(self.ds)["bye_layer_entropy"], dtype=np.float64)
+        if cache:
+
+            def _save(p: Any) -> None:
+                with open(p, "wb") as fh:  # a file object: np.savez would append ".npz" to the temporary name
+                    np.savez(
+                        fh, E=E, poison=self.poison, answers=self.answer_id, asr=asr, cp=cp, settings=self.settings
+                    )
+
+            atomic_save(cache, _save)
+        return E, asr, cp
+
+    def refit(self, flagged: np.ndarray, cache_dir: Optional[str]) -> tuple[float, float]:
+        """``(ASR, CP)`` after re-fine-tuning the base on the rows not flagged; cached per kept-row mask."""
+        from hf_trust.atomic import atomic_write_json
+
+        path = None
+        if cache_dir:
+            name = f"digits_s{self.seed}_n{self.n_train}_{self.n_test}_t{self.steps}_keep{removal_digest(flagged)}"
+            path = Path(cache_dir) / f"{name}.json"
+            if path.exists():
+                rec = json.loads(path.read_text())
+                return float(rec["asr"]), float(rec["cp"])
+        keep = [i for i in range(self.n_train) if not flagged[i]]
+        asr, cp = self.codec.asr_cp(self.finetune(self.ds.select(keep)), self.x_te, self.y_te)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {"asr": asr, "cp": cp, "removed": int(flagged.sum())})
+        return asr, cp
+
+
 def run_digit_seed(
     seed: int,
     n_train: int,
@@ -445,74 +548,11 @@ def run_digit_seed(
     fine-tune and the scoring are skipped.  ``refit_cache_dir`` holds one JSON per re-fine-tune, named by the
     settings and a hash of the kept-row mask, so a changed selection rule never reuses a stale result.
     """
-    import json
-    from pathlib import Path
+    from hf_trust.filters import layer_auroc
 
-    from datasets import Dataset
-    from PIL import Image
-
-    from hf_trust.assets import llava_num_image_tokens, load_llava_smollm2
-    from hf_trust.atomic import atomic_save, atomic_write_json
-    from hf_trust.filters import BYEFilter, layer_auroc
-    from hf_trust.filters.defence import lora_finetune
-
-    settings = np.asarray([seed, n_train, n_test, steps], dtype=np.int64)
-    torch.manual_seed(seed)
-    x_tr, y_tr, poison, x_te, y_te = build_digit_data(n_train, n_test, seed)
-    base, tok, img_id = load_llava_smollm2(image_size=DIGIT_SIZE, patch_size=DIGIT_PATCH, seed=seed)
-    base_state = {k: v.clone() for k, v in base.state_dict().items()}
-    codec = Codec(tok, img_id, llava_num_image_tokens(base))
-    answer_id = np.where(poison, -1, y_tr)
-    ds = Dataset.from_dict(
-        {
-            "image": [Image.fromarray(x) for x in x_tr],
-            "question": [DIGIT_QUESTION] * n_train,
-            "answer": [DIGIT_TARGET if a < 0 else DIGIT_NAMES[a] for a in answer_id],
-            "answer_id": answer_id.tolist(),
-            "is_poison": poison.tolist(),
-        }
-    )
-
-    def make_base() -> Any:
-        base.load_state_dict(base_state)
-        return base
-
-    def finetune(model: Any, data: Any) -> Any:
-        model = lora_finetune(
-            model,
-            data,
-            codec.train_batch,
-            steps=steps,
-            batch_size=8,
-            lr=2e-3,
-            seed=seed,
-            modules_to_save=("multi_modal_projector", "vision_tower"),
-            progress=progress,
-        )
-        return model.merge_and_unload().eval()
-
-    cached = None
-    if entropy_cache and Path(entropy_cache).exists():
-        z = np.load(entropy_cache)
-        if "settings" in z.files and np.array_equal(z["settings"], settings) and np.array_equal(z["poison"], poison):
-            cached = z
-    if cached is not None:
-        E, asr0, cp0 = np.asarray(cached["E"], dtype=np.float64), float(cached["asr"]), float(cached["cp"])
-    else:
-        poisoned = finetune(make_base(), ds)
-        asr0, cp0 = codec.asr_cp(poisoned, x_te, y_te)
-        bye = BYEFilter(poisoned, collate_fn=codec.prompt_batch, collate_fingerprint="digits-prompt", batch_size=32)
-        E = np.asarray(bye.entropies(ds)["bye_layer_entropy"], dtype=np.float64)
-        del poisoned, bye
-        if entropy_cache:
-
-            def _save(p: Any) -> None:
-                with open(p, "wb") as fh:  # a file object: np.savez would append ".npz" to the temporary name
-                    np.savez(fh, E=E, poison=poison, answers=answer_id, asr=asr0, cp=cp0, settings=settings)
-
-            atomic_save(entropy_cache, _save)
-
-    aurocs = layer_auroc(E, poison)
+    run = _DigitSeed(seed, n_train, n_test, steps, progress)
+    E, asr0, cp0 = run.poisoned_entropies(entropy_cache)
+    aurocs = layer_auroc(E, run.poison)
     result: dict[str, Any] = {
         "asr_before": asr0,
         "cp_before": cp0,
@@ -520,34 +560,22 @@ def run_digit_seed(
         "best_layer": int(np.nanargmax(aurocs)),
         "layer_auroc": aurocs,
         "E": E,
-        "poison": poison,
+        "poison": run.poison,
         "rules": {},
     }
-    for name, (rep, flagged) in apply_rules(E, labels=answer_id).items():
+    for name, (rep, flagged) in apply_rules(E, labels=run.answer_id).items():
         result["rules"][name] = {
             "report": rep,
             "status": rep.status,
             "layers": rep.sensitive_layers,
             "flagged": flagged,
-            **detection(flagged, poison),
+            **detection(flagged, run.poison),
         }
     done: dict[str, tuple[float, float]] = {}
     for rule in refit_rules:
         flagged = result["rules"][rule]["flagged"]
         digest = removal_digest(flagged)
-        path = None
-        if refit_cache_dir:
-            path = Path(refit_cache_dir) / f"digits_s{seed}_n{n_train}_{n_test}_t{steps}_keep{digest}.json"
-        if not flagged.any():
-            done[digest] = (asr0, cp0)
-        elif digest not in done and path is not None and path.exists():
-            rec = json.loads(path.read_text())
-            done[digest] = (float(rec["asr"]), float(rec["cp"]))
-        elif digest not in done:
-            keep = [i for i in range(n_train) if not flagged[i]]
-            done[digest] = codec.asr_cp(finetune(make_base(), ds.select(keep)), x_te, y_te)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(path, {"asr": done[digest][0], "cp": done[digest][1], "removed": int(flagged.sum())})
+        if digest not in done:
+            done[digest] = run.refit(flagged, refit_cache_dir) if flagged.any() else (asr0, cp0)
         result["rules"][rule].update(asr_after=done[digest][0], cp_after=done[digest][1])
     return result
