@@ -15,6 +15,13 @@ from typing import Optional
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hf-trust", description="hf-trust command line")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    sub.add_parser("list", help="list the available demo recipes")
+    _add_push(sub)
+    return p
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="run the methods' recipes on the offline assets and print a results table")
     demo.add_argument(
         "--methods", nargs="+", metavar="NAME", help="recipes to run (default: all); comma or space separated"
@@ -41,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         "--push-namespace", default="hf-trust-demo", help="user or organisation for the pushed repositories"
     )
     demo.add_argument("--push-token", help="token for --push-to (default: HF_TOKEN or the stored login)")
-    sub.add_parser("list", help="list the available demo recipes")
 
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
     push = sub.add_parser(
         "push",
         help="upload a ThanoRA / LoRASculpt / LoRA adapter folder with its model card and measured evaluation results",
@@ -80,13 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--endpoint", help="Hub endpoint URL (default: the Hub, or HF_ENDPOINT)")
     push.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the stored login)")
     push.add_argument("--private", action="store_true", help="create the repository as private")
-    return p
 
 
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hf_trust.errors import HFTrustConfigError
+    from hf_trust.errors import HFTrustConfigError, HFTrustFileNotFoundError
     from hf_trust.hub_cards import push_adapter, resolve_base_model
     from hf_trust.hub_cards.evidence import load_eval_results, load_json
     from hf_trust.hub_cards.push import check_repo_id
@@ -106,7 +113,9 @@ def _push(args: argparse.Namespace) -> int:
         if path
     }
     if not Path(args.adapter_dir).is_dir():
-        raise FileNotFoundError(f"adapter folder {args.adapter_dir} does not exist.")
+        raise HFTrustFileNotFoundError(
+            f"adapter folder {args.adapter_dir} does not exist; pass the folder save_pretrained wrote."
+        )
     # Resolved here as well so the user reads which id the Hub will link to, and where it came from.
     base_model, source = resolve_base_model(args.base_model, args.adapter_dir)
     print(f"Base model: {base_model or 'not recorded'} ({source})")
@@ -134,7 +143,7 @@ def _push(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    # Import after parsing so that --help is instant.
+    # Import after parsing so that --help is instant (`import hf_trust` itself loads neither torch nor PEFT).
     from hf_trust.errors import HFTrustError
 
     try:

@@ -156,6 +156,13 @@ class ThanoRAConfig(LoraFamilyConfig):
     def __post_init__(self):
         super().__post_init__()
         self.peft_type = PeftType.THANORA
+        self._check_tasks()
+        self._check_settings()
+        if not self.regularize_B and self.subspace_factors == "both":
+            self.subspace_factors = "A"  # the older switch, as saved by earlier versions
+        self._check_budgets()
+
+    def _check_tasks(self) -> None:
         names = list(self.task_names or [])
         if len(names) < 2:
             raise HFTrustConfigError(
@@ -164,6 +171,8 @@ class ThanoRAConfig(LoraFamilyConfig):
         if len(set(names)) != len(names):
             raise HFTrustConfigError(f"ThanoRAConfig.task_names must be unique, got {names}.")
         self.task_names = names
+
+    def _check_settings(self) -> None:
         for fname, allowed in (
             ("rank_allocation", ALLOCATIONS),
             ("allocation_statistic", STATISTICS),
@@ -190,29 +199,30 @@ class ThanoRAConfig(LoraFamilyConfig):
             )
         if not isinstance(self.normalize_B, bool):
             raise HFTrustConfigError(f"ThanoRAConfig.normalize_B must be True or False, got {self.normalize_B!r}.")
-        if not self.regularize_B and self.subspace_factors == "both":
-            self.subspace_factors = "A"  # the older switch, as saved by earlier versions
-        ranks = sorted({int(self.r)} | {int(v) for v in (self.rank_pattern or {}).values()})
-        for r in ranks:
-            budget = self.task_budget(r)
-            if budget < len(names) * self.min_rank_per_task:
+
+    def _check_budgets(self) -> None:
+        """Every layer rank (``r`` and ``rank_pattern``) leaves each task ``min_rank_per_task``; manual ranks fit."""
+        n_tasks, r_min = len(self.task_names), self.min_rank_per_task
+        for r in sorted({int(self.r)} | {int(v) for v in (self.rank_pattern or {}).values()}):
+            budget, coop = self.task_budget(r), self.cooperative_rank_for(r)
+            if budget < n_tasks * r_min:
                 raise HFTrustConfigError(
-                    f"ThanoRAConfig: rank r={r} with cooperative_rank={self.cooperative_rank_for(r)} leaves {budget} "
-                    f"rank(s), too few for {len(names)} tasks ≥ {self.min_rank_per_task} each; raise r to at least "
-                    f"{len(names) * self.min_rank_per_task + self.cooperative_rank_for(r)}, lower cooperative_rank "
-                    "or lower min_rank_per_task."
+                    f"ThanoRAConfig: rank r={r} with cooperative_rank={coop} leaves {budget} rank(s), too few for "
+                    f"{n_tasks} tasks ≥ {r_min} each; raise r to at least {n_tasks * r_min + coop}, lower "
+                    "cooperative_rank or lower min_rank_per_task."
                 )
-        if self.rank_allocation == "manual":
-            budget = self.task_budget(self.r)
-            if not self.manual_ranks or len(self.manual_ranks) != len(names) or sum(self.manual_ranks) != budget:
-                raise HFTrustConfigError(
-                    f"ThanoRAConfig.manual_ranks: rank_allocation='manual' needs one entry per task summing to "
-                    f"r − cooperative_rank = {budget}, got {self.manual_ranks}."
-                )
-            if min(self.manual_ranks) < self.min_rank_per_task:
-                raise HFTrustConfigError(
-                    f"ThanoRAConfig.manual_ranks {self.manual_ranks} go below min_rank_per_task={self.min_rank_per_task}."
-                )
+        if self.rank_allocation != "manual":
+            return
+        budget = self.task_budget(self.r)
+        if not self.manual_ranks or len(self.manual_ranks) != n_tasks or sum(self.manual_ranks) != budget:
+            raise HFTrustConfigError(
+                f"ThanoRAConfig.manual_ranks: rank_allocation='manual' needs one entry per task summing to "
+                f"r − cooperative_rank = {budget}, got {self.manual_ranks}."
+            )
+        if min(self.manual_ranks) < r_min:
+            raise HFTrustConfigError(
+                f"ThanoRAConfig.manual_ranks {self.manual_ranks} go below min_rank_per_task={r_min}."
+            )
 
     # ------------------------------------------------------------------ derived values
     def cooperative_rank_for(self, r: int) -> int:
@@ -223,7 +233,10 @@ class ThanoRAConfig(LoraFamilyConfig):
         return int(self.cooperative_rank)
 
     def task_budget(self, r: int) -> int:
-        """Ranks the task blocks of a layer of LoRA rank ``r`` share: ``r − cooperative_rank_for(r)``."""
+        """Ranks the task blocks of a layer of LoRA rank ``r`` share: ``r − cooperative_rank_for(r)``.
+
+        The one place this difference is computed: validation, preprocessing, injection and the cache check
+        all ask for it here."""
         return int(r) - self.cooperative_rank_for(r)
 
     @property

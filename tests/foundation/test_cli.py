@@ -118,3 +118,20 @@ def test_console_script_help_and_list():
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("hf-trust: error:")
     assert "does-not-exist" in lines[0] or "no demo recipes" in lines[0]
+
+
+def test_help_and_list_parsing_import_neither_torch_nor_peft():
+    # `hf-trust --help` used to pay for PEFT (and torch) because `import hf_trust` registered the tuners eagerly.
+    code = (
+        "import sys\n"
+        "from hf_trust.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0\n"
+        "heavy = ('torch', 'peft', 'transformers', 'datasets', 'numpy')\n"
+        "print('HEAVY', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "HEAVY []" in proc.stdout, proc.stdout[-500:]
