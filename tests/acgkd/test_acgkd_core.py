@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustStateError, HFTrustTypeError
 from hf_trust.trainers.acgkd import (
     AdvTemperature,
     BNStatHooks,
@@ -174,15 +174,16 @@ def test_clear_errors():
         def forward(self, x, edge_index, batch=None):
             return x
 
-    with pytest.raises(HFTrustError, match="edge_weight"):
+    # Each refusal is an hf-trust error of the fitting kind (config errors are also ValueErrors) and names the fix.
+    with pytest.raises(HFTrustTypeError, match="edge_weight.*Use trainers.acgkd.GNNClassifier"):
         LiftedStudent(GNNClassifier(5, 8, None), NoWeights())
-    with pytest.raises(HFTrustError, match="xi"):
+    with pytest.raises(HFTrustConfigError, match="xi"):
         PseudoGraphBank(4, 5, xi=0.0)
-    with pytest.raises(HFTrustError, match="n_range"):
+    with pytest.raises(HFTrustConfigError, match="n_range"):
         PseudoGraphBank(4, 5, n_range=(8, 3))
-    with pytest.raises(HFTrustError, match="conv"):
+    with pytest.raises(HFTrustConfigError, match="conv"):
         GNNClassifier(5, 8, 2, conv="gat")
-    with pytest.raises(ValueError, match="tau_init"):
+    with pytest.raises(HFTrustConfigError, match="tau_init"):
         AdvTemperature(9.0, 1.0, 8.0)
-    with pytest.raises(HFTrustError, match="num_classes=None"):
+    with pytest.raises(HFTrustStateError, match="num_classes=None"):
         GNNClassifier(5, 8, None)(torch.eye(5), torch.zeros(2, 0, dtype=torch.long))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustTypeError
 from hf_trust.trainers.acgkd import ACGKDConfig, ACGKDTrainer, StepDataset, acgkd_distill
 
 from .fixtures import motif_teacher, small_args, student
@@ -74,12 +74,16 @@ def test_trainer_writes_checkpoints_that_reload(task, tmp_path):
 
 def test_trainer_refuses_real_training_data_and_wrong_args(task, tmp_path):
     teacher, test = task
-    with pytest.raises(HFTrustError, match="data-free"):
+    with pytest.raises(HFTrustConfigError, match="data-free"):
         ACGKDTrainer(teacher=teacher, student=student(0), args=_short(tmp_path), train_dataset=test)
-    with pytest.raises(ValueError, match="gen_mode"):
+    with pytest.raises(HFTrustTypeError, match="ACGKDConfig"):
+        ACGKDTrainer(teacher=teacher, student=student(0), args=object())
+    with pytest.raises(HFTrustConfigError, match="gen_mode"):
         ACGKDConfig(output_dir=str(tmp_path), max_steps=5, gen_mode="magic")
-    with pytest.raises(ValueError, match="max_steps"):
+    with pytest.raises(HFTrustConfigError, match="max_steps.*pass e.g. max_steps="):
         ACGKDConfig(output_dir=str(tmp_path))
+    with pytest.raises(HFTrustConfigError, match="pseudo_batch_size"):
+        ACGKDConfig(output_dir=str(tmp_path), max_steps=5, pseudo_batch_size=0)
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path):

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError
 
 
 @dataclass
@@ -76,44 +76,17 @@ class PseudoGraphBank(nn.Module):
     ):
         super().__init__()
         n_min, n_max = int(n_range[0]), int(n_range[1])
-        if not 0.0 < xi <= 1.0:
-            raise HFTrustError(f"xi must be in (0, 1] (the share of node pairs that may become edges), got {xi}.")
-        if n_min < 2 or n_max < n_min:
-            raise HFTrustError(f"n_range must satisfy 2 <= n_min <= n_max, got {tuple(n_range)}.")
-        if candidates not in ("ring", "random"):
-            raise HFTrustError(f"candidates must be 'ring' or 'random', got {candidates!r}.")
-        if feature_mode not in ("softmax", "degree"):
-            raise HFTrustError(f"feature_mode must be 'softmax' or 'degree', got {feature_mode!r}.")
-        if num_graphs < 1:
-            raise HFTrustError(f"num_graphs must be >= 1, got {num_graphs}.")
+        _check_bank_settings(num_graphs, n_min, n_max, xi, candidates, feature_mode)
         self.num_graphs, self.feat_dim, self.xi, self.feature_mode = num_graphs, feat_dim, xi, feature_mode
         g = torch.Generator().manual_seed(seed)
         sizes = torch.randint(n_min, n_max + 1, (num_graphs,), generator=g)
         pairs, owner, thetas = [], [], []
         offset = 0
         for gid, n in enumerate(sizes.tolist()):
-            iu = torch.triu_indices(n, n, offset=1)
-            total = iu.size(1)
-            k = min(total, max(n, math.ceil(xi * total)))
-            if candidates == "ring":
-                ring = torch.stack([torch.arange(n), (torch.arange(n) + 1) % n]).sort(0).values
-                ring_id = ring[0] * n + ring[1]
-                all_id = iu[0] * n + iu[1]
-                rest = all_id[~torch.isin(all_id, ring_id)]
-                rest = rest[torch.randperm(rest.numel(), generator=g)[: max(0, k - ring_id.unique().numel())]]
-                chosen = torch.cat([ring_id.unique(), rest])
-            else:
-                all_id = iu[0] * n + iu[1]
-                chosen = all_id[torch.randperm(total, generator=g)[:k]]
-            p = torch.stack([chosen // n, chosen % n]) + offset
+            p = _candidate_pairs(n, xi, candidates, g) + offset
             pairs.append(p)
             owner.append(torch.full((p.size(1),), gid))
-            if target_mean_degree is not None:
-                # E[mean degree] = 2·Σp/n; with one p per graph: p = d·n / (2·|P_g|).
-                prob = min(max(target_mean_degree * n / (2.0 * p.size(1)), 1e-3), 1 - 1e-3)
-                thetas.append(torch.full((p.size(1),), math.log(prob / (1 - prob))))
-            else:
-                thetas.append(torch.full((p.size(1),), float(init_logit)))
+            thetas.append(torch.full((p.size(1),), _initial_logit(n, p.size(1), target_mean_degree, init_logit)))
             offset += n
         self.register_buffer("num_nodes", sizes)
         self.register_buffer("node_ptr", torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)]))
@@ -185,10 +158,10 @@ class PseudoGraphBank(nn.Module):
             w = (soft > 0.5).to(th.dtype) + soft - soft.detach()
         elif mode == "fixed":
             if theta is None:
-                raise HFTrustError("mode='fixed' needs `theta` (one weight per candidate pair of the batch).")
+                raise HFTrustConfigError("mode='fixed' needs `theta` (one weight per candidate pair of the batch).")
             w = theta
         else:
-            raise HFTrustError(f"mode must be concrete/hard/straight_through/fixed, got {mode!r}.")
+            raise HFTrustConfigError(f"mode must be concrete/hard/straight_through/fixed, got {mode!r}.")
         edge_index = torch.cat([local_pairs, local_pairs.flip(0)], 1)  # undirected: mirror every pair
         edge_weight = torch.cat([w, w])
         x = self.features(node_ids, edge_index, edge_weight)
@@ -224,3 +197,43 @@ class PseudoGraphBank(nn.Module):
                     d.y = labels[g].view(1)
                 out.append(d)
         return out
+
+
+def _check_bank_settings(num_graphs: int, n_min: int, n_max: int, xi: float, candidates: str, feature_mode: str):
+    if not 0.0 < xi <= 1.0:
+        raise HFTrustConfigError(f"xi must be in (0, 1] (the share of node pairs that may become edges), got {xi}.")
+    if n_min < 2 or n_max < n_min:
+        raise HFTrustConfigError(f"n_range must satisfy 2 <= n_min <= n_max, got {(n_min, n_max)}.")
+    if candidates not in ("ring", "random"):
+        raise HFTrustConfigError(f"candidates must be 'ring' or 'random', got {candidates!r}.")
+    if feature_mode not in ("softmax", "degree"):
+        raise HFTrustConfigError(f"feature_mode must be 'softmax' or 'degree', got {feature_mode!r}.")
+    if num_graphs < 1:
+        raise HFTrustConfigError(f"num_graphs must be >= 1, got {num_graphs}.")
+
+
+def _candidate_pairs(n: int, xi: float, candidates: str, g: torch.Generator) -> torch.Tensor:
+    """The ``max(n, ⌈ξ·n(n−1)/2⌉)`` node pairs of an ``n``-node graph that get an edge logit, as a (2, k) tensor
+    of local node ids; ``"ring"`` always includes the n ring edges, so every pseudo-graph can be connected."""
+    iu = torch.triu_indices(n, n, offset=1)
+    total = iu.size(1)
+    k = min(total, max(n, math.ceil(xi * total)))
+    all_id = iu[0] * n + iu[1]
+    if candidates == "ring":
+        ring = torch.stack([torch.arange(n), (torch.arange(n) + 1) % n]).sort(0).values
+        ring_id = (ring[0] * n + ring[1]).unique()
+        rest = all_id[~torch.isin(all_id, ring_id)]
+        rest = rest[torch.randperm(rest.numel(), generator=g)[: max(0, k - ring_id.numel())]]
+        chosen = torch.cat([ring_id, rest])
+    else:
+        chosen = all_id[torch.randperm(total, generator=g)[:k]]
+    return torch.stack([chosen // n, chosen % n])
+
+
+def _initial_logit(n: int, num_pairs: int, target_mean_degree: Optional[float], init_logit: float) -> float:
+    """θ at init: the logit whose edge probability gives ``target_mean_degree`` on average, else ``init_logit``."""
+    if target_mean_degree is None:
+        return float(init_logit)
+    # E[mean degree] = 2·Σp/n; with one p per graph: p = d·n / (2·|P_g|).
+    prob = min(max(target_mean_degree * n / (2.0 * num_pairs), 1e-3), 1 - 1e-3)
+    return math.log(prob / (1 - prob))

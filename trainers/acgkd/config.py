@@ -7,6 +7,8 @@ from typing import Optional
 
 from transformers import TrainingArguments
 
+from hf_trust.errors import HFTrustConfigError
+
 GEN_MODES = ("acgkd", "gfkd_arm", "deepinv_features", "randg")
 
 
@@ -94,13 +96,21 @@ class ACGKDConfig(TrainingArguments):
         self.per_device_train_batch_size = 1
         self.label_names = ["labels"]
         if self.max_steps is None or self.max_steps <= 0:
-            raise ValueError("ACGKDConfig needs max_steps > 0 (the number of student steps T).")
+            raise HFTrustConfigError(
+                f"ACGKDConfig needs max_steps > 0 (the number of student steps T), got {self.max_steps}; "
+                "pass e.g. max_steps=400."
+            )
         if self.gen_mode not in GEN_MODES:
-            raise ValueError(f"gen_mode must be one of {GEN_MODES}, got {self.gen_mode!r}.")
+            raise HFTrustConfigError(f"ACGKDConfig.gen_mode must be one of {GEN_MODES}, got {self.gen_mode!r}.")
         if self.student_edges not in ("hard", "soft"):
-            raise ValueError(f"student_edges must be 'hard' or 'soft', got {self.student_edges!r}.")
+            raise HFTrustConfigError(f"ACGKDConfig.student_edges must be 'hard' or 'soft', got {self.student_edges!r}.")
         if self.difficulty not in ("teacher_confidence", "kl"):
-            raise ValueError(f"difficulty must be 'teacher_confidence' or 'kl', got {self.difficulty!r}.")
+            raise HFTrustConfigError(
+                f"ACGKDConfig.difficulty must be 'teacher_confidence' or 'kl', got {self.difficulty!r}."
+            )
         if self.pseudo_batch_size < 1 or self.num_pseudo_graphs < 1:
-            raise ValueError("pseudo_batch_size and num_pseudo_graphs must be >= 1.")
+            raise HFTrustConfigError(
+                "ACGKDConfig.pseudo_batch_size and num_pseudo_graphs must be >= 1, got "
+                f"{self.pseudo_batch_size} and {self.num_pseudo_graphs}."
+            )
         super().__post_init__()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError
 
 
 class CurriculumSampler:
@@ -23,7 +23,7 @@ class CurriculumSampler:
         self, num_graphs: int, total_steps: int, r0: float = 0.3, ramp: float = 0.6, enabled: bool = True, seed: int = 0
     ):
         if not 0 < r0 <= 1:
-            raise HFTrustError(f"curriculum r0 must be in (0, 1], got {r0}.")
+            raise HFTrustConfigError(f"curriculum r0 must be in (0, 1], got {r0}.")
         self.num_graphs, self.total_steps, self.r0, self.ramp, self.enabled = num_graphs, total_steps, r0, ramp, enabled
         self.order = torch.arange(num_graphs)
         self.generator = torch.Generator().manual_seed(seed)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hf_trust.errors import HFTrustConfigError, HFTrustError
+from hf_trust.errors import HFTrustConfigError
 
 from .bank import GraphBatch, PseudoGraphBank
 from .curriculum import CurriculumSampler
@@ -43,7 +43,7 @@ def _feat_dim(teacher: nn.Module) -> int:
     for name in ("in_dim", "num_node_features", "in_channels"):
         if isinstance(getattr(teacher, name, None), int):
             return getattr(teacher, name)
-    raise HFTrustError("Cannot tell the teacher's node-feature width: give it an `in_dim` attribute.")
+    raise HFTrustConfigError("Cannot tell the teacher's node-feature width: give it an `in_dim` attribute.")
 
 
 def _num_classes(teacher: nn.Module) -> int:
@@ -51,7 +51,7 @@ def _num_classes(teacher: nn.Module) -> int:
         return teacher.classifier.out_features
     if isinstance(getattr(teacher, "num_classes", None), int):
         return teacher.num_classes
-    raise HFTrustError("Cannot tell the teacher's number of classes: give it `num_classes` or a `classifier`.")
+    raise HFTrustConfigError("Cannot tell the teacher's number of classes: give it `num_classes` or a `classifier`.")
 
 
 def _optional_int(module: nn.Module, *names: str) -> Optional[int]:
@@ -329,7 +329,7 @@ class ACGKDCore:
     def _feature_match(self, model: nn.Module, g: GraphBatch) -> torch.Tensor:
         inner = getattr(model, "module", model).student
         if not isinstance(inner, LiftedStudent):
-            raise HFTrustError("feature_match_weight > 0 needs reuse_teacher_head=True (a lifted student).")
+            raise HFTrustConfigError("feature_match_weight > 0 needs reuse_teacher_head=True (a lifted student).")
         with torch.no_grad():
             ht = self.teacher.readout(self.teacher.encode(g.x, g.edge_index, g.edge_weight, g.batch), g.batch)
         hs = inner.teacher_readout(inner.embed(g.x, g.edge_index, g.edge_weight, g.batch), g.batch)

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hf_trust.errors import HFTrustConfigError
+
 
 class BNStatHooks:
     """DeepInversion-style hooks: for every ``BatchNorm1d`` of the teacher, the distance between the batch
@@ -17,7 +19,7 @@ class BNStatHooks:
         self.losses: list[torch.Tensor] = []
         self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
         if not self.handles:
-            raise ValueError(
+            raise HFTrustConfigError(
                 "The teacher has no BatchNorm1d layer, so the BN-statistics loss is undefined; "
                 "set alpha_bn=0 or use a teacher with BatchNorm."
             )
@@ -82,7 +84,7 @@ class AdvTemperature(nn.Module):
     def __init__(self, init: float = 2.0, tau_min: float = 1.0, tau_max: float = 8.0, adversarial: bool = True):
         super().__init__()
         if not tau_min < init < tau_max:
-            raise ValueError(
+            raise HFTrustConfigError(
                 f"tau_init must lie strictly inside (tau_min, tau_max) = ({tau_min}, {tau_max}), got {init}."
             )
         self.tau_min, self.tau_max, self.adversarial = tau_min, tau_max, adversarial

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_geometric.nn import GATConv, GCNConv, MessagePassing, global_add_pool, global_max_pool, global_mean_pool
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustStateError, HFTrustTypeError
 
 READOUTS = {"sum": global_add_pool, "mean": global_mean_pool, "max": global_max_pool}
 
@@ -67,9 +67,9 @@ class GNNClassifier(nn.Module):
     ):
         super().__init__()
         if conv not in ("gin", "gcn"):
-            raise HFTrustError(f"conv must be 'gin' or 'gcn', got {conv!r}.")
+            raise HFTrustConfigError(f"conv must be 'gin' or 'gcn', got {conv!r}.")
         if readout not in READOUTS:
-            raise HFTrustError(f"readout must be one of {sorted(READOUTS)}, got {readout!r}.")
+            raise HFTrustConfigError(f"readout must be one of {sorted(READOUTS)}, got {readout!r}.")
         self.in_dim, self.hidden_dim, self.num_classes = in_dim, hidden_dim, num_classes
         self.conv_type, self.readout_type = conv, readout
         self.convs, self.norms = nn.ModuleList(), nn.ModuleList()
@@ -92,7 +92,7 @@ class GNNClassifier(nn.Module):
 
     def forward(self, x, edge_index, edge_weight=None, batch=None) -> torch.Tensor:
         if self.classifier is None:
-            raise HFTrustError(
+            raise HFTrustStateError(
                 "This GNNClassifier was built with num_classes=None (an encoder); wrap it in a "
                 "LiftedStudent or build it with num_classes to classify."
             )
@@ -103,7 +103,7 @@ def check_weighted_teacher(teacher: nn.Module, need_head: bool = True) -> None:
     """Fail loudly when ``teacher`` cannot consume soft edges or does not expose a reusable head."""
     params = inspect.signature(teacher.forward).parameters
     if "edge_weight" not in params:
-        raise HFTrustError(
+        raise HFTrustTypeError(
             f"{type(teacher).__name__}.forward has no `edge_weight` argument, so soft pseudo-edges cannot reach "
             "it and the structure would get no gradient. Use trainers.acgkd.GNNClassifier (weighted GIN/GCN) or "
             "add `edge_weight=None` to forward and multiply messages by it (PyG's GINConv cannot, pyg #8708)."
@@ -111,7 +111,7 @@ def check_weighted_teacher(teacher: nn.Module, need_head: bool = True) -> None:
     if need_head:
         missing = [a for a in ("encode", "readout", "classifier", "hidden_dim") if not hasattr(teacher, a)]
         if missing or not isinstance(getattr(teacher, "classifier", None), nn.Linear):
-            raise HFTrustError(
+            raise HFTrustTypeError(
                 f"Reusing the teacher's classifier needs `encode`, `readout`, `classifier` (nn.Linear) and "
                 f"`hidden_dim` on the teacher; {type(teacher).__name__} lacks {missing or ['an nn.Linear classifier']}."
                 " Use GNNClassifier, or set reuse_teacher_head=False and give the student its own head."

@@ -13,6 +13,8 @@ import random
 
 import torch
 
+from hf_trust.errors import HFTrustConfigError
+
 ATOMS = ("C", "N", "O", "F", "Cl", "Br", "S")
 
 
@@ -56,7 +58,7 @@ def _graph(label: int, rng: random.Random, hard: bool):
 def make_motif_graphs(n: int, num_classes: int = 2, seed: int = 0) -> list:
     """``n`` balanced graphs (labels ``i mod num_classes``); ``num_classes=3`` is the harder variant."""
     if num_classes not in (2, 3):
-        raise ValueError(f"num_classes must be 2 or 3, got {num_classes}.")
+        raise HFTrustConfigError(f"make_motif_graphs: num_classes must be 2 or 3, got {num_classes}.")
     rng = random.Random(seed)
     return [_graph(i % num_classes, rng, hard=num_classes == 3) for i in range(n)]
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from transformers import Trainer
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustTypeError
 
 from .config import ACGKDConfig
 from .distiller import ACGKDCore
@@ -72,9 +72,14 @@ class ACGKDTrainer(Trainer):
         **kwargs,
     ):
         if not isinstance(args, ACGKDConfig):
-            raise HFTrustError("ACGKDTrainer needs args=ACGKDConfig(...) (it carries the bank and loss settings).")
+            raise HFTrustTypeError(
+                f"ACGKDTrainer needs args=ACGKDConfig(...), got {type(args).__name__}"
+                " (ACGKDConfig carries the bank and loss settings)."
+            )
         if train_dataset is not None:
-            raise HFTrustError("ACGKD is data-free: pass real graphs as eval_dataset only; train_dataset must be None.")
+            raise HFTrustConfigError(
+                "ACGKD is data-free: pass real graphs as eval_dataset only; train_dataset must be None."
+            )
         rank = args.process_index
         self.core = ACGKDCore(teacher, student, args, rank=rank)
         super().__init__(
