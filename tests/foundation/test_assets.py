@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hf_trust import assets
-from hf_trust.errors import AssetCacheError, AssetMissingError
+from hf_trust.errors import AssetCacheError, AssetMissingError, HFTrustConfigError, HFTrustDataError
 
 
 # ---------------------------------------------------------------- error paths (fast, unmarked)
@@ -41,12 +41,17 @@ def test_unwritable_cache_dir(monkeypatch, tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown digit domain"):
+    # hf-trust errors (config errors are also ValueErrors) whose message names the choices or the fix
+    with pytest.raises(HFTrustConfigError, match="unknown digit domain 'mnist'; choose from"):
         assets.load_digits("mnist")
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(HFTrustConfigError, match="split must be 'train' or 'test'"):
         assets.load_solubility_graphs("val")
-    with pytest.raises(ValueError, match="one text per image"):
+    with pytest.raises(HFTrustConfigError, match="split must be 'train' or 'test'"):
+        assets.load_fashion_mnist("val")
+    with pytest.raises(HFTrustDataError, match="one text per image"):
         assets.llava_inputs(None, [np.zeros((4, 4))], [], 0, 1)
+    with pytest.raises(HFTrustDataError, match=r"\(N, H, W\) or \(N, H, W, 3\)"):
+        assets.efficientnet_features(None, np.zeros((2, 4, 4, 2), np.uint8))
 
 
 # ---------------------------------------------------------------- data (shipped in sklearn / matplotlib)

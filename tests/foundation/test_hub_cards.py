@@ -11,6 +11,7 @@ import pytest
 import yaml
 from peft import LoraConfig, get_peft_model
 
+from hf_trust.errors import HFTrustConfigError, HFTrustFileNotFoundError, HFTrustTypeError
 from hf_trust.hub_cards import TrustCheck, TrustReport, push_adapter, render_card
 from hf_trust.hub_cards.card import LIFECYCLE_RISKS
 from tests.conftest import make_tiny_llama
@@ -49,7 +50,7 @@ def test_card_renders_with_metadata_and_trust_report():
 
 
 def test_bad_status_is_refused():
-    with pytest.raises(ValueError, match="status"):
+    with pytest.raises(HFTrustConfigError, match="status must be one of"):
         TrustCheck("forgetting", status="ok")
 
 
@@ -148,11 +149,13 @@ def commit_files(calls: list) -> dict[str, bytes]:
 
 
 def test_push_adapter_rejects_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="user/name"):
+    with pytest.raises(HFTrustConfigError, match="user/name"):
         push_adapter(tmp_path, "no-slash")
-    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+    with pytest.raises(HFTrustFileNotFoundError, match="adapter_config.json; pass a PEFT model or a folder"):
         push_adapter(tmp_path, "me/x", endpoint="http://127.0.0.1:9")
-    with pytest.raises(TypeError, match="PeftModel or an adapter folder"):
+    with pytest.raises(HFTrustFileNotFoundError, match="does not exist; pass a folder written by save_pretrained"):
+        push_adapter(tmp_path / "missing", "me/x", endpoint="http://127.0.0.1:9")
+    with pytest.raises(HFTrustTypeError, match="PeftModel or an adapter folder"):
         push_adapter(object(), "me/x")
 
 
