@@ -41,6 +41,8 @@ from typing import Any
 
 import pytest
 
+from hf_trust.errors import HFTrustFileNotFoundError
+
 ENV = "HF_TRUST_PEFT_SUITE_CONFIG"
 CONFIGS = ("lora", "lorasculpt", "thanora")
 FILES = ("tests/test_custom_models.py", "tests/test_config.py")
@@ -198,7 +200,7 @@ def download_peft_tests(dest: Path) -> Path:
     subprocess.run([*cmd, str(dest)], check=True, stdout=subprocess.DEVNULL)
     archives = sorted(dest.glob(f"peft-{version}.tar.gz"))
     if not archives:
-        raise FileNotFoundError(f"pip download left no peft-{version}.tar.gz in {dest}")
+        raise HFTrustFileNotFoundError(f"pip download left no peft-{version}.tar.gz in {dest}")
     with tarfile.open(archives[0]) as tar:
         tar.extractall(dest, filter="data")
     return dest / f"peft-{version}"
@@ -226,7 +228,9 @@ def prepare(root: Path) -> Path:
     """Make the sdist's ``tests`` folder importable as a package (its modules use relative imports,
     ``from .testing_common import ...``, but the sdist ships no ``__init__.py``)."""
     if not (root / "tests" / "test_custom_models.py").is_file():
-        raise FileNotFoundError(f"{root} is not an extracted PEFT source distribution (no tests/test_custom_models.py)")
+        raise HFTrustFileNotFoundError(
+            f"{root} is not an extracted PEFT source distribution (no tests/test_custom_models.py)"
+        )
     init = root / "tests" / "__init__.py"
     if not init.exists():
         init.touch()

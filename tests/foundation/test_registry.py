@@ -13,6 +13,7 @@ from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraModel
 from peft.utils import PeftType
 
+from hf_trust.errors import HFTrustConfigError, HFTrustStateError
 from hf_trust.peft_tuners._registry import peft_type_value, register_tuner
 from tests.conftest import make_tiny_llama
 
@@ -42,9 +43,9 @@ def test_register_is_idempotent_and_adds_enum_member():
 
 
 def test_bad_tuner_names_are_refused():
-    with pytest.raises(ValueError, match="lower-case"):
+    with pytest.raises(HFTrustConfigError, match="lower-case"):
         register_tuner("Bad", _ThrowawayConfig, _ThrowawayModel)
-    with pytest.raises(ValueError, match="lower-case"):
+    with pytest.raises(HFTrustConfigError, match="lower-case"):
         register_tuner("bad_", _ThrowawayConfig, _ThrowawayModel)
 
 
@@ -55,7 +56,7 @@ def test_other_tuner_under_same_name_is_refused():
     class Other(LoraConfig):
         pass
 
-    with pytest.raises(KeyError, match="different tuner"):
+    with pytest.raises(HFTrustStateError, match="different tuner"):
         register_tuner("throwaway", Other, _ThrowawayModel, prefix="lora_")
 
 
