@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
+from ..errors import HFTrustConfigError, HFTrustDataError, HFTrustKeyError, HFTrustStateError
+
 logger = logging.getLogger("hf_trust.demo")
 
 
@@ -97,7 +99,10 @@ def stored_number(text: str, index: int = 0) -> float:
 
     found = re.findall(r"[-−]?\d+(?:\.\d+)?", text)
     if len(found) <= index:
-        raise ValueError(f"no number {index} in the results cell {text!r}")
+        raise HFTrustDataError(
+            f"no number {index} in the results cell {text!r}; the stored table's format changed, so the recipe "
+            "reading it needs the new column layout"
+        )
     return float(found[index].replace("−", "-"))
 
 
@@ -183,7 +188,7 @@ class RecipeResult:
                 holds, for claims whose seeds do not fit the demo's time budget.
         """
         if verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
+            raise HFTrustConfigError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
         if stored:
             basis = f"stored distribution (not this run): {stored}"
         elif seeds is None:
@@ -296,7 +301,10 @@ def register_recipe(
 
     def decorator(fn: Callable[[RecipeContext], RecipeResult]) -> Callable[[RecipeContext], RecipeResult]:
         if name in _RECIPES and _RECIPES[name].run.__qualname__ != fn.__qualname__:
-            raise ValueError(f"Two demo recipes are registered as {name!r}.")
+            raise HFTrustStateError(
+                f"Two demo recipes are registered as {name!r} ({_RECIPES[name].run.__module__} and "
+                f"{fn.__module__}); give one of them another name."
+            )
         _RECIPES[name] = Recipe(name, title, fn, minutes, tuple(full_seeds), tuple(quick_seeds))
         return fn
 
@@ -324,5 +332,5 @@ def available_recipes() -> dict[str, Recipe]:
 def get_recipe(name: str) -> Recipe:
     recipes = available_recipes()
     if name not in recipes:
-        raise KeyError(name)
+        raise HFTrustKeyError(f"no demo recipe named {name!r}; the recipes are: {', '.join(recipes)}")
     return recipes[name]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -25,13 +24,15 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_directory, atomic_write_json, atomic_write_text
-from ..errors import DemoError, HFTrustError
+from ..errors import DemoError, HFTrustConfigError, HFTrustError, HFTrustTypeError
+from ..fingerprint import file_sha256
 from .registry import MIN_SEEDS, Recipe, RecipeContext, RecipeResult, available_recipes
 
 #: Written into every report folder with the list of the report's files; ``--out`` replaces a non-empty
@@ -103,14 +104,6 @@ def check_report_target(out_dir: str | Path) -> Path:
     return parent
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def report_manifest(folder: str | Path) -> dict[str, Any]:
     """The report's own contents, for its marker: ``{"files": {path: sha256}, "dirs": [path, ...]}``.
 
@@ -135,7 +128,7 @@ def report_manifest(folder: str | Path) -> dict[str, Any]:
             rel = path.relative_to(folder).as_posix()
             if rel == REPORT_MARKER:
                 continue
-            files[rel] = "link:" + os.readlink(path) if path.is_symlink() else _sha256(path)
+            files[rel] = "link:" + os.readlink(path) if path.is_symlink() else file_sha256(path)
     return {"files": files, "dirs": dirs}
 
 
@@ -263,7 +256,9 @@ def estimate_seconds_left(expected: Sequence[float], finished: Sequence[float], 
     """
     k = len(finished)
     if k > len(expected):
-        raise ValueError(f"{k} finished recipes but only {len(expected)} expected times")
+        raise HFTrustConfigError(
+            f"{k} finished recipes but only {len(expected)} expected times; pass one expected time per recipe"
+        )
     done_expected = sum(expected[:k])
     speed = sum(finished) / done_expected if k and done_expected > 0 else 1.0
     if k == len(expected):
@@ -394,6 +389,59 @@ def _collect_plots(name: str, result: RecipeResult, root: Path, warnings: list[s
     return out
 
 
+def _recipe_section(name: str, title: str, result: RecipeResult, plots: list[str], meta: dict) -> list[str]:
+    """The report section of one recipe that ran: its table, notes, pictures and times."""
+    md = [f"## {name}: {title}", ""]
+    if result.rows:
+        md += ["| setting | metric | value | n | note |", "|---|---|---|---|---|"]
+        for row in result.rows:
+            md.append(
+                f"| {_cell(row.setting)} | {_cell(row.metric)} | {row.formatted_value()} | "
+                f"{'' if row.n is None else row.n} | {_cell(row.note)} |"
+            )
+    else:
+        md.append("> **Warning:** this recipe returned no table rows.")
+    md.append("")
+    if result.notes:
+        md += [f"- {note}" for note in result.notes] + [""]
+    images = [p for p in plots if p.lower().endswith(_IMAGE_SUFFIXES)]
+    for rel in plots:
+        label = Path(rel).name
+        md.append(f"![{label}]({rel})" if rel in images else f"[{label}]({rel})")
+        md.append("")
+    if not images:
+        md += ["> **Warning:** this recipe produced no picture.", ""]
+    md.append(f"Time: {format_duration(meta['times'][name])} (CPU time {format_duration(meta['cpu_times'][name])})")
+    md.append("")
+    return md
+
+
+def _claims_section(results: dict[str, RecipeResult], names: Sequence[str], failures: dict[str, str]) -> list[str]:
+    """The claims table: one row per claim of every recipe, a placeholder row for a failed or silent recipe."""
+    md = [
+        "## Claims",
+        "",
+        f"A verdict of this run rests on at least {MIN_SEEDS} seeds (the interval over them must exclude the "
+        "control), or on the stored `--full` distribution where that many seeds do not fit the demo's time; "
+        "the basis column says which. A row from fewer seeds is indicative only.",
+        "",
+        "| method | paper's claim | measured | basis of the verdict | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        if name in failures:
+            md.append(f"| {name} | – | recipe failed (see its section) | – | – |")
+        elif not results[name].claims:
+            md.append(f"| {name} | – | **no claim recorded** | – | – |")
+        for claim in results[name].claims if name in results else []:
+            md.append(
+                f"| {name} | {_cell(claim.claim)} | {_cell(claim.measured)} | {_cell(claim.basis or 'not stated')} "
+                f"| {_cell(claim.verdict)} |"
+            )
+    md.append("")
+    return md
+
+
 def _markdown(
     results: dict[str, RecipeResult],
     recipes: dict[str, Recipe],
@@ -414,51 +462,9 @@ def _markdown(
     for name in recipes:
         if name in failures:
             md += [f"## {name}: FAILED", "", "```", failures[name].strip(), "```", ""]
-            continue
-        result = results[name]
-        md += [f"## {name}: {recipes[name].title}", ""]
-        if result.rows:
-            md += ["| setting | metric | value | n | note |", "|---|---|---|---|---|"]
-            for row in result.rows:
-                md.append(
-                    f"| {_cell(row.setting)} | {_cell(row.metric)} | {row.formatted_value()} | "
-                    f"{'' if row.n is None else row.n} | {_cell(row.note)} |"
-                )
         else:
-            md.append("> **Warning:** this recipe returned no table rows.")
-        md.append("")
-        if result.notes:
-            md += [f"- {note}" for note in result.notes] + [""]
-        images = [p for p in plots[name] if p.lower().endswith(_IMAGE_SUFFIXES)]
-        for rel in plots[name]:
-            label = Path(rel).name
-            md.append(f"![{label}]({rel})" if rel in images else f"[{label}]({rel})")
-            md.append("")
-        if not images:
-            md += ["> **Warning:** this recipe produced no picture.", ""]
-        md.append(f"Time: {format_duration(meta['times'][name])} (CPU time {format_duration(meta['cpu_times'][name])})")
-        md.append("")
-    md += [
-        "## Claims",
-        "",
-        f"A verdict of this run rests on at least {MIN_SEEDS} seeds (the interval over them must exclude the "
-        "control), or on the stored `--full` distribution where that many seeds do not fit the demo's time; "
-        "the basis column says which. A row from fewer seeds is indicative only.",
-        "",
-        "| method | paper's claim | measured | basis of the verdict | verdict |",
-        "|---|---|---|---|---|",
-    ]
-    for name in recipes:
-        if name in failures:
-            md.append(f"| {name} | – | recipe failed (see its section) | – | – |")
-        elif not results[name].claims:
-            md.append(f"| {name} | – | **no claim recorded** | – | – |")
-        for claim in results[name].claims if name in results else []:
-            md.append(
-                f"| {name} | {_cell(claim.claim)} | {_cell(claim.measured)} | {_cell(claim.basis or 'not stated')} "
-                f"| {_cell(claim.verdict)} |"
-            )
-    md.append("")
+            md += _recipe_section(name, recipes[name].title, results[name], plots[name], meta)
+    md += _claims_section(results, list(recipes), failures)
     return "\n".join(md)
 
 
@@ -546,6 +552,135 @@ def _staging(out_dir: Path, parent: Path) -> Iterator[Path]:
         raise DemoError(f"cannot write the report into {parent} ({exc.strerror}); pass a writable --out") from None
 
 
+def _prepare_target(out_dir: Path) -> Path:
+    """Refuse a target that could hold a user's files, clean up after a killed run; return the parent folder."""
+    check_report_target(out_dir)
+    for line in tidy_leftovers(out_dir):
+        print(line)
+    return check_report_target(out_dir)  # again: a restored previous report is a report
+
+
+def _run_recipe(recipe: Recipe, ctx: RecipeContext) -> tuple[Optional[RecipeResult], Optional[str]]:
+    """``(result, None)``, or ``(None, failure text)`` when the recipe raised: one recipe's failure is
+    reported and the others still run."""
+    try:
+        result = recipe.run(ctx)
+        if not isinstance(result, RecipeResult):
+            raise HFTrustTypeError(
+                f"recipe {recipe.name!r} returned {type(result).__name__}, not RecipeResult; return the "
+                "RecipeResult the recipe filled"
+            )
+        return result, None
+    except KeyboardInterrupt:
+        raise
+    except HFTrustError as exc:  # missing asset, unwritable cache: one clear line, no traceback
+        failure = f"{type(exc).__name__}: {exc}"
+        tqdm.write(f"[{recipe.name}] FAILED: {failure}")
+    except Exception:
+        failure = traceback.format_exc()
+        tqdm.write(f"[{recipe.name}] FAILED: {failure.strip().splitlines()[-1]}")
+    return None, failure
+
+
+@dataclass
+class _Run:
+    """What the recipes of one demo run returned, with their wall and CPU times."""
+
+    results: dict[str, RecipeResult] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
+    cpu_times: dict[str, float] = field(default_factory=dict)
+
+
+def _run_recipes(
+    selected: Sequence[Recipe],
+    staging: Path,
+    full: bool,
+    seeds: Optional[Sequence[int]],
+    device: str,
+    progress_interval: float,
+) -> _Run:
+    """Run every selected recipe in its own folder under ``staging``, with the progress bars."""
+    run = _Run()
+    progress = _Progress(selected, interval=progress_interval)
+    try:
+        for index, recipe in enumerate(selected):
+            rdir = staging / recipe.name
+            rdir.mkdir()
+            run_seeds = list(seeds) if seeds else list(recipe.full_seeds if full else recipe.quick_seeds)
+            ctx = RecipeContext(out_dir=rdir, full=full, seeds=run_seeds, device=device, position=2)
+            progress.start(index)
+            t0, c0 = time.time(), time.process_time()
+            result, failure = _run_recipe(recipe, ctx)
+            if failure is None:
+                run.results[recipe.name] = result
+            else:
+                run.failures[recipe.name] = failure
+            run.times[recipe.name] = time.time() - t0
+            # CPU time of this process: on a shared machine it is what the recipe would take alone
+            # (the recipes run one torch thread), where the wall time also counts the other jobs.
+            run.cpu_times[recipe.name] = time.process_time() - c0
+            progress.finish(index, run.times[recipe.name], failure is None, run.cpu_times[recipe.name])
+    finally:
+        progress.close()
+    return run
+
+
+def _write_report(
+    staging: Path, selected: Sequence[Recipe], run: _Run, meta: dict[str, Any]
+) -> tuple[dict[str, list[tuple[str, dict[str, Any]]]], list[str]]:
+    """Write README.md, results.json and the marker listing the report's files; return (adapters, warnings)."""
+    warnings: list[str] = []
+    results = run.results
+    plots = {name: _collect_plots(name, res, staging, warnings) for name, res in results.items()}
+    adapters = {name: _adapter_paths(res, staging, name) for name, res in results.items()}
+    for name, res in results.items():
+        if not res.claims:
+            warnings.append(f"{name}: no claim recorded for the claims table")
+    recipes = {r.name: r for r in selected}
+    atomic_write_text(staging / "README.md", _markdown(results, recipes, run.failures, plots, warnings, meta))
+    payload = {
+        "meta": meta,
+        "results": {
+            n: {
+                "rows": [r.__dict__ for r in res.rows],
+                "notes": res.notes,
+                "plots": plots[n],
+                "claims": [c.__dict__ for c in res.claims],
+                "adapters": [rel for rel, _ in adapters[n]],
+            }
+            for n, res in results.items()
+        },
+        "failures": run.failures,
+        "warnings": warnings,
+    }
+    atomic_write_json(staging / "results.json", payload)
+    # Written last, over everything else: the list is what a later run checks before replacing the folder.
+    atomic_write_json(
+        staging / REPORT_MARKER,
+        {
+            "generator": "hf-trust demo",
+            "format": MARKER_FORMAT,
+            "created": meta["created"],
+            "complete": True,
+            "pid": os.getpid(),
+            **report_manifest(staging),
+        },
+    )
+    return adapters, warnings
+
+
+def _print_summary(results: dict[str, RecipeResult], warnings: Sequence[str], out_dir: Path) -> None:
+    print()
+    print(format_table(results) if any(r.rows for r in results.values()) else "(no results)")
+    if any(r.claims for r in results.values()):
+        print("\nClaims (verdict [basis] claim):")
+        print(format_claims(results))
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(f"\nReport written to {out_dir}/README.md")
+
+
 def run_demo(
     methods: Optional[Sequence[str]] = None,
     full: bool = False,
@@ -578,10 +713,7 @@ def run_demo(
 
     out_dir = Path(out_dir)
     selected = _select(methods)
-    check_report_target(out_dir)
-    for line in tidy_leftovers(out_dir):
-        print(line)
-    parent = check_report_target(out_dir)  # again: a restored previous report is a report
+    parent = _prepare_target(out_dir)
     if push_to:
         # Fail before a long run, not after it: the namespace and the token are known now.
         from hf_trust.hub_cards.push import check_repo_id, resolve_token
@@ -589,11 +721,6 @@ def run_demo(
         check_repo_id(f"{push_namespace}/hf-trust-demo")
         push_token = resolve_token(push_token)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results: dict[str, RecipeResult] = {}
-    failures: dict[str, str] = {}
-    times: dict[str, float] = {}
-    cpu_times: dict[str, float] = {}
-    warnings: list[str] = []
     start, cpu_start = time.time(), time.process_time()
     with _staging(out_dir, parent) as staging:
         # Marks the folder as an unfinished report of this process, so a later run can tell a folder
@@ -601,91 +728,21 @@ def run_demo(
         atomic_write_json(
             staging / REPORT_MARKER, {"generator": "hf-trust demo", "complete": False, "pid": os.getpid()}
         )
-        progress = _Progress(selected, interval=progress_interval)
-        try:
-            for index, recipe in enumerate(selected):
-                rdir = staging / recipe.name
-                rdir.mkdir()
-                run_seeds = list(seeds) if seeds else list(recipe.full_seeds if full else recipe.quick_seeds)
-                ctx = RecipeContext(out_dir=rdir, full=full, seeds=run_seeds, device=device, position=2)
-                progress.start(index)
-                t0, c0 = time.time(), time.process_time()
-                try:
-                    result = recipe.run(ctx)
-                    if not isinstance(result, RecipeResult):
-                        raise TypeError(f"recipe {recipe.name!r} returned {type(result).__name__}, not RecipeResult")
-                    results[recipe.name] = result
-                except KeyboardInterrupt:
-                    raise
-                except HFTrustError as exc:  # missing asset, unwritable cache: one clear line, no traceback
-                    failures[recipe.name] = f"{type(exc).__name__}: {exc}"
-                    tqdm.write(f"[{recipe.name}] FAILED: {failures[recipe.name]}")
-                except Exception:  # one recipe's failure is reported, the rest still run
-                    failures[recipe.name] = traceback.format_exc()
-                    tqdm.write(f"[{recipe.name}] FAILED: {failures[recipe.name].strip().splitlines()[-1]}")
-                times[recipe.name] = time.time() - t0
-                # CPU time of this process: on a shared machine it is what the recipe would take alone
-                # (the recipes run one torch thread), where the wall time also counts the other jobs.
-                cpu_times[recipe.name] = time.process_time() - c0
-                progress.finish(index, times[recipe.name], recipe.name not in failures, cpu_times[recipe.name])
-        finally:
-            progress.close()
-        plots = {name: _collect_plots(name, res, staging, warnings) for name, res in results.items()}
-        adapters = {name: _adapter_paths(res, staging, name) for name, res in results.items()}
-        for name, res in results.items():
-            if not res.claims:
-                warnings.append(f"{name}: no claim recorded for the claims table")
-        created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        run = _run_recipes(selected, staging, full, seeds, device, progress_interval)
         meta = {
             "full": full,
             "device": device,
             "seconds": time.time() - start,
             "cpu_seconds": time.process_time() - cpu_start,
-            "times": times,
-            "cpu_times": cpu_times,
-            "created": created,
+            "times": run.times,
+            "cpu_times": run.cpu_times,
+            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         }
-        recipes = {r.name: r for r in selected}
-        atomic_write_text(staging / "README.md", _markdown(results, recipes, failures, plots, warnings, meta))
-        payload = {
-            "meta": meta,
-            "results": {
-                n: {
-                    "rows": [r.__dict__ for r in res.rows],
-                    "notes": res.notes,
-                    "plots": plots[n],
-                    "claims": [c.__dict__ for c in res.claims],
-                    "adapters": [rel for rel, _ in adapters[n]],
-                }
-                for n, res in results.items()
-            },
-            "failures": failures,
-            "warnings": warnings,
-        }
-        atomic_write_json(staging / "results.json", payload)
-        # Written last, over everything else: the list is what a later run checks before replacing the folder.
-        atomic_write_json(
-            staging / REPORT_MARKER,
-            {
-                "generator": "hf-trust demo",
-                "format": MARKER_FORMAT,
-                "created": created,
-                "complete": True,
-                "pid": os.getpid(),
-                **report_manifest(staging),
-            },
-        )
+        adapters, warnings = _write_report(staging, selected, run, meta)
         # Between the checks at the start and now the user may have put files into out_dir: check again
         # so that a report never replaces anything but a report.
         check_report_target(out_dir)
-    print()
-    print(format_table(results) if any(r.rows for r in results.values()) else "(no results)")
-    if any(r.claims for r in results.values()):
-        print("\nClaims (verdict [basis] claim):")
-        print(format_claims(results))
-    for warning in warnings:
-        print(f"warning: {warning}")
-    print(f"\nReport written to {out_dir}/README.md")
+    _print_summary(run.results, warnings, out_dir)
     if push_to:
         # After the rename: the adapters now live under out_dir, where the user can find them.
         pushed = _push_adapters(adapters, out_dir, push_to, push_namespace, push_token)
@@ -693,9 +750,9 @@ def run_demo(
             print(f"No adapters to push to {push_to}: no recipe saved one.")
         for folder, url in pushed.items():
             print(f"Pushed {out_dir / folder} -> {url}")
-    if failures:
-        raise DemoError(f"recipe(s) failed: {', '.join(failures)} (details in {out_dir}/README.md)")
-    return results
+    if run.failures:
+        raise DemoError(f"recipe(s) failed: {', '.join(run.failures)} (details in {out_dir}/README.md)")
+    return run.results
 
 
 def describe_recipes(recipes: Optional[dict[str, Recipe]] = None) -> str:

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hf_trust.cli import main
@@ -556,3 +557,31 @@ def test_stored_verdict_sources_in_this_checkout_hold_the_rows_the_recipes_read(
     arms = {r["arm"] for r in stored_rows("lorasculpt", "arm")}
     assert {"LoRASculpt, 60 steps", "LoRA at matched target NLL"} <= arms
     assert any(r["scenario"] == "domain shift" and "VPT" in r for r in stored_rows("fpl", "scenario"))
+
+
+def test_stored_sources_of_ggeur_thanora_and_epeagent_are_read_from_the_results_files():
+    """The quick recipes of GGEUR, ThanoRA and EPEAgent read their verdicts from these stored multi-seed rows:
+    each reader must find them in this checkout, with the numbers the files state."""
+    from hf_trust.demo.recipes.ggeur import _stored_label_skew
+    from hf_trust.demo.recipes.thanora import _stored_demo_seeds
+    from hf_trust.demo.registry import stored_number, stored_rows
+
+    ggeur = _stored_label_skew(0.1)
+    assert ggeur is not None and set(ggeur) == {"FedAvg", "+oversample", "+GGEUR"}
+    assert all(0 < mean < 1 and 0 <= std < 0.2 for mean, std in ggeur.values())
+    assert _stored_label_skew(0.3) is None  # no such row
+    seeds = _stored_demo_seeds()
+    assert [s for s, _, _ in seeds] == [0, 1, 2]  # the summary row "mean ± sd" is not a seed
+    assert all(lora > 0 and th > 0 for _, lora, th in seeds)
+    both = {r["arm"]: r for r in stored_rows("epeagent", "arm") if r.get("domain") == "both"}
+    for arm in ("untrained SmolLM2", "TRL-trained SmolLM2"):
+        assert 0 <= stored_number(both[arm]["context leakage"]) <= 1
+        assert 0 <= stored_number(both[arm]["value leakage"], 1) <= 1
+
+
+def test_thanora_mixture_verdict_needs_every_seed():
+    from hf_trust.demo.recipes.thanora import _mixture_verdict
+
+    assert _mixture_verdict(np.array([0.1, 0.2, 0.3])) == "reproduced"
+    assert _mixture_verdict(np.array([-1.934, 1.351, 0.765])) == "not at this size"  # 2 of 3, mean > 0
+    assert _mixture_verdict(np.array([-1.0, 0.2, 0.3])) == "not reproduced"  # mean < 0

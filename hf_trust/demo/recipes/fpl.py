@@ -14,29 +14,11 @@ from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.registry import MIN_SEEDS, stored_number, stored_rows
 
 
-@register_recipe(
-    "fpl",
-    title="Federated prompt learning on CLIP: LPT vs VPT under label skew / domain shift",
-    minutes=1.5,
-    full_seeds=(0, 1, 2),
-    quick_seeds=(0,),
-)
-def run(ctx: RecipeContext) -> RecipeResult:
-    import torch
-    from matplotlib.figure import Figure
+def _rows(result: RecipeResult, runs: list[dict], rounds: int, n: int) -> tuple[dict, dict]:
+    """Table rows: zero-shot and final accuracy per scenario and prompt type, then the sweeps (``--full``).
+    Returns ``(zero_shot[scenario], final[scenario, kind] = (mean, std))``."""
+    from hf_trust.demo.studies.fpl import KINDS, SCENARIOS, gains
 
-    from hf_trust.demo.studies.fpl import KINDS, SCENARIOS, gains, load_study_data, pretrain_tiny_clip, run_study
-
-    torch.set_num_threads(1)
-    result = RecipeResult()
-    data = load_study_data(font_per_class=40)
-    clip, tok = pretrain_tiny_clip(data, steps=150, progress=ctx.progress)
-    rounds = 5 if ctx.full else 3
-    study = run_study(
-        clip, tok, data, ctx.seeds, rounds=rounds, sweeps=ctx.full, progress=ctx.progress, output_dir=str(ctx.out_dir)
-    )
-    runs = study["runs"]
-    n = len(ctx.seeds)
     zero_shot, final = {}, {}
     for sc in SCENARIOS:
         zs = [r["zero_shot"] for r in runs if r["group"] == "main" and r["scenario"] == sc]
@@ -64,8 +46,15 @@ def run(ctx: RecipeContext) -> RecipeResult:
                     float(np.mean([r["final"] for r in sub if r["kind"] == kind and r[key] == x])),
                     n=len({r["seed"] for r in sub}),
                 )
+    return zero_shot, final
 
-    # The picture: accuracy per scenario, zero-shot against each prompt type (error bars: std over seeds).
+
+def _figure(zero_shot: dict, final: dict, rounds: int, n: int):
+    """Accuracy per scenario, zero-shot against each prompt type (error bars: std over seeds)."""
+    from matplotlib.figure import Figure
+
+    from hf_trust.demo.studies.fpl import KINDS, SCENARIOS
+
     fig = Figure(figsize=(6.4, 3.4))
     ax = fig.subplots()
     width = 0.2
@@ -84,10 +73,13 @@ def run(ctx: RecipeContext) -> RecipeResult:
     ax.set_ylim(0, 1.12)  # headroom for the legend
     ax.set_title(f"Federated prompt learning on a toy CLIP ({n} seed{'s' if n > 1 else ''})", fontsize=9)
     ax.legend(fontsize=7, ncol=4, loc="upper right")
-    result.add_plot(ctx.savefig(fig, "fpl_accuracy_per_scenario.png"))
+    return fig
 
-    for claim, verdict in study["verdicts"].items():
-        result.note(f"{claim}: {verdict}")
+
+def _claim(result: RecipeResult, zero_shot: dict, final: dict, n: int) -> None:
+    """VPT vs LPT under domain shift: from ≥ 3 seeds of this run, else from the stored ``--full`` study."""
+    from hf_trust.demo.studies.fpl import KINDS
+
     vpt, lpt = final["domain_shift", "vpt"][0], final["domain_shift", "lpt"][0]
     below = all(final["domain_shift", k][0] < zero_shot["domain_shift"] for k in KINDS)
     measured = f"domain shift: VPT {vpt:.3f} vs LPT {lpt:.3f} (zero-shot {zero_shot['domain_shift']:.3f})"
@@ -98,21 +90,49 @@ def run(ctx: RecipeContext) -> RecipeResult:
     stored = next((r for r in stored_rows("fpl", "scenario") if r["scenario"] == "domain shift"), None)
     if n >= MIN_SEEDS or stored is None:
         result.add_claim(claim, measured, verdict, seeds=n)
-    else:
-        # Three --full seeds (5 rounds) stored as mean ± std: VPT ahead only if the two mean ± std
-        # intervals do not overlap, and a gain only if VPT also ends above zero-shot.
-        zs = stored_number(stored["zero-shot"])
-        (sv, sv_sd), (sl, sl_sd) = ((stored_number(stored[k]), stored_number(stored[k], 1)) for k in ("VPT", "LPT"))
-        ahead = sv - sv_sd > sl + sl_sd
-        s_below = all(stored_number(stored[k]) < zs for k in ("LPT", "VPT", "LPT+VPT"))
-        result.add_claim(
-            claim,
-            f"--full: VPT {sv:.3f} ± {sv_sd:.3f} vs LPT {sl:.3f} ± {sl_sd:.3f} (zero-shot {zs:.3f})"
-            + ("; every prompt type ends below zero-shot" if s_below else "")
-            + f"; this run ({n} seed{'s' if n > 1 else ''}, indicative): {measured}",
-            "reproduced" if ahead and not s_below else "not at this size" if ahead else "not reproduced",
-            stored="benchmarks/results/fpl.md, --full study, 3 seeds, mean ± std",
-        )
+        return
+    # Three --full seeds (5 rounds) stored as mean ± std: VPT ahead only if the two mean ± std
+    # intervals do not overlap, and a gain only if VPT also ends above zero-shot.
+    zs = stored_number(stored["zero-shot"])
+    (sv, sv_sd), (sl, sl_sd) = ((stored_number(stored[k]), stored_number(stored[k], 1)) for k in ("VPT", "LPT"))
+    ahead = sv - sv_sd > sl + sl_sd
+    s_below = all(stored_number(stored[k]) < zs for k in ("LPT", "VPT", "LPT+VPT"))
+    result.add_claim(
+        claim,
+        f"--full: VPT {sv:.3f} ± {sv_sd:.3f} vs LPT {sl:.3f} ± {sl_sd:.3f} (zero-shot {zs:.3f})"
+        + ("; every prompt type ends below zero-shot" if s_below else "")
+        + f"; this run ({n} seed{'s' if n > 1 else ''}, indicative): {measured}",
+        "reproduced" if ahead and not s_below else "not at this size" if ahead else "not reproduced",
+        stored="benchmarks/results/fpl.md, --full study, 3 seeds, mean ± std",
+    )
+
+
+@register_recipe(
+    "fpl",
+    title="Federated prompt learning on CLIP: LPT vs VPT under label skew / domain shift",
+    minutes=1.5,
+    full_seeds=(0, 1, 2),
+    quick_seeds=(0,),
+)
+def run(ctx: RecipeContext) -> RecipeResult:
+    import torch
+
+    from hf_trust.demo.studies.fpl import load_study_data, pretrain_tiny_clip, run_study
+
+    torch.set_num_threads(1)
+    result = RecipeResult()
+    data = load_study_data(font_per_class=40)
+    clip, tok = pretrain_tiny_clip(data, steps=150, progress=ctx.progress)
+    rounds = 5 if ctx.full else 3
+    study = run_study(
+        clip, tok, data, ctx.seeds, rounds=rounds, sweeps=ctx.full, progress=ctx.progress, output_dir=str(ctx.out_dir)
+    )
+    n = len(ctx.seeds)
+    zero_shot, final = _rows(result, study["runs"], rounds, n)
+    result.add_plot(ctx.savefig(_figure(zero_shot, final, rounds, n), "fpl_accuracy_per_scenario.png"))
+    for claim, verdict in study["verdicts"].items():
+        result.note(f"{claim}: {verdict}")
+    _claim(result, zero_shot, final, n)
     result.note(
         "Toy scale: 2-layer text / 3-layer vision CLIP (width 48) pretrained on clean handwritten digits; "
         "the corrupted domain is derived from the same digit set. Under domain shift the prompts learnt on the "

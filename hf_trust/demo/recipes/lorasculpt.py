@@ -17,43 +17,11 @@ import numpy as np
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.recipes._chat_data import encode
 from hf_trust.demo.registry import MIN_SEEDS, stored_number, stored_rows
+from hf_trust.demo.studies.chat_lm import answer_loss, answer_nll, collate
 
 TARGET_TASK = "spell_backward"
 GENERAL_TASKS = ("basic_arithmetic", "leg_counting", "chain_sum")
-
-
-def batches(examples, batch_size, pad_id):
-    import torch
-
-    for s in range(0, len(examples), batch_size):
-        chunk = examples[s : s + batch_size]
-        width = max(len(e[0]) for e in chunk)
-        ids = torch.full((len(chunk), width), pad_id)
-        labels = torch.full((len(chunk), width), -100)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, (i, l, *_) in enumerate(chunk):
-            ids[r, : len(i)] = torch.tensor(i)
-            labels[r, : len(l)] = torch.tensor(l)
-            mask[r, : len(i)] = 1
-        yield {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def answer_nll(model, examples, pad_id) -> float:
-    import torch
-
-    model.eval()
-    total = n = 0.0
-    with torch.no_grad():
-        for b in batches(examples, 8, pad_id):
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
-            lab = b["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-            total += float(nll)
-            n += int((lab != -100).sum())
-    model.train()
-    return total / max(n, 1)
+R, ALPHA = 16, 32  # LoRA rank and alpha of both arms
 
 
 def train_arm(base, config, train, evals, steps, lr, batch_size, pad_id, eval_every=None, seed=0, base_nll=None):
@@ -76,8 +44,8 @@ def train_arm(base, config, train, evals, steps, lr, batch_size, pad_id, eval_ev
         if sculpt and step == config.mask_step:
             model.base_model.compute_masks()
         pick = [train[i] for i in rng.choice(len(train), size=batch_size, replace=False)]
-        batch = next(batches(pick, batch_size, pad_id))
-        loss = model(**batch).loss
+        # Left-padded, logits on the answer positions only: the 49k-way head is not evaluated on the prompt.
+        loss = answer_loss(model, collate(pick, pad_id))[0]
         if sculpt:
             loss = loss + model.base_model.regularization_loss()
         opt.zero_grad()
@@ -89,6 +57,7 @@ def train_arm(base, config, train, evals, steps, lr, batch_size, pad_id, eval_ev
             traj.append(
                 (step + 1, answer_nll(model, evals["target"], pad_id), answer_nll(model, evals["general"], pad_id))
             )
+    model.eval()
     return traj, model
 
 
@@ -133,23 +102,17 @@ def plot_tradeoff(trajs, base_g, matched, path_fn):
     return path_fn(fig)
 
 
-@register_recipe("lorasculpt", title="LoRASculpt vs LoRA: target learning and forgetting on SmolLM2", minutes=2.0)
-def run(ctx: RecipeContext) -> RecipeResult:
-    import torch
-    from peft import LoraConfig
+def _settings(full: bool) -> dict:
+    if full:
+        return dict(steps=60, eval_every=15, n_train=240, n_eval=24, lr=1e-3)
+    # Quick: 12 steps (mask at step 3), evaluated every 4 steps; the verdict is read from the --full run.
+    return dict(steps=12, eval_every=4, n_train=40, n_eval=6, lr=2e-3)
 
-    from hf_trust import LoRASculptConfig, assets
 
-    torch.set_num_threads(1)
-    result = RecipeResult()
-    steps = 60 if ctx.full else 20
-    eval_every = 15 if ctx.full else 5
-    n_train, n_eval = (240, 24) if ctx.full else (40, 6)
-    lr = 1e-3 if ctx.full else 2e-3
-    r, alpha = 16, 32
-    mask_step = max(1, steps // 4)
-    base, tok = assets.load_smollm2()
-    pad = tok.pad_token_id
+def _data(tok, cfg: dict) -> tuple[list, dict]:
+    from hf_trust import assets
+
+    n_train, n_eval = cfg["n_train"], cfg["n_eval"]
     tgt = assets.load_reasoning_tasks([TARGET_TASK], n_train + n_eval, seed=0)
     gen = assets.load_reasoning_tasks(list(GENERAL_TASKS), max(1, n_eval // len(GENERAL_TASKS)), seed=1)
     train = encode(tok, list(zip(tgt["question"][:n_train], tgt["answer"][:n_train])))
@@ -157,23 +120,103 @@ def run(ctx: RecipeContext) -> RecipeResult:
         "target": encode(tok, list(zip(tgt["question"][n_train:], tgt["answer"][n_train:]))),
         "general": encode(tok, list(zip(gen["question"], gen["answer"]))),
     }
+    return train, evals
+
+
+def _configs(mask_step: int):
+    from peft import LoraConfig
+
+    from hf_trust import LoRASculptConfig
+
+    common = dict(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraConfig(**common), LoRASculptConfig(**common, preserve_ratio=0.1, mask_step=mask_step, cmr_lambda=1e-3)
+
+
+def _summary(result: RecipeResult, rows: dict, base_t: float, base_g: float) -> dict:
+    """Table rows per arm; returns ``{arm: (target NLLs, general NLL − base)}`` over the seeds."""
+
+    def sd(x):
+        return float(x.std()) if len(x) > 1 else None
+
+    result.add("base model", "target answer NLL", base_t)
+    result.add("base model", "general answer NLL", base_g)
+    summary = {}
+    for arm, vals in rows.items():
+        t = np.array([v[0] for v in vals])
+        g = np.array([v[1] for v in vals]) - base_g
+        summary[arm] = (t, g)
+        result.add(arm, "target answer NLL", float(t.mean()), std=sd(t), n=len(t))
+        result.add(arm, "forgetting (general NLL − base)", float(g.mean()), std=sd(g), n=len(g))
+    return summary
+
+
+CLAIM = "At equal target performance, sparse LoRA updates with the CMR forget less general skill than LoRA"
+
+
+def _claim(result: RecipeResult, summary: dict) -> None:
+    """From ≥ 3 seeds of this run: the mean difference to the matched-target control beyond 2 standard errors.
+    With fewer seeds, from the stored ``--full`` run (mean ± std per arm, 3 seeds)."""
+    diff = summary["LoRASculpt"][1] - summary["LoRA matched target"][1]
+    n = len(diff)
+    spread = float(diff.std(ddof=1)) if n > 1 else float("nan")
+    if float(diff.mean()) >= 0:
+        verdict = "not reproduced"
+    elif n >= 3 and float(-diff.mean()) > 2 * spread / np.sqrt(n):
+        verdict = "reproduced"
+    else:
+        verdict = "not at this size"
+    no_forgetting = all(float(g.max()) <= 0 for _, g in summary.values())
+    measured = (
+        f"general NLL − base: LoRASculpt {summary['LoRASculpt'][1].mean():+.3f}, LoRA at matched target NLL "
+        f"{summary['LoRA matched target'][1].mean():+.3f}, LoRA after the same steps "
+        f"{summary['LoRA'][1].mean():+.3f} ({n} seed{'s' if n > 1 else ''}"
+        + (f", spread of the difference {spread:.2g}" if n > 1 else "")
+        + ")"
+        + ("; no arm forgot in absolute terms, so any gap is relative" if no_forgetting else "")
+    )
+    stored = {r["arm"]: r for r in stored_rows("lorasculpt", "arm")}
+    forgetting = "general NLL − base (negative = general answers became more likely)"
+    arms = ("LoRASculpt, 60 steps", "LoRA at matched target NLL")
+    if n >= MIN_SEEDS or not all(a in stored and forgetting in stored[a] for a in arms):
+        result.add_claim(
+            CLAIM, measured, verdict, seeds=n, interval="mean difference beyond 2 standard errors over seeds"
+        )
+        return
+    # The --full run's three seeds are stored as mean ± std per arm: less forgetting only if
+    # LoRASculpt's mean ± std interval lies wholly below the matched-target control's.
+    (s_m, s_sd), (c_m, c_sd) = (
+        (stored_number(stored[a][forgetting]), stored_number(stored[a][forgetting], 1)) for a in arms
+    )
+    stored_verdict = "not reproduced" if s_m >= c_m else "reproduced" if s_m + s_sd < c_m - c_sd else "not at this size"
+    result.add_claim(
+        CLAIM,
+        f"--full: general NLL − base LoRASculpt {s_m:+.3f} ± {s_sd:.3f} vs LoRA at matched target NLL "
+        f"{c_m:+.3f} ± {c_sd:.3f}; this run, indicative: {measured}",
+        stored_verdict,
+        stored="benchmarks/results/lorasculpt.md, --full run, 3 seeds, mean ± std per arm",
+    )
+
+
+@register_recipe("lorasculpt", title="LoRASculpt vs LoRA: target learning and forgetting on SmolLM2", minutes=2.0)
+def run(ctx: RecipeContext) -> RecipeResult:
+    import torch
+
+    from hf_trust import assets
+
+    torch.set_num_threads(1)
+    result = RecipeResult()
+    cfg = _settings(ctx.full)
+    steps, eval_every, lr = cfg["steps"], cfg["eval_every"], cfg["lr"]
+    mask_step = max(1, steps // 4)
+    base, tok = assets.load_smollm2()
+    pad = tok.pad_token_id
+    train, evals = _data(tok, cfg)
     base_t, base_g = answer_nll(base, evals["target"], pad), answer_nll(base, evals["general"], pad)
-    targets = "all-linear"
     rows = {"LoRA": [], "LoRASculpt": [], "LoRA matched target": []}
     interpolated = []
     first = None
     for seed in ctx.progress(ctx.seeds, desc="seeds"):
-        lora_cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
-        sculpt_cfg = LoRASculptConfig(
-            r=r,
-            lora_alpha=alpha,
-            lora_dropout=0.0,
-            target_modules=targets,
-            task_type="CAUSAL_LM",
-            preserve_ratio=0.1,
-            mask_step=mask_step,
-            cmr_lambda=1e-3,
-        )
+        lora_cfg, sculpt_cfg = _configs(mask_step)
         common = dict(eval_every=eval_every, seed=seed, base_nll=(base_t, base_g))
         lora_traj, _ = train_arm(base, lora_cfg, train, evals, steps, lr, 4, pad, **common)
         sculpt_traj, sculpt_model = train_arm(base, sculpt_cfg, train, evals, steps, lr, 4, pad, **common)
@@ -194,65 +237,10 @@ def run(ctx: RecipeContext) -> RecipeResult:
             note=f"BA density {float(((b @ a) != 0).float().mean()):.3f}",
         )
     result.add_plot(plot_tradeoff(first[0], base_g, first[1], lambda fig: ctx.savefig(fig, "lorasculpt_tradeoff.png")))
-    result.add("base model", "target answer NLL", base_t)
-    result.add("base model", "general answer NLL", base_g)
-
-    def sd(x):
-        return float(x.std()) if len(x) > 1 else None
-
-    summary = {}
-    for arm, vals in rows.items():
-        t = np.array([v[0] for v in vals])
-        g = np.array([v[1] for v in vals]) - base_g
-        summary[arm] = (t, g)
-        result.add(arm, "target answer NLL", float(t.mean()), std=sd(t), n=len(t))
-        result.add(arm, "forgetting (general NLL − base)", float(g.mean()), std=sd(g), n=len(g))
-    # The claim is about forgetting at equal target learning: LoRASculpt vs the matched-target LoRA control.
-    diff = summary["LoRASculpt"][1] - summary["LoRA matched target"][1]
-    n = len(diff)
-    spread = float(diff.std(ddof=1)) if n > 1 else float("nan")
-    if float(diff.mean()) >= 0:
-        verdict = "not reproduced"
-    elif n >= 3 and float(-diff.mean()) > 2 * spread / np.sqrt(n):
-        verdict = "reproduced"
-    else:
-        verdict = "not at this size"
-    no_forgetting = all(float(g.max()) <= 0 for _, g in summary.values())
-    measured = (
-        f"general NLL − base: LoRASculpt {summary['LoRASculpt'][1].mean():+.3f}, LoRA at matched target NLL "
-        f"{summary['LoRA matched target'][1].mean():+.3f}, LoRA after the same steps "
-        f"{summary['LoRA'][1].mean():+.3f} ({n} seed{'s' if n > 1 else ''}"
-        + (f", spread of the difference {spread:.2g}" if n > 1 else "")
-        + ")"
-        + ("; no arm forgot in absolute terms, so any gap is relative" if no_forgetting else "")
-    )
-    claim = "At equal target performance, sparse LoRA updates with the CMR forget less general skill than LoRA"
-    stored = {r["arm"]: r for r in stored_rows("lorasculpt", "arm")}
-    forgetting = "general NLL − base (negative = general answers became more likely)"
-    arms = ("LoRASculpt, 60 steps", "LoRA at matched target NLL")
-    if n >= MIN_SEEDS or not all(a in stored and forgetting in stored[a] for a in arms):
-        result.add_claim(
-            claim, measured, verdict, seeds=n, interval="mean difference beyond 2 standard errors over seeds"
-        )
-    else:
-        # The --full run's three seeds are stored as mean ± std per arm: less forgetting only if
-        # LoRASculpt's mean ± std interval lies wholly below the matched-target control's.
-        (s_m, s_sd), (c_m, c_sd) = (
-            (stored_number(stored[a][forgetting]), stored_number(stored[a][forgetting], 1)) for a in arms
-        )
-        stored_verdict = (
-            "not reproduced" if s_m >= c_m else "reproduced" if s_m + s_sd < c_m - c_sd else "not at this size"
-        )
-        result.add_claim(
-            claim,
-            f"--full: general NLL − base LoRASculpt {s_m:+.3f} ± {s_sd:.3f} vs LoRA at matched target NLL "
-            f"{c_m:+.3f} ± {c_sd:.3f}; this run, indicative: {measured}",
-            stored_verdict,
-            stored="benchmarks/results/lorasculpt.md, --full run, 3 seeds, mean ± std per arm",
-        )
+    _claim(result, _summary(result, rows, base_t, base_g))
     result.note(
-        f"SmolLM2-135M-Instruct, LoRA r={r} α={alpha} on all linear layers, AdamW lr {lr}, {steps} steps of "
-        f"batch 4 on {TARGET_TASK} ({n_train} items); LoRASculpt ρ=0.1, mask at step {mask_step}, λ=1e-3; "
+        f"SmolLM2-135M-Instruct, LoRA r={R} α={ALPHA} on all linear layers, AdamW lr {lr}, {steps} steps of "
+        f"batch 4 on {TARGET_TASK} ({len(train)} items); LoRASculpt ρ=0.1, mask at step {mask_step}, λ=1e-3; "
         f"general = {', '.join(GENERAL_TASKS)} ({len(evals['general'])} items), target {len(evals['target'])} "
         f"held-out items; evaluation every {eval_every} steps. Matched-target control: the LoRA trajectory "
         "interpolated to LoRASculpt's final target NLL"

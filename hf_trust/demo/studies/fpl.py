@@ -7,7 +7,6 @@ towers are tiny, so the figures show directions, not the paper's magnitudes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -18,6 +17,8 @@ import numpy as np
 import torch
 
 from hf_trust.atomic import atomic_directory
+from hf_trust.errors import HFTrustConfigError
+from hf_trust.fingerprint import arrays_sha256, json_sha256, tokenizer_identity
 from hf_trust.trainers.federated import DirichletLabelPartitioner, DomainPartitioner, FedAvg
 from hf_trust.trainers.fpl import FederatedPromptTrainer, FPLConfig, PromptConfig
 
@@ -149,41 +150,18 @@ def _tiny_clip_config(tokenizer: Any, image_size: int) -> Any:
     )
 
 
-def pretrain_tiny_clip(
+def _contrastive_steps(
+    model: Any,
+    tok: Any,
     data: StudyData,
-    steps: int = 300,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    seed: int = 0,
-    cache: bool = True,
-    progress: Optional[Callable] = None,
-) -> tuple[Any, Any]:
-    """A small ``CLIPModel`` trained on the clean digits with template captions (cached on disk).
-
-    Each step draws a caption template and trains image-to-caption cross-entropy over the ten class
-    captions of that template plus the symmetric caption-to-image term of the batch's classes, i.e.
-    CLIP's contrastive loss with template captions as the text side.
-    """
-    from transformers import CLIPModel
-
-    from hf_trust import assets
-
-    tok = assets.clip_tokenizer()
-    image_size = int(data.pretrain["pixel_values"].shape[-1])
-    # Keyed on everything that determines the weights: the training options, the very pretraining rows
-    # and the tokenizer's vocabulary (which fixes the caption ids).
-    digest = hashlib.sha256(f"fpl-clip|v2|{steps}|{batch_size}|{lr}|{seed}|{image_size}".encode())
-    digest.update(data.pretrain["pixel_values"].numpy().tobytes())
-    digest.update(data.pretrain["label"].numpy().tobytes())
-    digest.update(repr(sorted(tok.get_vocab().items())).encode())
-    path = assets.cache_dir() / "fpl" / f"tiny_clip_{digest.hexdigest()[:16]}"
-    if cache and (path / "config.json").is_file():
-        try:
-            return CLIPModel.from_pretrained(path).eval(), tok
-        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
-            logger.warning("cached tiny CLIP at %s is unreadable (%s); pretraining it again.", path, exc)
-    torch.manual_seed(seed)
-    model = CLIPModel(_tiny_clip_config(tok, image_size)).train()
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: Optional[Callable],
+) -> None:
+    """Train ``model`` in place: per step a caption template, image-to-caption cross-entropy over the ten class
+    captions and the caption-to-image term over the batch's classes."""
     captions = [[t.format(n) for n in DIGIT_NAMES] for t in PRETRAIN_TEMPLATES]
     enc = [tok(c, padding="max_length", max_length=16, return_tensors="pt") for c in captions]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -208,6 +186,51 @@ def pretrain_tiny_clip(
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
+
+
+def pretrain_tiny_clip(
+    data: StudyData,
+    steps: int = 300,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    cache: bool = True,
+    progress: Optional[Callable] = None,
+) -> tuple[Any, Any]:
+    """A small ``CLIPModel`` trained on the clean digits with template captions (cached on disk).
+
+    Each step draws a caption template and trains image-to-caption cross-entropy over the ten class
+    captions of that template plus the symmetric caption-to-image term of the batch's classes, i.e.
+    CLIP's contrastive loss with template captions as the text side.
+    """
+    from transformers import CLIPModel
+
+    from hf_trust import assets
+
+    tok = assets.clip_tokenizer()
+    image_size = int(data.pretrain["pixel_values"].shape[-1])
+    # Keyed on everything that determines the weights: the training options, the very pretraining rows
+    # and the tokenizer's vocabulary (which fixes the caption ids).
+    key = {
+        "model": "fpl-clip",
+        "version": 2,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "image_size": image_size,
+        "data": arrays_sha256(data.pretrain["pixel_values"], data.pretrain["label"]),
+        "tokenizer": tokenizer_identity(tok),
+    }
+    path = assets.cache_dir() / "fpl" / f"tiny_clip_{json_sha256(key)[:16]}"
+    if cache and (path / "config.json").is_file():
+        try:
+            return CLIPModel.from_pretrained(path).eval(), tok
+        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
+            logger.warning("cached tiny CLIP at %s is unreadable (%s); pretraining it again.", path, exc)
+    torch.manual_seed(seed)
+    model = CLIPModel(_tiny_clip_config(tok, image_size)).train()
+    _contrastive_steps(model, tok, data, steps, batch_size, lr, seed, progress)
     model.eval()
     if cache:
         with atomic_directory(path) as staging:  # the cache entry appears whole or not at all
@@ -226,7 +249,7 @@ def scenario_split(data: StudyData, scenario: str, num_clients: int, beta: float
         alpha = beta if scenario == "both" else None
         parts = DomainPartitioner(num_clients=num_clients, alpha=alpha, min_size=2, seed=seed).split(tr)
     else:
-        raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}.")
+        raise HFTrustConfigError(f"scenario must be one of {SCENARIOS}, got {scenario!r}.")
     return tr, parts, te
 
 
@@ -243,6 +266,36 @@ class RunResult:
     per_domain: dict[str, float] = field(default_factory=dict)
     update_cos: dict[str, float] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+
+
+def _run_configs(
+    kind: str,
+    seed: int,
+    rounds: int,
+    n_ctx: int,
+    lr: float,
+    output_dir: Optional[str],
+    vptpr: bool,
+    aggregation: str,
+) -> tuple[PromptConfig, FPLConfig]:
+    """The prompt and federation settings of one study run (Adam, 1 local epoch, batch 32, no checkpoints)."""
+    prompt = PromptConfig(kind=kind, n_ctx_text=n_ctx, n_ctx_vision=n_ctx, vision_template=CLASS_TEMPLATE, seed=seed)
+    cfg = FPLConfig(
+        rounds=rounds,
+        local_epochs=1,
+        seed=seed,
+        optimizer="adam",
+        lr=lr,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=32,
+        eval_batch_size=256,
+        aggregation=aggregation,
+        vptpr=vptpr,
+        output_dir=output_dir,
+        save_every=0,
+    )
+    return prompt, cfg
 
 
 def run_fpl(
@@ -268,22 +321,7 @@ def run_fpl(
     if scenario != "label_skew":
         for d in data.domains:
             evals[d] = te.where("domain", d)
-    prompt = PromptConfig(kind=kind, n_ctx_text=n_ctx, n_ctx_vision=n_ctx, vision_template=CLASS_TEMPLATE, seed=seed)
-    cfg = FPLConfig(
-        rounds=rounds,
-        local_epochs=1,
-        seed=seed,
-        optimizer="adam",
-        lr=lr,
-        momentum=0.0,
-        weight_decay=0.0,
-        batch_size=32,
-        eval_batch_size=256,
-        aggregation=aggregation,
-        vptpr=vptpr,
-        output_dir=output_dir,
-        save_every=0,
-    )
+    prompt, cfg = _run_configs(kind, seed, rounds, n_ctx, lr, output_dir, vptpr, aggregation)
     zs = zero_shot_accuracy(clip, tok, te)  # before the prompt hooks are attached
     trainer = FederatedPromptTrainer(
         clip, DIGIT_NAMES, prompt=prompt, strategy=FedAvg(), config=cfg, tokenizer=tok, eval_datasets=evals

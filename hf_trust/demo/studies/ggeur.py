@@ -5,7 +5,6 @@ the one-client-per-domain runs of the multi-domain rule against FedAvg and the e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from hf_trust.atomic import atomic_save
+from hf_trust.fingerprint import arrays_sha256, json_sha256, model_identity
 
 logger = logging.getLogger("hf_trust.demo.ggeur")
 
@@ -30,22 +30,11 @@ MULTI_DOMAIN_VARIANTS = ("none", "oversample", "ggeur")
 FEATURE_VERSION = 2
 
 
-def _sha256_arrays(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        digest.update(f"{a.dtype.str}|{a.shape}|".encode())
-        digest.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
-    return digest.hexdigest()
-
-
-def module_fingerprint(model: Any) -> str:
-    """SHA-256 of a module's class and every tensor of its state dict (names, dtypes, shapes, values)."""
-    digest = hashlib.sha256(type(model).__qualname__.encode())
-    for name, t in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(_sha256_arrays(t.detach().cpu().numpy()).encode())
-    return digest.hexdigest()
+def _encoder_identity(model: Any) -> str:
+    """:func:`~hf_trust.fingerprint.model_identity` of the encoder. Its 0-d tensors (BatchNorm's
+    ``num_batches_tracked``) are passed as 1-element vectors: the byte view the helper takes of a tensor
+    refuses 0-d integer tensors."""
+    return model_identity(model, tensors={k: v.reshape(-1) for k, v in model.state_dict().items()})
 
 
 def cached_arrays(folder: Path, stem: str, key: dict[str, Any], compute: Callable[[], dict[str, np.ndarray]]):
@@ -57,7 +46,7 @@ def cached_arrays(folder: Path, stem: str, key: dict[str, Any], compute: Callabl
     is atomic, so an interrupted run never leaves a half file that a later run would trust.
     """
     blob = json.dumps(key, sort_keys=True, default=str)
-    path = Path(folder) / f"{stem}_{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+    path = Path(folder) / f"{stem}_{json_sha256(key)[:16]}.npz"
     if path.is_file():
         problem = None
         try:
@@ -66,7 +55,7 @@ def cached_arrays(folder: Path, stem: str, key: dict[str, Any], compute: Callabl
             meta = json.loads(str(arrays.pop("__meta__")))
             if meta.get("key") != json.loads(blob):
                 problem = "it was written for other settings"
-            elif meta.get("sha256") != {k: _sha256_arrays(v) for k, v in sorted(arrays.items())}:
+            elif meta.get("sha256") != {k: arrays_sha256(v) for k, v in sorted(arrays.items())}:
                 problem = "its contents do not match their recorded SHA-256"
         except Exception as exc:  # truncated zip, missing member, bad JSON: all mean "recompute"
             problem = f"it cannot be read ({type(exc).__name__}: {exc})"
@@ -74,7 +63,7 @@ def cached_arrays(folder: Path, stem: str, key: dict[str, Any], compute: Callabl
             return arrays
         logger.warning("feature cache %s is stale or corrupt (%s); recomputing it.", path, problem)
     arrays = compute()
-    meta = {"key": json.loads(blob), "sha256": {k: _sha256_arrays(v) for k, v in sorted(arrays.items())}}
+    meta = {"key": json.loads(blob), "sha256": {k: arrays_sha256(v) for k, v in sorted(arrays.items())}}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez would otherwise append ".npz" to the name
@@ -115,8 +104,8 @@ def efficientnet_embeddings(name: str, n_train: int, n_test: int, size: int, see
         "size": size,
         "seed": seed,
         "version": FEATURE_VERSION,
-        "encoder": module_fingerprint(model),
-        "data": _sha256_arrays(*images.values(), *labels.values(), *domains.values()),
+        "encoder": _encoder_identity(model),
+        "data": arrays_sha256(*images.values(), *labels.values(), *domains.values()),
     }
 
     def compute() -> dict[str, np.ndarray]:
