@@ -17,14 +17,16 @@ import time
 
 import torch
 
-from hf_trust.metrics.cot_kinetics.kinetics import EnergyWeights, score_batch
+from hf_trust.metrics.cot_kinetics import CotKineticsConfig, score_batch
 
 torch.set_num_threads(1)
 
-SETTINGS: dict[str, tuple[EnergyWeights, object]] = {
-    "default (no lens)": (EnergyWeights(), None),
-    "lens on 3 layers": (EnergyWeights(beta=1.0), [10, 20, 30]),
-    "lens on all 31 states": (EnergyWeights(beta=1.0), None),
+#: Whole sequences are scored (no think delimiters), as a trace with no `</think>` would be.
+PLAIN = CotKineticsConfig(think_start="", think_end="")
+SETTINGS: dict[str, CotKineticsConfig] = {
+    "default (no lens)": PLAIN,
+    "lens on 3 layers": PLAIN.replace(beta=1.0, lens_layers=[10, 20, 30]),
+    "lens on all 31 states": PLAIN.replace(beta=1.0),
 }
 
 
@@ -38,16 +40,15 @@ def timing(model, length: int, repeats: int, settings: list[str]) -> tuple[float
     runs: dict[str, list[float]] = {k: [] for k in settings}
     with torch.no_grad():
         model(input_ids=ids, output_hidden_states=True)  # warm-up
-        score_batch(model, [seq], [8], [], [], EnergyWeights())
+        score_batch(model, [seq], [8], [], [], PLAIN)
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.no_grad():
             model(input_ids=ids, output_hidden_states=True)
         base.append(time.perf_counter() - t0)
         for name in settings:
-            w, layers = SETTINGS[name]
             t0 = time.perf_counter()
-            score_batch(model, [seq], [8], [], [], w, lens_layers=layers)
+            score_batch(model, [seq], [8], [], [], SETTINGS[name])
             runs[name].append(time.perf_counter() - t0)
     return statistics.median(base), {k: statistics.median(v) for k, v in runs.items()}
 
@@ -77,7 +78,7 @@ def peak_rss(model, mode: str, length: int) -> float:
             out = model(input_ids=ids, output_hidden_states=True)
             del out
         else:
-            score_batch(model, [ids[0].tolist()], [8], [], [], EnergyWeights())
+            score_batch(model, [ids[0].tolist()], [8], [], [], PLAIN)
     done.set()
     t.join()
     return (peak[0] - before) / 2**20

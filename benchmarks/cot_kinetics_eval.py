@@ -29,6 +29,7 @@ import hf_trust
 from hf_trust import assets
 from hf_trust.atomic import atomic_save, atomic_write_json, atomic_write_text
 from hf_trust.demo.studies.cot_kinetics import ANSWER_MARKER, DEFAULT_TASKS, make_chains
+from hf_trust.metrics.cot_kinetics import CotKineticsConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 START, END = "<!-- cot_kinetics_eval:start -->", "<!-- cot_kinetics_eval:end -->"
@@ -81,14 +82,13 @@ def main() -> None:
         prompt_ids=[c.prompt_ids for c in chains],
         model=model,
         tokenizer=tok,
-        think_start="",
-        think_end=" " + ANSWER_MARKER,  # the marker follows a space inside the chain: ' The' is its own token
-        batch_size=8,
     )
+    # the marker follows a space inside the chain: ' The' is its own token
+    cfg = CotKineticsConfig(think_start="", think_end=" " + ANSWER_MARKER, batch_size=8)
     t1 = time.time()
-    out = det.compute(**kw, lens_layers=LENS_LAYERS, term_weights={"kinetic": 0.0})
+    out = det.compute(**kw, config=cfg.replace(lens_layers=LENS_LAYERS, term_weights={"kinetic": 0.0}))
     t_score = time.time() - t1
-    authors = det.compute(**kw, coe_token_set="authors_code")
+    authors = det.compute(**kw, config=cfg.replace(coe_token_set="authors_code"))
     print(f"scored in {t_score:.0f} s", flush=True)
     terms = {k: np.asarray(v) for k, v in out["terms"].items()}
     columns: dict[str, np.ndarray] = {

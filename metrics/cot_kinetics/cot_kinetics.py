@@ -2,25 +2,26 @@
 
 Load with ``evaluate.load(hf_trust.metric_path("cot_kinetics"))`` (from any working directory); ``"detection"`` adds AUROC / AUPR /
 FPR@95 against correctness labels, for the energy and for five baselines on the same generations.
-The energy is a RECONSTRUCTION of the paper's equation (see the metric card).
+The energy is a RECONSTRUCTION of the paper's equation (see the metric card). Settings: one
+``CotKineticsConfig`` (``config.py``), as ``config=`` or by field name; the math is in ``kinetics.py``, the model
+plumbing in ``forward.py``; this file is the evaluate boilerplate only.
 """
+
+import dataclasses
 
 import datasets
 import evaluate
 import numpy as np
 
+from hf_trust.metrics.cot_kinetics.config import CotKineticsConfig, from_settings
+from hf_trust.metrics.cot_kinetics.forward import check_position_limit, locate_parts, score_batch
 from hf_trust.metrics.cot_kinetics.kinetics import (
-    AGGREGATIONS,
     BASELINE_DIRECTION,
-    COE_TOKEN_SETS,
     ENERGY_DIRECTION,
-    EnergyWeights,
     KineticsError,
-    check_position_limit,
     check_references,
+    confidence,
     detection_metrics,
-    locate_parts,
-    score_batch,
 )
 
 _CITATION = """\
@@ -49,31 +50,24 @@ Args:
     model / tokenizer: a loaded causal LM and its tokenizer; or `model_id`: a local model folder.
     token_ids (`list[list[int]]`, optional): exact generated ids (prompt excluded); overrides `predictions`.
     prompt_ids (`list[list[int]]`, optional): exact prompt ids to go with `token_ids`.
-    think_start / think_end (`str`): reasoning delimiters (default "<think>" / "</think>").
-    gamma (`float` in [0, 1]): energy = gamma·momentum + (1 − gamma)·curvature + beta·potential (0.8).
-    beta (`float`): weight of the logit-lens potential (0 = lens off, the default).
-    term_weights (`dict[str, float]`, optional): override or add term weights by name
-        ("momentum", "curvature", "potential", "kinetic").
-    normalize (`bool`): divide movement by the token's net displacement ‖h^L − h^0‖ (default True).
-    mass (`str`): "unit" or "surprisal".
-    aggregation (`str`): "average" (default), "median", "max" or "last" over the reasoning tokens.
-    lens_layers (`list[int]`, optional): states 0 … L read by the logit lens (negative = from the end);
-        giving it turns the lens on; beta != 0 without it uses every layer.
-    coe_token_set (`str`): tokens the CoE baselines average: "paper" (output tokens, default) or
-        "authors_code" (first prompt token + outputs without the last, as the CoE release does).
-    include_answer (`bool`): also score the answer tokens (default False).
-    batch_size (`int` >= 1): samples per forward pass (left padding), default 4.
+    config (`CotKineticsConfig`, optional): the settings of the energy and of how traces are read (also
+        accepted at `evaluate.load(..., config=...)`); any of its fields may instead be given by name here or at
+        `evaluate.load`, and overrides the config's value. Fields (see the class docstring and the metric card):
+        gamma (0.8), beta (0), term_weights, normalize (True), mass ("unit"), aggregation ("average"),
+        lens_layers, think_start ("<think>"), think_end ("</think>"), include_answer (False),
+        coe_token_set ("paper"), batch_size (4). Any other name is refused.
     calibration (`list[float]`, optional): reference energies for `confidence` (default: this batch).
     device (`str`, optional): where to run the model.
 Returns:
     energy, confidence, momentum, curvature (and potential / kinetic when computed), terms (dict of the
     per-sample term values), profiles (per-layer values of each term), segment_status, n_reasoning_tokens,
-    mean_energy, weights; baselines (maxprob, perplexity, entropy, coe_r, coe_c per sample);
+    mean_energy, weights, config (the settings used, as a dict); baselines (maxprob, perplexity, entropy, coe_r, coe_c per sample);
     "detection" adds auroc, aupr, fpr_at_95 of the energy and a `detection_table` for the energy, each
     energy term alone and every baseline.
 Examples:
     >>> ck = evaluate.load(hf_trust.metric_path("cot_kinetics"))  # doctest: +SKIP
     >>> ck.compute(predictions=["<think>2+2=4</think> 4"], prompts=["2+2?"], model=model, tokenizer=tok)  # doctest: +SKIP
+    >>> ck.compute(..., config=CotKineticsConfig(gamma=0.5, lens_layers=[-1]))  # doctest: +SKIP
 """
 
 
@@ -97,6 +91,16 @@ def _load_local(model_id: str):
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class CotKinetics(evaluate.Metric):
+    """The metric; its settings are one :class:`CotKineticsConfig` (``config=`` or its field names as keywords)."""
+
+    def __init__(self, *args, config=None, **kwargs):
+        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in _SETTING_NAMES}
+        if not set(kwargs) <= _EVALUATE_INIT:
+            # EvaluationModule would swallow an unknown keyword silently; a misspelt setting must not pass
+            settings.update({k: v for k, v in kwargs.items() if k not in _EVALUATE_INIT})
+        self.kinetics_config = from_settings(config, settings)
+        super().__init__(*args, **{k: v for k, v in kwargs.items() if k in _EVALUATE_INIT})
+
     def _info(self):
         features = {"predictions": datasets.Value("string")}
         if self.config_name == "detection":
@@ -119,132 +123,152 @@ class CotKinetics(evaluate.Metric):
         model_id=None,
         token_ids=None,
         prompt_ids=None,
-        think_start="<think>",
-        think_end="</think>",
-        gamma=0.8,
-        beta=0.0,
-        term_weights=None,
-        normalize=True,
-        mass="unit",
-        aggregation="average",
-        lens_layers=None,
-        coe_token_set="paper",
-        include_answer=False,
-        batch_size=4,
         calibration=None,
         device=None,
-        alpha=None,
+        config=None,
+        **settings,
     ):
-        if alpha is not None:
-            raise KineticsError(
-                f"alpha={alpha!r} is not a parameter of this energy: weigh momentum against curvature with gamma "
-                "(energy = gamma·momentum + (1 − gamma)·curvature + beta·potential) or use term_weights."
-            )
         # validate everything cheap before touching a model
-        weights = EnergyWeights(
-            gamma=gamma,
-            beta=beta,
-            normalize=normalize,
-            mass=mass,
-            aggregation=aggregation,
-            term_weights=dict(term_weights or {}),
-        )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise KineticsError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if coe_token_set not in COE_TOKEN_SETS:
-            raise KineticsError(f"coe_token_set must be one of {COE_TOKEN_SETS}, got {coe_token_set!r}.")
-        if aggregation not in AGGREGATIONS:
-            raise KineticsError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
-        if model is None:
-            if model_id is None:
-                raise KineticsError("pass model= and tokenizer= (loaded objects) or model_id= (a local model folder).")
-            model, loaded_tok = _load_local(model_id)
-            tokenizer = tokenizer or loaded_tok
-        if tokenizer is None:
-            raise KineticsError("a tokenizer is needed with model=; pass tokenizer=.")
-        n = len(token_ids) if token_ids is not None else len(predictions)
-        if n == 0:
-            raise KineticsError("predictions is empty; pass at least one generated output.")
-        if token_ids is None and any(not p for p in predictions):
-            raise KineticsError("some predictions are empty strings; remove them or pass token_ids=.")
-        if prompts is not None and len(prompts) != n:
-            raise KineticsError(f"{len(prompts)} prompts for {n} predictions; pass one prompt per prediction.")
-        if references is not None and len(references) != n:
-            raise KineticsError(f"{len(references)} references for {n} predictions.")
-        if references is not None:
-            check_references(references)
-        start_ids = tokenizer(think_start, add_special_tokens=False)["input_ids"] if think_start else []
-        end_ids = tokenizer(think_end, add_special_tokens=False)["input_ids"] if think_end else []
-        if (think_start and not start_ids) or (think_end and not end_ids):
-            raise KineticsError("a think delimiter tokenizes to nothing; pass delimiters the tokenizer knows.")
+        cfg = from_settings(config if config is not None else self.kinetics_config, settings)
+        n = _check_inputs(predictions, references, prompts, token_ids)
+        model, tokenizer = _resolve_model(model, tokenizer, model_id)
+        start_ids, end_ids = _delimiter_ids(tokenizer, cfg)
         locate_parts(model)  # fails clearly for a model without decoder layers / LM head
-        if device is not None:
-            model = model.to(device)
-        was_training = model.training
-        model.eval()
-        seqs, plens = [], []
-        for i in range(n):
-            if prompt_ids is not None:
-                p = list(prompt_ids[i])
-            elif prompts is not None:
-                p = tokenizer(prompts[i])["input_ids"]
-            else:
-                p = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-            o = (
-                list(token_ids[i])
-                if token_ids is not None
-                else tokenizer(predictions[i], add_special_tokens=False)["input_ids"]
-            )
-            if not o:
-                raise KineticsError(f"prediction {i} tokenizes to nothing.")
-            seqs.append(p + o)
-            plens.append(len(p))
+        seqs, plens = _encode(tokenizer, n, predictions, prompts, token_ids, prompt_ids)
         check_position_limit(model, [len(q) for q in seqs])  # before any batch runs
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        scores = []
-        try:
-            for s in range(0, n, batch_size):
-                scores += score_batch(
-                    model,
-                    seqs[s : s + batch_size],
-                    plens[s : s + batch_size],
-                    start_ids,
-                    end_ids,
-                    weights,
-                    lens_layers=lens_layers,
-                    include_answer=include_answer,
-                    pad_id=pad,
-                    coe_token_set=coe_token_set,
-                )
-        finally:
-            model.train(was_training)  # leave the caller's model as it came
-        energy = np.array([r.energy for r in scores])
-        ref = np.asarray(calibration if calibration is not None else energy, dtype=np.float64)
-        q1, med, q3 = np.percentile(ref, [25, 50, 75])
-        tau = max(q3 - q1, 1e-12)
-        confidence = 1.0 / (1.0 + np.exp(-(med - energy) / tau))
-        term_names = list(scores[0].terms)
-        out = {
-            "energy": energy.tolist(),
-            "confidence": confidence.tolist(),
-            **{k: [r.terms[k] for r in scores] for k in term_names},
-            "terms": {k: [r.terms[k] for r in scores] for k in term_names},
-            "profiles": {k: [r.profiles[k] for r in scores] for k in term_names},
-            "segment_status": [r.segment_status for r in scores],
-            "n_reasoning_tokens": [r.n_reasoning_tokens for r in scores],
-            "mean_energy": float(energy.mean()),
-            "weights": weights.weights(),
-            "baselines": {k: [r.baselines[k] for r in scores] for k in BASELINE_DIRECTION},
-        }
+        scores = _score_all(model, tokenizer, seqs, plens, start_ids, end_ids, cfg, device)
+        out = _outputs(scores, cfg, calibration)
         if self.config_name == "detection":
             if references is None:
                 raise KineticsError("the detection config needs references (1 = answer correct, 0 = wrong).")
-            table = {"cot_kinetics": detection_metrics(ENERGY_DIRECTION * energy, references)}
-            for k in term_names:
-                table[k] = detection_metrics(ENERGY_DIRECTION * np.asarray(out["terms"][k]), references)
-            for k, sign in BASELINE_DIRECTION.items():
-                table[k] = detection_metrics(sign * np.asarray(out["baselines"][k]), references)
+            table = _detection_table(out, references)
             out.update(table["cot_kinetics"])
             out["detection_table"] = table
             out["n"] = n
         return out
+
+
+#: Keywords ``evaluate.load`` passes to a module's constructor (everything else is a CoT-Kinetics setting).
+_EVALUATE_INIT = frozenset(
+    {
+        "config_name",
+        "keep_in_memory",
+        "cache_dir",
+        "num_process",
+        "process_id",
+        "seed",
+        "experiment_id",
+        "hash",
+        "max_concurrent_cache_files",
+        "timeout",
+    }
+)
+_SETTING_NAMES = frozenset(f.name for f in dataclasses.fields(CotKineticsConfig))
+
+
+def _check_inputs(predictions, references, prompts, token_ids) -> int:
+    """The number of samples, after checking that every per-sample list has one entry per sample."""
+    n = len(token_ids) if token_ids is not None else len(predictions)
+    if n == 0:
+        raise KineticsError("predictions is empty; pass at least one generated output.")
+    if token_ids is None and any(not p for p in predictions):
+        raise KineticsError("some predictions are empty strings; remove them or pass token_ids=.")
+    if prompts is not None and len(prompts) != n:
+        raise KineticsError(f"{len(prompts)} prompts for {n} predictions; pass one prompt per prediction.")
+    if references is not None and len(references) != n:
+        raise KineticsError(f"{len(references)} references for {n} predictions; pass one label per prediction.")
+    if references is not None:
+        check_references(references)
+    return n
+
+
+def _resolve_model(model, tokenizer, model_id):
+    """``(model, tokenizer)`` from the objects given, or loaded from the local folder ``model_id``."""
+    if model is None:
+        if model_id is None:
+            raise KineticsError("pass model= and tokenizer= (loaded objects) or model_id= (a local model folder).")
+        model, loaded_tok = _load_local(model_id)
+        tokenizer = tokenizer or loaded_tok
+    if tokenizer is None:
+        raise KineticsError("a tokenizer is needed with model=; pass tokenizer=.")
+    return model, tokenizer
+
+
+def _delimiter_ids(tokenizer, cfg: CotKineticsConfig) -> tuple[list[int], list[int]]:
+    """Token ids of the think delimiters (empty for a delimiter set to "")."""
+    start_ids = tokenizer(cfg.think_start, add_special_tokens=False)["input_ids"] if cfg.think_start else []
+    end_ids = tokenizer(cfg.think_end, add_special_tokens=False)["input_ids"] if cfg.think_end else []
+    if (cfg.think_start and not start_ids) or (cfg.think_end and not end_ids):
+        raise KineticsError(
+            "a think delimiter tokenizes to nothing; set CotKineticsConfig.think_start / think_end to text the "
+            'tokenizer knows (or "" for none).'
+        )
+    return start_ids, end_ids
+
+
+def _encode(tokenizer, n, predictions, prompts, token_ids, prompt_ids) -> tuple[list[list[int]], list[int]]:
+    """Each sample's full token sequence (prompt + output) and its prompt length."""
+    seqs, plens = [], []
+    for i in range(n):
+        if prompt_ids is not None:
+            p = list(prompt_ids[i])
+        elif prompts is not None:
+            p = tokenizer(prompts[i])["input_ids"]
+        else:
+            p = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        o = (
+            list(token_ids[i])
+            if token_ids is not None
+            else tokenizer(predictions[i], add_special_tokens=False)["input_ids"]
+        )
+        if not o:
+            raise KineticsError(f"prediction {i} tokenizes to nothing.")
+        seqs.append(p + o)
+        plens.append(len(p))
+    return seqs, plens
+
+
+def _score_all(model, tokenizer, seqs, plens, start_ids, end_ids, cfg: CotKineticsConfig, device):
+    """Every sample's :class:`TraceScores`, ``cfg.batch_size`` at a time, the model left as it came."""
+    if device is not None:
+        model = model.to(device)
+    was_training = model.training
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores = []
+    try:
+        for s in range(0, len(seqs), cfg.batch_size):
+            batch = slice(s, s + cfg.batch_size)
+            scores += score_batch(model, seqs[batch], plens[batch], start_ids, end_ids, cfg, pad_id=pad)
+    finally:
+        model.train(was_training)  # leave the caller's model as it came
+    return scores
+
+
+def _outputs(scores, cfg: CotKineticsConfig, calibration) -> dict:
+    """The returned dict: per-sample energies, confidence, terms, profiles, segments and baselines."""
+    energy = np.array([r.energy for r in scores])
+    term_names = list(scores[0].terms)
+    return {
+        "energy": energy.tolist(),
+        "confidence": confidence(energy, calibration),
+        **{k: [r.terms[k] for r in scores] for k in term_names},
+        "terms": {k: [r.terms[k] for r in scores] for k in term_names},
+        "profiles": {k: [r.profiles[k] for r in scores] for k in term_names},
+        "segment_status": [r.segment_status for r in scores],
+        "n_reasoning_tokens": [r.n_reasoning_tokens for r in scores],
+        "mean_energy": float(energy.mean()),
+        "weights": cfg.weights(),
+        "config": cfg.to_dict(),
+        "baselines": {k: [r.baselines[k] for r in scores] for k in BASELINE_DIRECTION},
+    }
+
+
+def _detection_table(out: dict, references) -> dict[str, dict[str, float]]:
+    """AUROC / AUPR / FPR@95 of the energy, each energy term alone and every baseline, on the same samples."""
+    table = {"cot_kinetics": detection_metrics(ENERGY_DIRECTION * np.asarray(out["energy"]), references)}
+    for k, values in out["terms"].items():
+        table[k] = detection_metrics(ENERGY_DIRECTION * np.asarray(values), references)
+    for k, sign in BASELINE_DIRECTION.items():
+        table[k] = detection_metrics(sign * np.asarray(out["baselines"][k]), references)
+    return table

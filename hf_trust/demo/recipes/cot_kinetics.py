@@ -15,6 +15,17 @@ import numpy as np
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.registry import stored_number, stored_rows
 
+#: Chains of the default run: its share of the demo's 15 minutes on 2 cores is about 1.5 min of CPU (generating
+#: and scoring a chain costs about 2 s of one core, most of it the 112-token few-shot prompt); its AUROC is
+#: one draw, shown as indicative beside the stored larger run the verdict is read from.
+QUICK_CHAINS = 32
+
+#: What the claims row reads its verdict from when this checkout holds the stored larger run.
+STORED_RUN = (
+    "benchmarks/results/cot_kinetics.md, the same task and prompt with 320 chains (seed 0), "
+    "95 % bootstrap over the chains"
+)
+
 BASELINE_LABELS = {
     "maxprob": "MaxProb",
     "perplexity": "perplexity",
@@ -25,17 +36,34 @@ BASELINE_LABELS = {
 
 
 def bootstrap_auroc(score, labels, n: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile 95 % interval of AUROC over resamples of the chains."""
-    from sklearn.metrics import roc_auc_score
+    """Percentile 95 % interval of AUROC over resamples of the chains (resamples with one class are skipped).
+
+    AUROC is computed for all resamples at once as the Mann-Whitney statistic on average ranks, which is
+    what ``sklearn.metrics.roc_auc_score`` gives (ties count one half).
+    """
+    from scipy.stats import rankdata
 
     rng = np.random.default_rng(seed)
-    score, labels = np.asarray(score), np.asarray(labels)
-    vals = []
-    for _ in range(n):
-        ix = rng.integers(0, len(labels), len(labels))
-        if 0 < labels[ix].sum() < len(ix):
-            vals.append(roc_auc_score(labels[ix], score[ix]))
+    score, labels = np.asarray(score, dtype=np.float64), np.asarray(labels).astype(int)
+    ix = rng.integers(0, len(labels), (n, len(labels)))
+    s, y = score[ix], labels[ix]
+    pos = y.sum(1)
+    ok = (pos > 0) & (pos < len(labels))
+    ranks = rankdata(s[ok], axis=1)
+    p, m = pos[ok], len(labels) - pos[ok]
+    vals = ((ranks * y[ok]).sum(1) - p * (p + 1) / 2) / (p * m)
     return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+def detection_verdict(interval: tuple[float, float], control: float) -> str:
+    """ "reproduced" only when the energy's AUROC interval lies above the control (the best baseline, and chance);
+    "not reproduced" when it lies below the control; otherwise "not at this size"."""
+    lo, hi = interval
+    if lo > max(control, 0.5):
+        return "reproduced"
+    if hi < control:
+        return "not reproduced"
+    return "not at this size"
 
 
 def _stored_detection() -> Optional[tuple[tuple[float, float, float], tuple[str, tuple[float, float, float]]]]:
@@ -63,10 +91,11 @@ def run(ctx: RecipeContext) -> RecipeResult:
     import hf_trust
     from hf_trust import assets
     from hf_trust.demo.studies.cot_kinetics import ANSWER_MARKER, DEFAULT_TASKS, make_chains
+    from hf_trust.metrics.cot_kinetics import CotKineticsConfig
     from hf_trust.metrics.cot_kinetics.kinetics import BASELINE_DIRECTION, ENERGY_DIRECTION
 
     result = RecipeResult()
-    per_task = 200 if ctx.full else 64
+    per_task = 200 if ctx.full else QUICK_CHAINS
     model, tok = assets.load_smollm2()
     chains = make_chains(
         model,
@@ -98,9 +127,8 @@ def run(ctx: RecipeContext) -> RecipeResult:
         prompt_ids=[c.prompt_ids for c in chains],
         model=model,
         tokenizer=tok,
-        think_start="",
-        think_end=" " + ANSWER_MARKER,  # inside the chain the marker follows a space (' The' token)
-        batch_size=8,
+        # the reasoning is the output up to the answer marker, which inside a chain follows a space (' The' token)
+        config=CotKineticsConfig(think_start="", think_end=" " + ANSWER_MARKER, batch_size=8),
     )
     scores = {"CoT-Kinetics energy": ENERGY_DIRECTION * np.asarray(out["energy"])}
     scores["momentum alone"] = ENERGY_DIRECTION * np.asarray(out["momentum"])
@@ -127,12 +155,6 @@ def run(ctx: RecipeContext) -> RecipeResult:
     result.add_plot(ctx.savefig(fig, "cot_kinetics_roc.png"))
     energy, lo_e, hi_e = aurocs["CoT-Kinetics energy"], *cis["CoT-Kinetics energy"]
     best = max(BASELINE_LABELS.values(), key=lambda k: aurocs[k])
-    if energy > aurocs[best] and lo_e > 0.5:
-        verdict = "reproduced"
-    elif aurocs[best] > hi_e:
-        verdict = "not reproduced"
-    else:
-        verdict = "not at this size"
     claim = "CoT-Kinetics energy separates correct from wrong answers better than existing baselines (AUROC)"
     here = (
         f"energy AUROC {energy:.2f} [{lo_e:.2f}, {hi_e:.2f}] vs best baseline {best} {aurocs[best]:.2f} "
@@ -141,21 +163,15 @@ def run(ctx: RecipeContext) -> RecipeResult:
     stored = _stored_detection()
     if stored is None:
         # One problem set: the bootstrap covers the chains drawn, not another seed's set.
-        result.add_claim(claim, here, verdict, seeds=1)
+        result.add_claim(claim, here, detection_verdict((lo_e, hi_e), aurocs[best]), seeds=1)
     else:
         (s_e, s_lo, s_hi), (s_name, (s_b, s_blo, s_bhi)) = stored
-        if s_e > s_b and s_lo > 0.5:
-            s_verdict = "reproduced"
-        elif s_b > s_hi:  # the best baseline lies above the energy's whole interval
-            s_verdict = "not reproduced"
-        else:
-            s_verdict = "not at this size"
         result.add_claim(
             claim,
             f"stored run: energy AUROC {s_e:.2f} [{s_lo:.2f}, {s_hi:.2f}] vs best baseline {s_name} {s_b:.2f} "
             f"[{s_blo:.2f}, {s_bhi:.2f}]; this run (1 seed, indicative): {here}",
-            s_verdict,
-            stored="benchmarks/results/cot_kinetics.md, the same tasks with 320 chains per task, 95 % bootstrap",
+            detection_verdict((s_lo, s_hi), s_b),
+            stored=STORED_RUN,
         )
     result.note(
         "The energy is the project's reconstruction (momentum + curvature of hidden states across layers, "
