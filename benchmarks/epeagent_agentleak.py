@@ -41,6 +41,7 @@ from hf_trust.agents import (
 from hf_trust.atomic import atomic_write_json
 from hf_trust.demo.studies.epeagent import UPSTREAM_AGENTS as UPSTREAM
 from hf_trust.demo.studies.epeagent import Episode, ground_truth, reader
+from hf_trust.errors import HFTrustStateError
 
 ARMS = ("no privacy agent", "rule-based")
 
@@ -51,7 +52,7 @@ def agentleak_hits(trace: Any, config: Any, events: set[str]) -> set[str]:
 
     result = agentleak.AgentLeakRunner(config).analyze(trace)
     if result.warnings:
-        raise RuntimeError(f"AgentLeak ran degraded: {result.warnings}")
+        raise HFTrustStateError(f"AgentLeak ran degraded: {result.warnings}")
     event_of = {f.finding_id: f.event_id for f in result.findings}
     flows = result.policy_evaluation.flows or {}
     return {v["data_type"] for v in flows.get("violations", []) if event_of.get(v["finding_id"]) in events}

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustDataError
 
 from .tools.ledger import DataFlowLedger
 
@@ -25,7 +25,7 @@ def _norm(text: str) -> str:
 
 def _check(answers: Sequence[str], questions: Sequence[Mapping[str, Any]]) -> None:
     if len(answers) != len(questions):
-        raise HFTrustError(f"{len(answers)} answers for {len(questions)} questions; pass one answer per question.")
+        raise HFTrustDataError(f"{len(answers)} answers for {len(questions)} questions; pass one answer per question.")
 
 
 def utility(answers: Sequence[str], questions: Sequence[Mapping[str, Any]]) -> float:

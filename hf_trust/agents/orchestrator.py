@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hf_trust.errors import HFTrustConfigError, HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustKeyError, HFTrustTypeError
 
 from .policy import AgentSpec
 from .privacy_agent import PrivacyEnhancingAgent
@@ -54,7 +54,7 @@ class Question:
             return cls(q)
         if isinstance(q, Mapping):
             if "question" not in q and "text" not in q:
-                raise HFTrustError("A question dict needs a 'question' (or 'text') key.")
+                raise HFTrustDataError("A question dict needs a 'question' (or 'text') key.")
             opts = q.get("options") or None
             label = q.get("label")
             return cls(
@@ -66,7 +66,7 @@ class Question:
                 q.get("answer"),
                 q.get("user_id"),
             )
-        raise HFTrustError(f"Cannot read a question from {type(q).__name__}.")
+        raise HFTrustTypeError(f"Cannot read a question from {type(q).__name__}; pass a Question, a dict or a str.")
 
     def render(self) -> str:
         text = f"Question: {self.text}"
@@ -159,20 +159,20 @@ class EPEOrchestrator:
             )
         self.privacy_responder = privacy_responder
         if not agents:
-            raise HFTrustError("EPEOrchestrator needs at least one AgentSpec.")
+            raise HFTrustConfigError("EPEOrchestrator needs at least one AgentSpec.")
         names = [a.name for a in agents]
         ids = [a.label_id for a in agents]
         if len(set(names)) != len(names) or len(set(ids)) != len(ids):
-            raise HFTrustError(f"Agent names and label ids must be unique; got names {names}, ids {ids}.")
+            raise HFTrustConfigError(f"Agent names and label ids must be unique; got names {names}, ids {ids}.")
         for a in agents:
             if a.backbone is None:
-                raise HFTrustError(
+                raise HFTrustConfigError(
                     f"Agent {a.name!r} has no backbone; pass a chat backend, e.g. hf_chat_backend(model, tok)."
                 )
         if rag not in ("context", "tool"):
-            raise HFTrustError(f"rag must be 'context' or 'tool', got {rag!r}.")
+            raise HFTrustConfigError(f"rag must be 'context' or 'tool', got {rag!r}.")
         if rag == "tool" and retrieval_tool is None:
-            raise HFTrustError("rag='tool' needs retrieval_tool (e.g. tools.make_profile_tool(profiles)).")
+            raise HFTrustConfigError("rag='tool' needs retrieval_tool (e.g. tools.make_profile_tool(profiles)).")
         self.agents = {a.name: a for a in agents}
         if topology is None:
             topology = {a.name: [] for a in agents[:-1]}
@@ -181,7 +181,7 @@ class EPEOrchestrator:
         for n, ups in self.topology.items():
             unknown = [u for u in ups if u not in self.agents]
             if unknown:
-                raise HFTrustError(f"Topology of {n!r} names unknown agents {unknown}; known: {names}.")
+                raise HFTrustConfigError(f"Topology of {n!r} names unknown agents {unknown}; known: {names}.")
         self.order = self._topological_order()
         downstream = {u for ups in self.topology.values() for u in ups}
         sinks = [n for n in self.order if n not in downstream]
@@ -215,7 +215,7 @@ class EPEOrchestrator:
 
         def visit(n: str, path: list[str]) -> None:
             if state.get(n) == 1:
-                raise HFTrustError(f"The topology has a cycle: {' -> '.join(path + [n])}; it must be a DAG.")
+                raise HFTrustConfigError(f"The topology has a cycle: {' -> '.join(path + [n])}; it must be a DAG.")
             if state.get(n) == 2:
                 return
             state[n] = 1
@@ -244,7 +244,7 @@ class EPEOrchestrator:
             for a in self.agents.values():
                 if a.label_id == question.label:
                     return a
-            raise HFTrustError(
+            raise HFTrustKeyError(
                 f"Question is labelled for agent id {question.label}, but no agent has that label_id "
                 f"(ids: {sorted(a.label_id for a in self.agents.values())})."
             )
@@ -258,16 +258,22 @@ class EPEOrchestrator:
         trace: Optional[EpisodeTrace] = None,
     ) -> tuple[str, DataFlowLedger]:
         """One episode (steps 2–6).  Returns the responder's answer and the data-flow ledger."""
-        if not isinstance(profile, Mapping) or not profile:
-            raise HFTrustError("run() needs the user's profile as a non-empty dict {field: entry}.")
-        from .leakage import check_entry
-
-        for fname, entry in profile.items():
-            if fname != "user_id":
-                check_entry(fname, entry)
+        _check_profile(profile)
         q = Question.coerce(question)
         ledger = ledger if ledger is not None else DataFlowLedger()
         trace = trace if trace is not None else EpisodeTrace()
+        self._record_undeliverable(profile, ledger)
+        responder = self.responder_for(q)
+        trace.responder = responder.name
+        needed = self._ancestors(responder.name) | {responder.name}
+        extra = self._elevations(profile, q, responder, needed, trace)
+        for name in self.order:
+            if name in needed:
+                self._run_agent(name, profile, q, ledger, trace, extra)
+        ledger.next_episode()
+        return trace.outputs[responder.name], ledger
+
+    def _record_undeliverable(self, profile: Mapping[str, Any], ledger: DataFlowLedger) -> None:
         pa = self.privacy_agent
         labels = (
             pa.policy.allowed
@@ -277,69 +283,82 @@ class EPEOrchestrator:
         for f in self._undeliverable(labels):
             if f not in ledger.undeliverable:
                 ledger.undeliverable.append(f)
-        responder = self.responder_for(q)
-        trace.responder = responder.name
-        needed = self._ancestors(responder.name) | {responder.name}
+
+    def _elevations(
+        self, profile: Mapping[str, Any], q: Question, responder: AgentSpec, needed: set[str], trace: EpisodeTrace
+    ) -> dict[str, frozenset]:
+        """Fields each needed agent sees beyond the policy: at most the asked field, for the responder, when the
+        privacy agent grants its elevation request (step 4)."""
+        pa = self.privacy_agent
         extra: dict[str, frozenset] = {n: frozenset() for n in needed}
         if pa is not None and q.field and q.field in profile and not pa.policy.is_allowed(q.field, responder.label_id):
             if pa.elevate(responder, q.field):
                 extra[responder.name] = frozenset({q.field})
                 trace.elevated[responder.name] = [q.field]
+        return extra
 
-        def allowed_for(agent: AgentSpec) -> Callable[[str], bool]:
-            policy = pa.policy if pa is not None else None
-            if policy is None:
-                # The baseline has no policy object; judge leakage against the entry labels themselves.
-                return lambda f: (
-                    isinstance(profile.get(f), Mapping) and agent.label_id in set(profile[f].get("label", []))
-                )
-            return lambda f: policy.is_allowed(f, agent.label_id) or f in extra[agent.name]
+    def _allowed_for(
+        self, agent: AgentSpec, profile: Mapping[str, Any], extra: Mapping[str, frozenset]
+    ) -> Callable[[str], bool]:
+        """Whether ``agent`` may see a field: what the ledger judges each recorded message against."""
+        policy = self.privacy_agent.policy if self.privacy_agent is not None else None
+        if policy is None:
+            # The baseline has no policy object; judge leakage against the entry labels themselves.
+            return lambda f: isinstance(profile.get(f), Mapping) and agent.label_id in set(profile[f].get("label", []))
+        return lambda f: policy.is_allowed(f, agent.label_id) or f in extra[agent.name]
 
-        for name in self.order:
-            if name not in needed:
-                continue
-            agent = self.agents[name]
-            is_allowed = allowed_for(agent)
-            messages = [{"role": "system", "content": f"{agent.role_prompt}\n{PRIVACY_RULES}"}]
-            tools = None
-            if self.rag == "context":
-                view = pa.minimise(profile, agent, extra[name]) if pa is not None else dict(profile)
-                rag_text = f"Retrieved user profile:\n{render_profile(view)}"
-                ledger.record(name, agent.label_id, "rag", rag_text, profile, is_allowed)
-                messages.append({"role": "user", "content": rag_text})
+    def _run_agent(
+        self,
+        name: str,
+        profile: Mapping[str, Any],
+        q: Question,
+        ledger: DataFlowLedger,
+        trace: EpisodeTrace,
+        extra: Mapping[str, frozenset],
+    ) -> None:
+        """One agent's turn: its prompt (retrieved profile or retrieval tool, upstream answers, the question), every
+        part recorded in the ledger and routed through C_A when there is one; its reply; its memory."""
+        pa = self.privacy_agent
+        agent = self.agents[name]
+        is_allowed = self._allowed_for(agent, profile, extra)
+        messages = [{"role": "system", "content": f"{agent.role_prompt}\n{PRIVACY_RULES}"}]
+        tools = None
+        if self.rag == "context":
+            view = pa.minimise(profile, agent, extra[name]) if pa is not None else dict(profile)
+            rag_text = f"Retrieved user profile:\n{render_profile(view)}"
+            ledger.record(name, agent.label_id, "rag", rag_text, profile, is_allowed)
+            messages.append({"role": "user", "content": rag_text})
+        else:
+            tool = self.retrieval_tool
+            tools = [
+                pa.wrap_tool(tool, agent, ledger, profile)
+                if pa is not None
+                else self._raw_tool(tool, agent, ledger, profile, is_allowed)
+            ]
+        for up in self.topology[name]:
+            text = trace.outputs[up]
+            if pa is not None:
+                text = pa.sanitise(text, profile, agent, extra[name])
+            msg = f"Intermediate answer from the {up} agent: {text}"
+            ledger.record(name, agent.label_id, "context", msg, profile, is_allowed, sender=up)
+            messages.append({"role": "user", "content": msg})
+        qtext = q.render()
+        ledger.record(name, agent.label_id, "question", qtext, profile, is_allowed)
+        messages.append({"role": "user", "content": qtext})
+        out = agent.backbone(messages, tools=tools) if tools else agent.backbone(messages)
+        if not isinstance(out, str):
+            # str(None) would hand "None" on to the next agent as if it were an answer.
+            raise HFTrustTypeError(
+                f"The backend of agent {name!r} returned {out!r} ({type(out).__name__}); a chat backend must "
+                "return the reply text as a str. Fix the backend (e.g. return '' for an empty reply)."
+            )
+        trace.outputs[name] = out
+        if self.persist_memory:
+            if pa is not None:
+                pa.persist(agent, str(out), profile, ledger, extra[name])
             else:
-                tool = self.retrieval_tool
-                tools = [
-                    pa.wrap_tool(tool, agent, ledger, profile)
-                    if pa is not None
-                    else self._raw_tool(tool, agent, ledger, profile, is_allowed)
-                ]
-            for up in self.topology[name]:
-                text = trace.outputs[up]
-                if pa is not None:
-                    text = pa.sanitise(text, profile, agent, extra[name])
-                msg = f"Intermediate answer from the {up} agent: {text}"
-                ledger.record(name, agent.label_id, "context", msg, profile, is_allowed, sender=up)
-                messages.append({"role": "user", "content": msg})
-            qtext = q.render()
-            ledger.record(name, agent.label_id, "question", qtext, profile, is_allowed)
-            messages.append({"role": "user", "content": qtext})
-            out = agent.backbone(messages, tools=tools) if tools else agent.backbone(messages)
-            if not isinstance(out, str):
-                # str(None) would hand "None" on to the next agent as if it were an answer.
-                raise HFTrustError(
-                    f"The backend of agent {name!r} returned {out!r} ({type(out).__name__}); a chat backend must "
-                    "return the reply text as a str. Fix the backend (e.g. return '' for an empty reply)."
-                )
-            trace.outputs[name] = out
-            if self.persist_memory:
-                if pa is not None:
-                    pa.persist(agent, str(out), profile, ledger, extra[name])
-                else:
-                    agent.memory.append({"role": "assistant", "content": str(out)})
-                    ledger.record(name, agent.label_id, "memory", str(out), profile, is_allowed)
-        ledger.next_episode()
-        return trace.outputs[responder.name], ledger
+                agent.memory.append({"role": "assistant", "content": str(out)})
+                ledger.record(name, agent.label_id, "memory", str(out), profile, is_allowed)
 
     @staticmethod
     def _raw_tool(tool, agent, ledger, profile, is_allowed):
@@ -352,3 +371,14 @@ class EPEOrchestrator:
             return out
 
         return wrapped
+
+
+def _check_profile(profile: Any) -> None:
+    """A non-empty ``{field: entry}`` dict whose entries :func:`leakage.check_entry` accepts."""
+    if not isinstance(profile, Mapping) or not profile:
+        raise HFTrustDataError("run() needs the user's profile as a non-empty dict {field: entry}.")
+    from .leakage import check_entry
+
+    for fname, entry in profile.items():
+        if fname != "user_id":
+            check_entry(fname, entry)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -11,7 +10,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hf_trust.atomic import atomic_write_json
-from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustError
+from hf_trust.errors import HFTrustCacheError, HFTrustConfigError, HFTrustDataError, HFTrustTypeError
+from hf_trust.fingerprint import json_sha256
 
 ChatBackend = Callable[..., str]
 
@@ -42,19 +42,19 @@ class AgentSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.label_id, int):
-            raise HFTrustError(f"AgentSpec {self.name!r}: label_id must be an int, got {self.label_id!r}.")
+            raise HFTrustTypeError(f"AgentSpec {self.name!r}: label_id must be an int, got {self.label_id!r}.")
 
 
 def _labels_of(entry: Any, field_name: str) -> frozenset[int]:
     if not isinstance(entry, Mapping) or "label" not in entry:
-        raise HFTrustError(
+        raise HFTrustDataError(
             f"Profile field {field_name!r} has no 'label' list; every entry must be "
             "{'value': ..., 'description': ..., 'label': [agent ids]} (or build the policy with PrivacyPolicy.from_llm)."
         )
     try:
         return frozenset(int(x) for x in entry["label"])
     except (TypeError, ValueError) as exc:
-        raise HFTrustError(
+        raise HFTrustDataError(
             f"Profile field {field_name!r}: label must be a list of agent ids, got {entry['label']!r}."
         ) from exc
 
@@ -79,7 +79,7 @@ class PrivacyPolicy:
     def from_labels(cls, profile: Mapping[str, Any]) -> PrivacyPolicy:
         """Read the per-entry ``label`` lists of one profile (the released data precomputes the labels)."""
         if not isinstance(profile, Mapping) or not profile:
-            raise HFTrustError("PrivacyPolicy.from_labels needs a non-empty profile dict {field: entry}.")
+            raise HFTrustDataError("PrivacyPolicy.from_labels needs a non-empty profile dict {field: entry}.")
         fields = {k: v for k, v in profile.items() if k != "user_id"}
         return cls({f: _labels_of(e, f) for f, e in fields.items()}, source="labels")
 
@@ -93,7 +93,7 @@ class PrivacyPolicy:
             "prompt": LABELLER_PROMPT,
             "labeller": labeller_id,
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return json_sha256(payload)
 
     @classmethod
     def from_llm(
@@ -126,37 +126,33 @@ class PrivacyPolicy:
                     "so a cache written by another labeller is never reused."
                 )
             key = cls.cache_key(agents, fields, labeller_id)
-            if Path(cache_path).is_file():
-                try:
-                    cached = cls.load(cache_path)
-                except HFTrustCacheError as exc:
-                    warnings.warn(f"{exc} Recomputing the policy.", stacklevel=2)
-                else:
-                    if cached.cache_key_ == key:
-                        return cached
-                    warnings.warn(
-                        f"Policy cache {cache_path} was built for other agents, fields or labeller; recomputing it.",
-                        stacklevel=2,
-                    )
-        allowed: dict[str, set[int]] = {f: set() for f in fields}
-        log = []
-        for agent in agents:
-            if not agent.self_description:
-                raise HFTrustError(f"Agent {agent.name!r} has no self_description; the LLM labeller needs one.")
-            for fname, desc in fields.items():
-                prompt = LABELLER_PROMPT.format(description=agent.self_description, field=fname, field_description=desc)
-                reply = str(labeller([{"role": "user", "content": prompt}]))
-                grant = reply.strip().lower().startswith("yes")
-                if grant:
-                    allowed[fname].add(agent.label_id)
-                log.append(
-                    {"agent": agent.name, "label_id": agent.label_id, "field": fname, "reply": reply, "granted": grant}
-                )
+            cached = cls._cached(cache_path, key)
+            if cached is not None:
+                return cached
+        allowed, log = _ask_labeller(agents, fields, labeller)
         policy = cls(allowed, source="llm", audit_log=log)
         policy.cache_key_ = key
         if cache_path is not None:
             policy.save(cache_path)
         return policy
+
+    @classmethod
+    def _cached(cls, cache_path: str | Path, key: str) -> Optional[PrivacyPolicy]:
+        """The policy saved at ``cache_path`` when its key is ``key``; ``None`` (with a warning when a file was
+        there) when it is missing, unreadable or built for other agents, fields or labeller."""
+        if not Path(cache_path).is_file():
+            return None
+        try:
+            cached = cls.load(cache_path)
+        except HFTrustCacheError as exc:
+            warnings.warn(f"{exc} Recomputing the policy.", stacklevel=3)
+            return None
+        if cached.cache_key_ == key:
+            return cached
+        warnings.warn(
+            f"Policy cache {cache_path} was built for other agents, fields or labeller; recomputing it.", stacklevel=3
+        )
+        return None
 
     # ---------------------------------------------------------------- queries
     def is_allowed(self, field_name: str, label_id: int) -> bool:
@@ -208,3 +204,27 @@ class PrivacyPolicy:
 
     def __repr__(self) -> str:
         return f"PrivacyPolicy({len(self.allowed)} fields, source={self.source!r})"
+
+
+def _ask_labeller(
+    agents: list[AgentSpec], fields: Mapping[str, str], labeller: ChatBackend
+) -> tuple[dict[str, set[int]], list[dict]]:
+    """One labeller question per (agent, field): the permissions granted and the audit log of every reply."""
+    allowed: dict[str, set[int]] = {f: set() for f in fields}
+    log = []
+    for agent in agents:
+        if not agent.self_description:
+            raise HFTrustConfigError(
+                f"Agent {agent.name!r} has no self_description; the LLM labeller needs one: "
+                "pass AgentSpec(..., self_description=...)."
+            )
+        for fname, desc in fields.items():
+            prompt = LABELLER_PROMPT.format(description=agent.self_description, field=fname, field_description=desc)
+            reply = str(labeller([{"role": "user", "content": prompt}]))
+            grant = reply.strip().lower().startswith("yes")
+            if grant:
+                allowed[fname].add(agent.label_id)
+            log.append(
+                {"agent": agent.name, "label_id": agent.label_id, "field": fname, "reply": reply, "granted": grant}
+            )
+    return allowed, log

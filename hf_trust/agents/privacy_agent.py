@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
-from hf_trust.errors import HFTrustConfigError, HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustTypeError
 
 from .policy import AgentSpec, ChatBackend, PrivacyPolicy
 from .sanitise import REDACTED, redact
@@ -70,7 +70,7 @@ class PrivacyEnhancingAgent:
         redact_after_rewrite: bool = True,
     ) -> None:
         if not isinstance(policy, PrivacyPolicy):
-            raise HFTrustError(
+            raise HFTrustTypeError(
                 f"PrivacyEnhancingAgent needs a PrivacyPolicy, got {type(policy).__name__}; "
                 "build one with PrivacyPolicy.from_labels(profile)."
             )
@@ -120,7 +120,7 @@ class PrivacyEnhancingAgent:
             try:
                 data = json.loads(raw) if isinstance(raw, str) else raw
             except json.JSONDecodeError as exc:
-                raise HFTrustError(
+                raise HFTrustDataError(
                     f"Tool {tool.__name__!r} must return a JSON profile for the privacy agent to "
                     "minimise; got free text."
                 ) from exc
@@ -165,7 +165,7 @@ class PrivacyEnhancingAgent:
             if denied:
                 rewritten = self.rewrite_backend(rewrite_messages(text, recipient.name, denied))
                 if not isinstance(rewritten, str):
-                    raise HFTrustError(
+                    raise HFTrustTypeError(
                         f"The privacy agent's rewrite_backend returned {rewritten!r} ({type(rewritten).__name__}) "
                         f"for a message to the {recipient.name!r} agent; it must return the rewritten text as a str."
                     )

@@ -31,7 +31,7 @@ from hf_trust.agents import (
     privacy_oeq,
     utility,
 )
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustConfigError, HFTrustDataError, HFTrustError, HFTrustTypeError
 
 from .scripted import ConstantBackend, EchoBackend, ScriptedBackend
 
@@ -375,19 +375,26 @@ def test_llm_labeller_policy_is_cached_and_auditable(tmp_path):
 
 # ---------------------------------------------------------------- errors
 def test_clear_errors():
-    with pytest.raises(HFTrustError, match="label"):
+    # Each refusal is an hf-trust error of the fitting kind (data, config, type), naming what to pass instead.
+    with pytest.raises(HFTrustDataError, match="label"):
         PrivacyPolicy.from_labels({"age": {"value": 3}})
-    with pytest.raises(HFTrustError, match="unique"):
+    with pytest.raises(HFTrustConfigError, match="unique"):
         EPEOrchestrator([AgentSpec("a", 1, "", ConstantBackend("")), AgentSpec("a", 2, "", ConstantBackend(""))])
-    with pytest.raises(HFTrustError, match="backbone"):
+    with pytest.raises(HFTrustConfigError, match="backbone; pass a chat backend"):
         EPEOrchestrator([AgentSpec("a", 1, "")])
-    with pytest.raises(HFTrustError, match="unknown agents"):
+    with pytest.raises(HFTrustConfigError, match="unknown agents"):
         EPEOrchestrator([AgentSpec("a", 1, "", ConstantBackend(""))], topology={"a": ["b"]})
-    with pytest.raises(HFTrustError, match="PrivacyPolicy"):
+    with pytest.raises(HFTrustTypeError, match="PrivacyPolicy.*PrivacyPolicy.from_labels"):
         PrivacyEnhancingAgent({"age": [1]})
-    with pytest.raises(HFTrustError, match="domain"):
+    with pytest.raises(HFTrustTypeError, match="label_id must be an int"):
+        AgentSpec("a", "1", "")
+    with pytest.raises(HFTrustConfigError, match="domain"):
         generate_profiles("legal")
-    with pytest.raises(HFTrustError, match="retrieval_tool"):
+    with pytest.raises(HFTrustDataError, match="generate_profiles"):
+        generate_questions([], "financial")
+    with pytest.raises(HFTrustTypeError, match="Cannot read a question from int"):
+        Question.coerce(3)
+    with pytest.raises(HFTrustConfigError, match="retrieval_tool"):
         EPEOrchestrator([AgentSpec("a", 1, "", ConstantBackend(""))], rag="tool")
 
 

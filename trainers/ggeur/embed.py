@@ -90,16 +90,19 @@ def embed_dataset(
     data = {"embedding": list(emb)}
     for col in keep:
         data[col] = dataset[col]
-    if fingerprint is None:
-        n_params = sum(p.numel() for p in encoder.parameters()) if isinstance(encoder, torch.nn.Module) else 0
-        key = {
-            "dataset": dataset._fingerprint,
-            "encoder": type(encoder).__name__,
-            "n_params": n_params,
-            "normalize": normalize,
-            "image_column": image_column,
-        }
-        fingerprint = json_sha256(key)[:16]
     out = Dataset.from_dict(data).with_format("numpy", columns=["embedding"], output_all_columns=True)
-    out._fingerprint = fingerprint
+    out._fingerprint = fingerprint or _default_fingerprint(dataset, encoder, normalize, image_column)
     return out
+
+
+def _default_fingerprint(dataset: Dataset, encoder: Encoder, normalize: bool, image_column: str) -> str:
+    """The input's fingerprint, the encoder's class name and parameter count, and the settings that change rows."""
+    n_params = sum(p.numel() for p in encoder.parameters()) if isinstance(encoder, torch.nn.Module) else 0
+    key = {
+        "dataset": dataset._fingerprint,
+        "encoder": type(encoder).__name__,
+        "n_params": n_params,
+        "normalize": normalize,
+        "image_column": image_column,
+    }
+    return json_sha256(key)[:16]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hf_trust.errors import HFTrustError
+from hf_trust.errors import HFTrustKeyError
 
 
 def make_profile_tool(profiles: Mapping[str, Mapping[str, Any]]) -> Callable[[str], str]:
@@ -23,7 +23,7 @@ def make_profile_tool(profiles: Mapping[str, Mapping[str, Any]]) -> Callable[[st
             user_id: The identifier of the user whose profile is needed.
         """
         if user_id not in profiles:
-            raise HFTrustError(f"Unknown user_id {user_id!r}; known ids: {', '.join(sorted(profiles)[:5])}...")
+            raise HFTrustKeyError(f"Unknown user_id {user_id!r}; known ids: {', '.join(sorted(profiles)[:5])}...")
         return json.dumps({k: v for k, v in profiles[user_id].items() if k != "user_id"})
 
     return retrieve_user_profile
