@@ -4,6 +4,7 @@ and the in-process references they are compared with."""
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -151,11 +152,37 @@ def flower_jobs() -> dict:
             nan_trainer(), FedAvg(**NO_CLIENT_EVAL), FederatedConfig(rounds=2, seed=0), **rec
         ),
     }
+    jobs.update(resume_jobs(parts))
     out = {name: (fed, parts) for name, fed in jobs.items()}
     out["ggeur"] = ggeur_job()
     out["fpl"] = fpl_job()
     out["example_app"] = example_app_job()  # 2 clients: uses SuperNodes 0 and 1 of the same engine
     return out
+
+
+# ---------------------------------------------------------------------- resume (strategy state included)
+RESUME_DIR = Path(tempfile.mkdtemp(prefix="hf_trust_flower_resume_"))
+
+
+def resume_jobs(parts) -> dict:
+    """For our FedAdam and Flower's: an uninterrupted run that checkpoints every round (keeping 2), then one that
+    resumes from the first run's checkpoint-(ROUNDS-1) (the jobs run in this order on one engine start)."""
+    from flwr.serverapp.strategy import FedAdam
+
+    from hf_trust.trainers.federated.flower import FlowerFederation
+
+    jobs = {}
+    for name, make in (
+        ("core_fedadam", lambda: CoreFedAdam(server_lr=0.05)),
+        ("flwr_fedadam", lambda: FedAdam(eta=0.05, **NO_CLIENT_EVAL)),
+    ):
+        full = FederatedConfig(rounds=ROUNDS, seed=0, output_dir=str(RESUME_DIR / f"{name}_full"), save_total_limit=2)
+        jobs[f"{name}_full"] = FlowerFederation(make_client_trainer(), make(), full)
+        resumed = FederatedConfig(rounds=ROUNDS, seed=0, output_dir=str(RESUME_DIR / f"{name}_resumed"))
+        fed = FlowerFederation(make_client_trainer(seed=99), make(), resumed)  # other initial weights
+        fed.resume_from = str(RESUME_DIR / f"{name}_full" / f"checkpoint-{ROUNDS - 1}")  # kept by the limit
+        jobs[f"{name}_resumed"] = fed
+    return jobs
 
 
 # ---------------------------------------------------------------------- examples/flower_app in simulation

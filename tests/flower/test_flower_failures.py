@@ -31,7 +31,7 @@ def test_failures_and_timeouts_are_recorded_and_left_out(simulated):
     ids = sorted(rec["clients"])
     assert ids == [0, 2, 3]
     recs = {c["client"]: c for c in r2["client_records"]}
-    w = np.array([recs[c]["num-examples"] for c in ids], dtype=np.float64)
+    w = np.array([recs[c]["num_examples"] for c in ids], dtype=np.float64)
     for k, after in fed.round_arrays[3]["global"].items():
         mean = sum(w[i] * rec["clients"][c][k].astype(np.float64) for i, c in enumerate(ids)) / w.sum()
         np.testing.assert_allclose(after, mean, rtol=0, atol=1e-6)

@@ -20,7 +20,7 @@ def _global_after(fed, r):
 
 def _weights(fed, r, clients):
     recs = {rec["client"]: rec for rec in fed.history[r - 1]["client_records"]}
-    return np.array([recs[k]["num-examples"] for k in clients], dtype=np.float64)
+    return np.array([recs[k]["num_examples"] for k in clients], dtype=np.float64)
 
 
 def _check_each_round(fed, expected_fn, tol):

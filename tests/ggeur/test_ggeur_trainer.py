@@ -47,24 +47,45 @@ def test_single_domain_counts_cap_and_absent_classes():
         np.testing.assert_allclose(aug.embeddings[: len(z)], z, rtol=1e-6, atol=1e-6)  # real rows kept first (float32)
 
 
-@pytest.mark.trains
-@pytest.mark.parametrize("partition_seed", [1, 2])
-def test_ggeur_beats_plain_fedavg_and_the_equal_count_oversampling_control(partition_seed):
-    """Every client is filled to 100 rows per held class; "oversample" reaches the same counts by
-    resampling its own rows, so a gain over it comes from the global shapes, not from the row count."""
+GGEUR_SEEDS = range(6)
+
+
+def _ggeur_vs_controls(seed: int) -> dict[str, float]:
     train, test = digit_embeddings(n_train=300)
-    parts = _parts(train, alpha=0.1, clients=10, seed=partition_seed)
+    parts = _parts(train, alpha=0.1, clients=10, seed=seed)
     accs = {}
     for aug in ("none", "oversample", "ggeur"):
         t = GGEURTrainer(
-            GGEURConfig(augment=aug, target_per_class=100, per_sample=30, lr=1e-2, batch_size=128),
+            GGEURConfig(augment=aug, target_per_class=100, per_sample=30, lr=1e-2, batch_size=128, seed=seed),
             FedAvg(),
-            FederatedConfig(rounds=8, local_epochs=2, seed=0),
+            FederatedConfig(rounds=8, local_epochs=2, seed=seed),
             eval_datasets={"test": test},
             embedding_column="embedding",
         )
         accs[aug] = t.fit(parts)[-1]["eval_test_accuracy"]
-    assert accs["ggeur"] > accs["oversample"] > accs["none"] + 0.03, accs
+    return accs
+
+
+@pytest.mark.trains
+def test_ggeur_beats_plain_fedavg_and_the_equal_count_oversampling_control():
+    """Every client is filled to 100 rows per held class; "oversample" reaches the same counts by
+    resampling its own rows, so a gain over it comes from the global shapes, not from the row count.
+
+    Measured over seeds 0..11 (partition, run and augmentation seed; test accuracy after 8 rounds), natively (AVX2)
+    and with ``ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2`` (the same accuracies in both):
+    ggeur − none: min −0.003 (seed 10), median 0.085, > 0.02 in 11 of 12; ggeur − oversample: min −0.003,
+    median 0.013, max 0.021, > 0 in 10 of 12; oversample − none: min −0.016, median 0.076, > 0.03 in 10 of 12.
+    The 6 seeds run here: ggeur − none ≥ 0.037 (6 of 6 > 0.02), ggeur − oversample 0.005 .. 0.021 (median 0.020),
+    oversample − none ≥ 0.017 (5 of 6 > 0.03).  The counts below leave one seed of slack, the median a factor 2.
+    """
+    gains = {seed: _ggeur_vs_controls(seed) for seed in GGEUR_SEEDS}
+    over_none = np.array([a["ggeur"] - a["none"] for a in gains.values()])
+    over_control = np.array([a["ggeur"] - a["oversample"] for a in gains.values()])
+    control = np.array([a["oversample"] - a["none"] for a in gains.values()])
+    assert (over_none > 0.02).sum() >= 5, gains  # measured 6 of 6
+    assert (over_control > 0).sum() >= 5, gains  # measured 6 of 6
+    assert np.median(over_control) > 0.0066, gains  # measured median 0.0197 over these seeds, 0.013 over 12
+    assert (control > 0.03).sum() >= 4, gains  # measured 5 of 6
 
 
 def test_ggeur_plugs_into_fedprox():
@@ -142,13 +163,13 @@ def _recorded_epochs(monkeypatch) -> list[int]:
     from hf_trust.trainers.ggeur import trainer as ggeur_trainer
 
     seen: list[int] = []
-    fit = ggeur_trainer._HeadClientTrainer.fit
+    fit = ggeur_trainer.HeadClientTrainer.fit
 
     def spy(self, ctx):
         seen.append(ctx.local_epochs)
         return fit(self, ctx)
 
-    monkeypatch.setattr(ggeur_trainer._HeadClientTrainer, "fit", spy)
+    monkeypatch.setattr(ggeur_trainer.HeadClientTrainer, "fit", spy)
     return seen
 
 

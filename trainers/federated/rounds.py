@@ -259,15 +259,20 @@ def weighted_train_loss(records: list[dict[str, Any]]) -> Optional[float]:
 
 
 def history_row(
-    round_idx: int, clients: list[int], records: list[dict[str, Any]], bytes_per_client: int
+    round_idx: int,
+    clients: list[int],
+    records: list[dict[str, Any]],
+    bytes_per_client: int,
+    bytes_up: Optional[int] = None,
 ) -> dict[str, Any]:
-    """The columns every engine's history row has (``round`` is 1-based)."""
+    """The columns every engine's history row has (``round`` is 1-based).  ``bytes_up``: the replies' bytes when
+    they differ from the global parameters' (default: ``bytes_per_client`` per successful client)."""
     ok = [r for r in records if "failed" not in r]
     return {
         "round": round_idx + 1,
         "clients": list(clients),
         "failed_clients": sorted(r["client"] for r in records if "failed" in r),
-        "payload_bytes_up": bytes_per_client * len(ok),
+        "payload_bytes_up": bytes_per_client * len(ok) if bytes_up is None else int(bytes_up),
         "payload_bytes_down": bytes_per_client * len(clients),
         "train_loss": weighted_train_loss(records),
     }

@@ -42,7 +42,7 @@ def _l2(z: np.ndarray) -> np.ndarray:
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
-class _HeadClientTrainer(SupervisedClientTrainer):
+class HeadClientTrainer(SupervisedClientTrainer):
     """Linear head training; ``official`` adds the released script's double softmax and per-client heads
     that never receive the global model (only the server copy is averaged)."""
 
@@ -139,7 +139,8 @@ class GGEURTrainer:
         self.partitions: Optional[_AugmentedPartitions] = None
 
     # ------------------------------------------------------------------ data access
-    def _client_arrays(self, parts: Partitions, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def client_arrays(self, parts: Partitions, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Client ``k``'s embeddings (L2-normalised when configured) and labels."""
         sub = parts.client_dataset(k)
         z = np.asarray(sub[self.emb_col], dtype=np.float64)
         y = np.asarray(sub[self.label_col], dtype=np.int64)
@@ -243,7 +244,8 @@ class GGEURTrainer:
                     stacklevel=3,
                 )
 
-    def _eval_dict(self, ds: Any) -> dict:
+    def eval_dict(self, ds: Any) -> dict:
+        """An embedding dataset as the head's ``{"x", "label"}`` tensors."""
         z = np.asarray(ds[self.emb_col], dtype=np.float64)
         z = _l2(z) if self.config.normalize else z
         return {"x": torch.as_tensor(z, dtype=torch.float32), "label": torch.as_tensor(np.asarray(ds[self.label_col]))}
@@ -260,7 +262,7 @@ class GGEURTrainer:
             return
         payloads: dict[int, ClientStatistics] = {}
         for k in fed.hosted(all_clients):
-            z, y = self._client_arrays(parts, k)
+            z, y = self.client_arrays(parts, k)
             domain = parts.client_domains[k] if parts.client_domains else None
             payload = client_statistics(z, y, client_id=k, form=cfg.stats_form, domain=domain)
             self.payload_bytes.append(check_statistics_only(payload))
@@ -358,9 +360,10 @@ class GGEURTrainer:
         return len(parts.dataset[0][self.emb_col])
 
     # ------------------------------------------------------------------ augmentation of one client
-    def _augment_client(self, parts: Partitions, k: int) -> AugmentedSet:
+    def augment_client(self, parts: Partitions, k: int) -> AugmentedSet:
+        """Client ``k``'s real rows plus its synthetic ones (seeded by (run seed, client))."""
         cfg = self.config
-        z, y = self._client_arrays(parts, k)
+        z, y = self.client_arrays(parts, k)
         rng = np.random.default_rng(derived_seed(cfg.seed, k, 11))
         shapes = self.shapes
         if cfg.augment == "none":
@@ -425,6 +428,20 @@ class GGEURTrainer:
         return out
 
     # ------------------------------------------------------------------ fit
+    def head_client(self, dim: int, num_classes: int) -> HeadClientTrainer:
+        """The seeded linear head and its client trainer (the same initial head for every engine)."""
+        torch.manual_seed(self.config.seed)
+        head = nn.Linear(dim, num_classes)
+        return HeadClientTrainer(
+            head,
+            self.config.compat == "official",
+            lr=self.config.lr,
+            batch_size=self.config.batch_size,
+            optimizer="adam",
+            input_column="x",
+            label_column="label",
+        )
+
     def fit(self, partitions: Partitions, resume_from: Optional[str] = None) -> list[dict]:
         """Run the statistics round, then the federated rounds of the head; returns the round history."""
         if partitions.dataset is None:
@@ -443,25 +460,13 @@ class GGEURTrainer:
         self._validate(partitions)
         labels = np.asarray(partitions.dataset[self.label_col])
         self.num_classes = self.config.num_classes or int(labels.max()) + 1
-        dim = self._dim(partitions)
-        torch.manual_seed(self.config.seed)
-        head = nn.Linear(dim, self.num_classes)
-        official = self.config.compat == "official"
-        client = _HeadClientTrainer(
-            head,
-            official,
-            lr=self.config.lr,
-            batch_size=self.config.batch_size,
-            optimizer="adam",
-            input_column="x",
-            label_column="label",
-        )
+        client = self.head_client(self._dim(partitions), self.num_classes)
         fed_cfg = self.fed_config
-        evals = {name: self._eval_dict(ds) for name, ds in self.eval_datasets.items()}
+        evals = {name: self.eval_dict(ds) for name, ds in self.eval_datasets.items()}
         fed = FederatedTrainer(client, self.strategy, fed_cfg, eval_datasets=evals, accelerator=self.accelerator)
         self.federation = fed
         self.statistics_round(fed, partitions)
-        self.partitions = _AugmentedPartitions(partitions, lambda k: self._augment_client(partitions, k))
+        self.partitions = _AugmentedPartitions(partitions, lambda k: self.augment_client(partitions, k))
         history = fed.fit(self.partitions, resume_from=resume_from)
         if not self.config.keep_augmented:
             # The augmented rows of every client can be large (clients × classes × target × d); the partitions

@@ -1,6 +1,16 @@
-"""The ServerApp: Flower's FedAvg over the SuperNodes; history and global parameters go to run config output-dir."""
+"""The ServerApp: Flower's FedAvg over ``num-clients`` SuperNodes (run config); history and global parameters go to
+the run config's output-dir."""
 
-from hf_trust_flower_app.task import make_federation
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
 
-_fed, _parts = make_federation()
-app = _fed.server_app(_parts)
+from hf_trust_flower_app.task import make_federation, num_clients
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    n = num_clients(context)
+    fed, parts = make_federation(num_clients=n)
+    fed.serve(grid, context, num_clients=n, partitions=parts)

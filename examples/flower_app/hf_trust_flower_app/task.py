@@ -1,4 +1,5 @@
-"""The federation this app runs: a small MLP classifier, two clients with Dirichlet label skew, FedAvg.
+"""The federation this app runs: a small MLP classifier, ``num-clients`` clients (run config, default 2) with
+Dirichlet label skew, FedAvg.
 
 Every process that imports this module (the ServerApp, each SuperNode's ClientApp) builds the same synthetic data,
 partition and initial model from the same seed, so no data file has to be shipped. A real deployment would give
@@ -6,6 +7,8 @@ partition and initial model from the same seed, so no data file has to be shippe
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -15,9 +18,15 @@ from flwr.serverapp.strategy import FedAvg
 from hf_trust.trainers.federated import DirichletLabelPartitioner, FederatedConfig, SupervisedClientTrainer
 from hf_trust.trainers.federated.flower import FlowerFederation
 
-NUM_CLIENTS = 2  # each SuperNode is started with --node-config "partition-id=<0|1> num-partitions=2"
+NUM_CLIENTS = 2  # default of the run config's num-clients; SuperNode k: --node-config "partition-id=k num-partitions=N"
 SEED = 0
 ROUNDS = 3
+
+
+def num_clients(context) -> int:
+    """The number of clients of this run: ``num-clients`` of the run config (the ServerApp and every SuperNode
+    read the same value; a SuperNode whose num-partitions disagrees is refused by the handshake)."""
+    return int(context.run_config.get("num-clients", NUM_CLIENTS))
 
 
 def make_data(n: int = 400, d: int = 8, classes: int = 3, seed: int = SEED) -> Dataset:
@@ -38,14 +47,17 @@ def fault_injection_mod(msg, context, call_next):
     return call_next(msg, context)
 
 
-def make_federation(rounds: int = ROUNDS, seed: int = SEED) -> tuple[FlowerFederation, object]:
+@functools.lru_cache(maxsize=4)
+def make_federation(
+    rounds: int = ROUNDS, seed: int = SEED, num_clients: int = NUM_CLIENTS
+) -> tuple[FlowerFederation, object]:
     data = make_data(seed=seed)
-    parts = DirichletLabelPartitioner(num_clients=NUM_CLIENTS, alpha=0.5, min_size=20, seed=seed).split(data)
+    parts = DirichletLabelPartitioner(num_clients=num_clients, alpha=0.5, min_size=20, seed=seed).split(data)
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     fed = FlowerFederation(
         SupervisedClientTrainer(model, lr=0.05, batch_size=16),
-        strategy=FedAvg(fraction_evaluate=0.0, min_train_nodes=NUM_CLIENTS, min_available_nodes=NUM_CLIENTS),
+        strategy=FedAvg(fraction_evaluate=0.0, min_train_nodes=num_clients, min_available_nodes=num_clients),
         config=FederatedConfig(rounds=rounds, seed=seed),
         eval_datasets={"all": data},
         client_mods=[fault_injection_mod],

@@ -15,9 +15,12 @@ Two ways to run it:
 
 The in-process :class:`~hf_trust.trainers.federated.FederatedTrainer` stays the reference: with the same model,
 partition, seed and FedAvg/FedProx both give the same global parameters (to float32 round-off; bit for bit with
-our strategies).  Method-specific federations: ``flower.ggeur.FlowerGGEUR`` (GGEUR's statistics round as a
-Flower round carrying per-class statistics only) and ``flower.fpl.FlowerPromptFederation`` (only the prompts
-travel).  ``flwr_datasets`` partitioners convert both ways (``partitions_from_flwr`` / ``partitions_to_flwr``,
+our strategies), because both drive the core's round steps (``trainers/federated/rounds.py``).  The modules here
+are engine glue only: ``server`` (the ServerApp loop), ``handshake``, ``client`` (the ClientApp), ``simulation``
+(the Ray driver), ``strategy`` (our strategies as Flower strategies), ``_records`` (records in and out).
+Method-specific federations live beside their method: ``hf_trust.trainers.ggeur.flower.FlowerGGEUR`` (GGEUR's
+statistics round as a Flower round carrying per-class statistics only) and
+``hf_trust.trainers.fpl.flower.FlowerPromptFederation`` (only the prompts travel).  ``flwr_datasets`` partitioners convert both ways (``partitions_from_flwr`` / ``partitions_to_flwr``,
 ``dirichlet_from_flwr`` / ``dirichlet_to_flwr``; the α and seed semantics are in ``flower.datasets``).
 """
 
@@ -31,9 +34,10 @@ from hf_trust.errors import require_extra
 require_extra("flwr", extra="flower", feature="hf_trust.trainers.federated.flower")
 require_extra("flwr.app", extra="flower", feature="hf_trust.trainers.federated.flower")
 
-from ._records import UNIT_WEIGHT_KEY, arrays_to_params, params_to_arrays
+from ._records import NUM_EXAMPLES_KEY, UNIT_WEIGHT_KEY, arrays_to_params, params_to_arrays
 from .client import ClientRuntime
-from .federation import FlowerFederation, default_backend_config, run_simulations
+from .server import FlowerFederation
+from .simulation import default_backend_config, run_simulations
 from .strategy import HFTrustStrategy, as_flower_strategy
 
 # flwr_datasets (and the datasets stack it imports) only when its interop is used: a SuperNode process that
@@ -56,6 +60,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "NUM_EXAMPLES_KEY",
     "UNIT_WEIGHT_KEY",
     "ClientRuntime",
     "FlowerFederation",

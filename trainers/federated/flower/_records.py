@@ -15,7 +15,10 @@ from hf_trust.errors import HFTrustDataError, HFTrustKeyError
 
 Params = dict[str, torch.Tensor]
 
-#: Metric every hf-trust client reports next to ``"num-examples"``: 1 per client.  ``weighted_by_key=UNIT_WEIGHT_KEY``
+#: The example count of a reply on the wire: Flower's own key (its strategies weigh by ``weighted_by_key``, default
+#: ``"num-examples"``).  It is read back into the core's ``num_examples`` by :func:`reply_record` only.
+NUM_EXAMPLES_KEY = "num-examples"
+#: Metric every hf-trust client reports next to ``NUM_EXAMPLES_KEY``: 1 per client.  ``weighted_by_key=UNIT_WEIGHT_KEY``
 #: turns any of Flower's weighted strategies (FedAvg, FedProx, FedAdam, Krum's mean ...) into its unweighted form.
 UNIT_WEIGHT_KEY = "unit-weight"
 #: The reply's ConfigRecord naming the client (partition id) that produced it.
@@ -82,14 +85,25 @@ def merged_config(content: RecordDict) -> dict[str, Any]:
 
 
 def metric_record(metrics: Mapping[str, Any], num_examples: int) -> MetricRecord:
-    """The reply's metrics: ``num-examples``, ``unit-weight`` and every finite scalar metric of the client."""
-    rec = MetricRecord({"num-examples": int(num_examples), UNIT_WEIGHT_KEY: 1})
+    """The reply's metrics: ``NUM_EXAMPLES_KEY``, ``unit-weight`` and every finite scalar metric of the client."""
+    rec = MetricRecord({NUM_EXAMPLES_KEY: int(num_examples), UNIT_WEIGHT_KEY: 1})
     for k, v in metrics.items():
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
             continue
         if isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
             continue
         rec[str(k)] = float(v) if isinstance(v, (float, np.floating)) else int(v)
+    return rec
+
+
+def reply_record(client: int, content: RecordDict) -> dict[str, Any]:
+    """A successful train reply as the core's client record: ``client``, ``num_examples`` and the scalar metrics."""
+    rec: dict[str, Any] = {"client": client}
+    for mr in content.metric_records.values():
+        for key, v in mr.items():
+            if isinstance(v, list):
+                continue
+            rec["num_examples" if key == NUM_EXAMPLES_KEY else key] = v
     return rec
 
 

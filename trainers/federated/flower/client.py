@@ -3,8 +3,9 @@
 One :class:`ClientRuntime` holds what every client of a federation needs (the client trainer with its model,
 the data source, the run options); the ``ClientApp`` resolves it for each message and calls its handlers:
 
-* ``train``: load the global arrays, seed exactly as :class:`FederatedTrainer` does for (seed, round, client),
-  run ``client_trainer.fit`` and reply with the trainable parameters, ``num-examples``, ``unit-weight`` and the
+* ``train``: load the global arrays, build the client's context with the core's :func:`~..rounds.client_context`
+  (the same seeding for (seed, round, client) as :class:`FederatedTrainer`), run ``client_trainer.fit`` and reply
+  with the trainable parameters, the example count (Flower's ``num-examples``), ``unit-weight`` and the
   client's scalar metrics (one ``ArrayRecord``, one ``MetricRecord``, as Flower's strategies expect);
 * ``evaluate``: the same model on the client's local evaluation data;
 * ``query.hf_trust``: small protocol messages (the partition handshake, GGEUR's statistics round ...).
@@ -27,14 +28,14 @@ from hf_trust.errors import HFTrustConfigError
 
 from ..client import ClientContext, ClientTrainer, load_params, num_rows, trainable_params
 from ..partition import Partitions
-from ..strategy import FedAvg as _CoreFedAvg
-from ..strategy import FedProx as _CoreFedProx
-from ..strategy import Strategy
-from ..trainer import FederatedConfig, derived_seed
+from ..rounds import client_context
+from ..strategy import FedAvg, Strategy
+from ..trainer import FederatedConfig
 from ._records import (
     CLIENT_RECORD_KEY,
     JOB_KEY,
     LOCAL_EPOCHS_KEY,
+    NUM_EXAMPLES_KEY,
     SEED_KEY,
     arrays_to_params,
     client_record,
@@ -75,8 +76,8 @@ class ClientRuntime:
             callable ``(partition_id, context) -> dataset`` for a SuperNode that loads its own local data.
         config: the run options (seed, local epochs, client timeout); the ServerApp's seed and local epochs
             travel in the train config and take precedence, so a deployed SuperNode needs no copy of them.
-        strategy: one of our strategies, for its client loss term (FedProx); with a Flower strategy ``None``
-            and the term follows the config (``proximal-mu`` of Flower's FedProx).
+        strategy: the core strategy whose client loss term (FedProx) every local step adds: the federation's
+            own object (see :func:`~.strategy.client_strategy`); ``None``: no term.
         eval_data: local evaluation data for ``evaluate`` messages (same forms as ``data``); default ``data``.
         torch_threads: ``torch.set_num_threads`` in the client process (``None``: leave it).
         client_mods: Flower mods around the train handler (e.g. ``flwr.clientapp.mod.fixedclipping_mod``).
@@ -102,7 +103,7 @@ class ClientRuntime:
         self.data = data
         self.eval_data = eval_data
         self.config = config
-        self.strategy = strategy
+        self.strategy = strategy if strategy is not None else FedAvg()
         self.torch_threads = torch_threads
         self.client_mods = list(client_mods or [])
         self._reference = {k: v.detach().cpu() for k, v in trainable_params(client_trainer.model).items()}
@@ -150,13 +151,6 @@ class ClientRuntime:
             context.state[self._state_key(cfg)] = ConfigRecord({"blob": state_to_bytes(state)})
 
     # ------------------------------------------------------------------ hooks for method-specific runtimes
-    def client_strategy(self, cfg: dict) -> Strategy:
-        """The strategy whose ``client_loss_term`` the local loss gets."""
-        if self.strategy is not None:
-            return self.strategy
-        mu = cfg.get("proximal-mu")
-        return _CoreFedProx(mu=float(mu)) if mu else _CoreFedAvg()
-
     def before_fit(self, ctx: ClientContext, cfg: dict) -> None:
         """Called after the global arrays are loaded, before local training (FPL's VPTPR projector)."""
 
@@ -178,31 +172,25 @@ class ClientRuntime:
         key, arrays = single_array_record(msg.content)
         global_params = arrays_to_params(arrays, self._reference)
         round_idx = int(cfg.get("server-round", 1)) - 1
-        seed = int(cfg.get(SEED_KEY, self.config.seed))
         model = self.client_trainer.model
         load_params(model, global_params)
-        # exactly FederatedTrainer._train_client's seeding: the same client draws the same batches anywhere
-        s = derived_seed(seed, round_idx, k)
-        torch.random.default_generator.manual_seed(s)
-        if torch.cuda.is_available():
-            torch.cuda.manual_seed(s)
-        state = self.load_state(context, cfg)
-        ctx = ClientContext(
-            client_id=k,
-            round=round_idx,
+        # the ServerApp's seed and local epochs travel with the message: a deployed SuperNode needs no copy
+        ctx = client_context(
+            client=k,
+            round_idx=round_idx,
+            seed=int(cfg.get(SEED_KEY, self.config.seed)),
             dataset=self.dataset(k, context),
-            state=state,
+            state=self.load_state(context, cfg),
             global_params=global_params,
-            strategy=self.client_strategy(cfg),
+            strategy=self.strategy,
             local_epochs=int(cfg.get(LOCAL_EPOCHS_KEY, self.config.local_epochs)),
-            generator=torch.Generator().manual_seed(s),
-            deadline=time.monotonic() + self.config.client_timeout if self.config.client_timeout else None,
+            client_timeout=self.config.client_timeout,
         )
         self.before_fit(ctx, cfg)
         t0 = time.perf_counter()
         result = self.client_trainer.fit(ctx)
         seconds = time.perf_counter() - t0
-        self.save_state(context, cfg, state)
+        self.save_state(context, cfg, ctx.state)
         named = dict(model.named_parameters())
         params = {n: named[n] for n in global_params}
         content = RecordDict(
@@ -229,11 +217,16 @@ class ClientRuntime:
             k = partition_id(context)
             if isinstance(self.data, Partitions) and k >= self.data.num_clients:
                 # a SuperNode beyond this federation's clients (a simulation sized for a larger one): unused
-                rec = client_record(k, **{"num-examples": -1})
+                rec = client_record(k, **{NUM_EXAMPLES_KEY: -1})
             else:
-                rec = client_record(k, **{"num-examples": int(self.local_rows(k, context))})
+                rec = client_record(k, **{NUM_EXAMPLES_KEY: int(self.local_rows(k, context))})
+            declared = context.node_config.get("num-partitions")
+            if declared is not None:  # checked by a deployment's handshake against the app's client count
+                rec["num-partitions"] = int(declared)
             return Message(RecordDict({CLIENT_RECORD_KEY: rec}), reply_to=msg)
-        raise ValueError(f"unknown hf-trust query action {action!r}.")
+        raise HFTrustConfigError(
+            f"unknown hf-trust query action {action!r}; the ServerApp and the ClientApp run different hf-trust code."
+        )
 
 
 # ---------------------------------------------------------------------- resolving the runtime of a message
@@ -261,10 +254,10 @@ def runtime_from_bundle(path: str) -> ClientRuntime:
     return rt
 
 
-def _bundle_resolver(cfg: dict) -> ClientRuntime:
+def _bundle_resolver(cfg: dict, context: Context) -> ClientRuntime:
     job = cfg.get(JOB_KEY)
     if not job:
-        raise ValueError("the message names no hf-trust job; it was not sent by an hf-trust ServerApp.")
+        raise HFTrustConfigError("the message names no hf-trust job; it was not sent by an hf-trust ServerApp.")
     return runtime_from_bundle(str(job))
 
 
@@ -272,32 +265,47 @@ class _FixedResolver:
     def __init__(self, runtime: ClientRuntime):
         self.runtime = runtime
 
-    def __call__(self, cfg: dict) -> ClientRuntime:
+    def __call__(self, cfg: dict, context: Context) -> ClientRuntime:
         return self.runtime
+
+
+class _FactoryResolver:
+    def __init__(self, factory: Callable[[Context], ClientRuntime]):
+        self.factory = factory
+
+    def __call__(self, cfg: dict, context: Context) -> ClientRuntime:
+        return self.factory(context)
 
 
 def build_client_app(
     runtime: Optional[ClientRuntime] = None,
     client_mods: Optional[Sequence[Callable]] = None,
+    factory: Optional[Callable[[Context], ClientRuntime]] = None,
 ) -> ClientApp:
-    """A ``ClientApp`` for ``runtime`` (deployment), or, with ``None``, one that finds the runtime of each
-    message from its job key (the simulation bundles)."""
-    resolve = _FixedResolver(runtime) if runtime is not None else _bundle_resolver
+    """A ``ClientApp`` for ``runtime`` (deployment); for ``factory(context) -> runtime`` (a deployment whose
+    federation depends on the run config, e.g. its number of clients; the factory should cache); or, with
+    neither, one that finds the runtime of each message from its job key (the simulation bundles)."""
+    if runtime is not None:
+        resolve: Callable[[dict, Context], ClientRuntime] = _FixedResolver(runtime)
+    elif factory is not None:
+        resolve = _FactoryResolver(factory)
+    else:
+        resolve = _bundle_resolver
     app = ClientApp()
 
     @app.train(mods=list(client_mods or []))
     def _train(msg: Message, context: Context) -> Message:
         cfg = merged_config(msg.content)
-        return resolve(cfg).train(msg, context, cfg)
+        return resolve(cfg, context).train(msg, context, cfg)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:
         cfg = merged_config(msg.content)
-        return resolve(cfg).evaluate(msg, context, cfg)
+        return resolve(cfg, context).evaluate(msg, context, cfg)
 
     @app.query(QUERY_ACTION)
     def _query(msg: Message, context: Context) -> Message:
         cfg = merged_config(msg.content)
-        return resolve(cfg).query(str(cfg.get(ACTION_KEY, "info")), msg, context, cfg)
+        return resolve(cfg, context).query(str(cfg.get(ACTION_KEY, "info")), msg, context, cfg)
 
     return app
