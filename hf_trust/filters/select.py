@@ -113,6 +113,27 @@ def default_min_support(num_layers: int) -> int:
     return max(1, int(round(num_layers / 10)))
 
 
+def _agreement_groups(modes: dict[int, np.ndarray], agreement: float) -> list[list[int]]:
+    """Connected components of the graph linking two layers whose flagged rows overlap (Jaccard ≥ ``agreement``)."""
+    cands = sorted(modes)
+    groups: list[list[int]] = []
+    seen: set[int] = set()
+    for c in cands:
+        if c in seen:
+            continue
+        stack, comp = [c], []
+        seen.add(c)
+        while stack:
+            a = stack.pop()
+            comp.append(a)
+            for b in cands:
+                if b not in seen and _jaccard(modes[a], modes[b]) >= agreement:
+                    seen.add(b)
+                    stack.append(b)
+        groups.append(sorted(comp))
+    return groups
+
+
 def robust_select(
     E: np.ndarray, *, bsi_threshold: float, max_minority: float, agreement: float, min_support: Optional[int] = None
 ) -> tuple[list[int], np.ndarray, dict]:
@@ -167,21 +188,7 @@ def robust_select(
     }
     if not cands:
         return [], np.zeros(n, dtype=bool), diag
-    groups: list[list[int]] = []  # connected components of the agreement graph
-    seen: set[int] = set()
-    for c in cands:
-        if c in seen:
-            continue
-        stack, comp = [c], []
-        seen.add(c)
-        while stack:
-            a = stack.pop()
-            comp.append(a)
-            for b in cands:
-                if b not in seen and _jaccard(modes[a], modes[b]) >= agreement:
-                    seen.add(b)
-                    stack.append(b)
-        groups.append(sorted(comp))
+    groups = _agreement_groups(modes, agreement)
     # groups with enough agreeing layers first, then the most minority-like (an attack is a small share of the
     # data), then the larger group
     groups.sort(key=lambda g: (len(g) < support, float(np.mean([modes[l].mean() for l in g])), -len(g)))
