@@ -84,3 +84,29 @@ def test_cached_chains_are_read_back_only_under_their_key(tmp_path):
     path.write_text("{not json")
     assert _read_chains(path, "abc", 1) is None and not path.exists()
     assert _read_chains(tmp_path / "missing.json", "abc", 1) is None
+
+
+@pytest.mark.parametrize("prefix_len", [0, 5, 9])
+def test_shared_prefix_generation_equals_generate_on_each_prompt(prefix_len):
+    """Encoding the shared prefix once and repeating its cache gives the tokens ``model.generate`` gives for
+    each prompt alone (greedy), with suffixes of different lengths in one batch."""
+    from hf_trust.demo.studies.cot_kinetics import greedy_after_prefix, shared_prefix_length
+
+    torch.manual_seed(3)
+    # sharp attention and a short RoPE wavelength make the tokens depend on positions (at the default init a
+    # wrong position offset moved the logits by 0.005 and changed no token)
+    model = make_tiny_llama(vocab_size=64, hidden_size=64, layers=2, rope_theta=2.0).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for w, c in ((layer.self_attn.q_proj, 30), (layer.self_attn.k_proj, 30), (layer.self_attn.o_proj, 10)):
+                w.weight.mul_(c)
+            layer.mlp.down_proj.weight.mul_(10)
+    shared = [5, 9, 11, 3, 7, 21, 8, 2, 30]
+    prompts = [shared + [40, 41, 42], shared + [12], shared + [50, 51], shared + [13, 14, 15, 16]]
+    assert shared_prefix_length(prompts) == 9
+    got = greedy_after_prefix(model, prompts, prefix_len, 0, set(), 12)
+    for p, new in zip(prompts, got):
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, pad_token_id=0)
+        ref = ref[0, len(p) :].tolist()  # generate stops at the model's eos; no stop tokens are given above
+        assert len(ref) >= 3 and new[: len(ref)] == ref
