@@ -559,8 +559,8 @@ def test_stored_verdict_sources_in_this_checkout_hold_the_rows_the_recipes_read(
     assert any(r["scenario"] == "domain shift" and "VPT" in r for r in stored_rows("fpl", "scenario"))
 
 
-def test_stored_sources_of_ggeur_thanora_and_epeagent_are_read_from_the_results_files():
-    """The quick recipes of GGEUR, ThanoRA and EPEAgent read their verdicts from these stored multi-seed rows:
+def test_stored_sources_of_ggeur_thanora_acgkd_and_epeagent_are_read_from_the_results_files():
+    """The quick recipes of GGEUR, ThanoRA, ACGKD and EPEAgent read their verdicts from these stored multi-seed rows:
     each reader must find them in this checkout, with the numbers the files state."""
     from hf_trust.demo.recipes.ggeur import _stored_label_skew
     from hf_trust.demo.recipes.thanora import _stored_demo_seeds
@@ -573,6 +573,19 @@ def test_stored_sources_of_ggeur_thanora_and_epeagent_are_read_from_the_results_
     seeds = _stored_demo_seeds()
     assert [s for s, _, _ in seeds] == [0, 1, 2]  # the summary row "mean ± sd" is not a seed
     assert all(lora > 0 and th > 0 for _, lora, th in seeds)
+    from hf_trust.demo.recipes.acgkd import STORED_TASKS, _stored_full, _verdict
+
+    acgkd = _stored_full(list(STORED_TASKS))
+    assert set(acgkd) == set(STORED_TASKS) and all(len(acc) == 3 for acc, _ in acgkd.values())
+    assert all(((0 < ratio) & (ratio < 1.5)).all() for _, ratio in acgkd.values())
+    # The rule: reproduced only if every seed reaches 0.95 of its teacher, not reproduced if one sits at chance.
+    chance = dict.fromkeys(STORED_TASKS, 0.4)
+    ok = {t: (np.array([0.9, 0.9, 0.9]), np.array([0.96, 0.97, 1.0])) for t in STORED_TASKS}
+    assert _verdict(ok, chance) == "reproduced"
+    one_low = {t: (np.array([0.9, 0.9, 0.9]), np.array([0.96, 0.90, 1.0])) for t in STORED_TASKS}
+    assert _verdict(one_low, chance) == "not at this size"
+    at_chance = {t: (np.array([0.9, 0.4, 0.9]), np.array([0.96, 0.97, 1.0])) for t in STORED_TASKS}
+    assert _verdict(at_chance, chance) == "not reproduced"
     both = {r["arm"]: r for r in stored_rows("epeagent", "arm") if r.get("domain") == "both"}
     for arm in ("untrained SmolLM2", "TRL-trained SmolLM2"):
         assert 0 <= stored_number(both[arm]["context leakage"]) <= 1

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
-from hf_trust.demo.registry import seed_interval
+from hf_trust.demo.registry import MIN_SEEDS, seed_interval, stored_number, stored_rows
 
 MODES = (
     ("acgkd", "ACGKD"),
@@ -96,10 +96,10 @@ def _tasks(ctx: RecipeContext) -> dict:
     from hf_trust import assets
     from hf_trust.trainers.acgkd import make_motif_graphs
 
-    # Quick setting: three seeds of ACGKD and its RandG control only (GFKD-ARM and DeepInvG run with --full),
-    # because one seed is one draw: the same seed's motif student was 0.667 on one CPU and chance on another.
-    # The motif task needs more student steps than the molecules to leave chance (120 steps left it at 0.33),
-    # so it gets 200 steps.
+    # Quick setting: one seed of ACGKD and its RandG control only (GFKD-ARM and DeepInvG run with --full). One
+    # seed is one draw (the same seed's motif student was 0.667 on one CPU and chance on another), so the verdict
+    # is read from the stored --full seeds. The motif task needs more student steps than the molecules to leave
+    # chance (120 steps left it at 0.33), so it gets 200 steps.
     quick = dict(modes=("acgkd", "randg"))
     return {
         "solubility (real, 3 cls)": (
@@ -168,25 +168,63 @@ def _figure(curves: dict, chance: dict):
     return fig
 
 
-def _claim(result: RecipeResult, ratios: dict, chance: dict, n: int) -> None:
-    """Verdict from the per-seed interval (min..max): "reproduced" only if every seed's student reaches 0.95
-    of its teacher on every task; "not at this size" if every seed's student at least clears chance."""
+CLAIM = "data-free distillation brings the GNN student close to its teacher (student/teacher ≥ 0.95)"
+
+#: The stored ``--full`` per-seed table's task names, by the recipe's task names.
+STORED_TASKS = {"solubility (real, 3 cls)": "solubility", "motif (3 cls)": "motif"}
+
+
+def _verdict(ratios: dict, chance: dict) -> str:
+    """ "reproduced" only if every seed's student reaches 0.95 of its teacher on every task; "not at this size"
+    if every seed's student at least clears chance; else "not reproduced". ``ratios``: task -> (student
+    accuracies, student/teacher ratios) per seed."""
     above = all(seed_interval(acc)[0] > chance[t] for t, (acc, _) in ratios.items())
     reaches = all(seed_interval(ratio)[0] >= 0.95 for _, ratio in ratios.values())
+    return "reproduced" if reaches else "not at this size" if above else "not reproduced"
 
+
+def _measured(ratios: dict, chance: dict) -> str:
     def span(v: np.ndarray, fmt: str) -> str:
         lo, hi = seed_interval(v)
         return f"{v.mean():{fmt}}" + (f" ({lo:{fmt}}..{hi:{fmt}})" if len(v) > 1 else "")
 
-    measured = "; ".join(
+    return "; ".join(
         f"{t.split(' (')[0]}: student {span(acc, '.3f')} = {span(ratio, '.2f')} of teacher (chance {chance[t]:.2f})"
         for t, (acc, ratio) in ratios.items()
     )
+
+
+def _stored_full(tasks) -> dict:
+    """The ``--full`` run's ACGKD student per seed from ``benchmarks/results/acgkd.md`` (its table of task, seed,
+    teacher and each mode): task -> (student accuracies, student/teacher ratios); empty when it is not there."""
+    out = {}
+    for task in tasks:
+        rows = [r for r in stored_rows("acgkd", "task") if r.get("task") == STORED_TASKS.get(task) and "seed" in r]
+        try:
+            acc = np.array([stored_number(r["ACGKD"]) for r in rows])
+            teacher = np.array([stored_number(r["teacher"]) for r in rows])
+        except (KeyError, ValueError):
+            return {}
+        if len(rows) < MIN_SEEDS:
+            return {}
+        out[task] = (acc, acc / np.maximum(teacher, 1e-9))
+    return out
+
+
+def _claim(result: RecipeResult, ratios: dict, chance: dict, n: int) -> None:
+    """From ≥ 3 seeds of this run (min..max over seeds), else from the stored ``--full`` run's seeds."""
+    measured = _measured(ratios, chance) + (f"; mean (min..max) over {n} seeds" if n > 1 else "")
+    stored = _stored_full(ratios)
+    if n >= MIN_SEEDS or not stored:
+        result.add_claim(CLAIM, measured, _verdict(ratios, chance), seeds=n)
+        return
     result.add_claim(
-        "data-free distillation brings the GNN student close to its teacher (student/teacher ≥ 0.95)",
-        measured + (f"; mean (min..max) over {n} seeds" if n > 1 else ""),
-        "reproduced" if reaches else "not at this size" if above else "not reproduced",
-        seeds=n,
+        CLAIM,
+        f"--full: {_measured(stored, chance)}; mean (min..max) over {len(next(iter(stored.values()))[0])} seeds; "
+        f"this run ({n} seed{'s' if n != 1 else ''}, indicative): {measured}",
+        _verdict(stored, chance),
+        stored="benchmarks/results/acgkd.md, --full run (600 student steps, M = 128), per-seed table, "
+        "min..max over seeds against this run's chance levels",
     )
 
 
@@ -195,7 +233,7 @@ def _claim(result: RecipeResult, ratios: dict, chance: dict, n: int) -> None:
     title="ACGKD: data-free GNN distillation on solubility molecules + motif task",
     minutes=2.0,
     full_seeds=(0, 1, 2),
-    quick_seeds=(0, 1, 2),
+    quick_seeds=(0,),
 )
 def run(ctx: RecipeContext) -> RecipeResult:
     result = RecipeResult()

@@ -1,10 +1,11 @@
 """EPEAgent: value-level leakage, permitted recall and utility with no / rule-based / model privacy agent.
 
-Quick demo (about two minutes on 2 CPU cores): the deterministic 3-agent MAS of
+Quick demo (well under a minute of CPU time): the deterministic 3-agent MAS of
 ``hf_trust.demo.studies.epeagent`` (leaky upstream summarisers, a reading terminal agent) on held-out generated
-users, without and with the rule-based privacy agent, over the demo seeds; then a few TRL SFT steps of the
-SmolLM2-135M-Instruct privacy rewriter (LoRA) and its context-stage leakage/recall on held-out messages
-before and after.  ``--full`` runs all four arms (none / rule / untrained / TRL-trained model) end to end.
+users, without and with the rule-based privacy agent, over three seeds; the model privacy agent's verdict is read
+from the stored ``--full``-size study (``run(ctx, smoke_steps=2)`` adds a few TRL SFT steps of the
+SmolLM2-135M-Instruct rewriter, scored on a held-out message before and after).  ``--full`` runs all four arms
+(none / rule / untrained / TRL-trained model) end to end.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _rule_arms(seeds) -> dict[str, list[dict]]:
     return per_seed
 
 
-def _rewriter_smoke(ctx: RecipeContext, model, tok, result: RecipeResult) -> tuple[dict, dict, str]:
+def _rewriter_smoke(ctx: RecipeContext, model, tok, result: RecipeResult, steps: int = 2) -> tuple[dict, dict, str]:
     """A few TRL steps of the model privacy agent, scored on one held-out message before and after."""
     from hf_trust.agents import generate_profiles, hf_chat_backend, rewrite_examples
     from hf_trust.demo.studies.epeagent import score_rewrites, train_rewriter
@@ -58,12 +59,18 @@ def _rewriter_smoke(ctx: RecipeContext, model, tok, result: RecipeResult) -> tup
     before = score_rewrites(hf_chat_backend(model, tok, max_new_tokens=48), rows, held_out)
     t0 = time.perf_counter()
     trained, log, n_rows = train_rewriter(
-        model, tok, steps=2, n_train_users=4, n_per_profile=1, output_dir=str(ctx.out_dir / "trainer"), logging_steps=1
+        model,
+        tok,
+        steps=steps,
+        n_train_users=4,
+        n_per_profile=1,
+        output_dir=str(ctx.out_dir / "trainer"),
+        logging_steps=1,
     )
     after = score_rewrites(hf_chat_backend(trained, tok, max_new_tokens=48), rows, held_out)
     losses = [round(h["loss"], 3) for h in log if "loss" in h]
-    note = f"TRL SFT 2 steps on {n_rows} rows in {time.perf_counter() - t0:.0f} s, losses {losses}"
-    for name, sc in (("untrained SmolLM2 rewriter", before), ("SmolLM2 rewriter after 2 TRL steps", after)):
+    note = f"TRL SFT {steps} steps on {n_rows} rows in {time.perf_counter() - t0:.0f} s, losses {losses}"
+    for name, sc in (("untrained SmolLM2 rewriter", before), (f"SmolLM2 rewriter after {steps} TRL steps", after)):
         for m in ("context_leakage", "context_recall"):
             result.add(name, m, sc[m], n=len(rows), note="1 held-out message (context stage only; a smoke check)")
     return before, after, note
@@ -97,7 +104,7 @@ def _rule_claim(result: RecipeResult, per_seed: dict[str, list[dict]], table: di
 
 def _model_claim(result: RecipeResult, table: dict, smoke: Optional[tuple[dict, dict]], n_seeds: int) -> None:
     """The model privacy agent: from this run's arms with ``--full``, else from the stored ``--full``-size study
-    (benchmarks/results/epeagent.md, 3 seeds × 2 domains); the quick run's 2-step smoke is indicative only."""
+    (benchmarks/results/epeagent.md, 3 seeds × 2 domains); a smoke check of the quick run is indicative only."""
     claim = "A model as the privacy agent (strong C_A backbone) keeps privacy high"
     if "TRL-trained SmolLM2" in table:
         tr, un = table["TRL-trained SmolLM2"], table["untrained SmolLM2"]
@@ -111,11 +118,14 @@ def _model_claim(result: RecipeResult, table: dict, smoke: Optional[tuple[dict, 
             interval="means over seeds × domains",
         )
         return
-    before, after = smoke
-    this_run = (
-        f"this run (indicative): 135M rewriter, context leakage {before['context_leakage']:.2f} -> "
-        f"{after['context_leakage']:.2f} after 2 TRL steps on 1 message"
-    )
+    if smoke is None:
+        this_run = "the model arm is not run in the quick setting (--full runs it)"
+    else:
+        before, after = smoke
+        this_run = (
+            f"this run (indicative): 135M rewriter, context leakage {before['context_leakage']:.2f} -> "
+            f"{after['context_leakage']:.2f} after a few TRL steps on 1 message"
+        )
     stored = {r["arm"]: r for r in stored_rows("epeagent", "arm") if r.get("domain") == "both"}
     cols = ("context leakage", "value leakage")
     if not all(a in stored and all(c in stored[a] for c in cols) for a in ("untrained SmolLM2", "TRL-trained SmolLM2")):
@@ -148,7 +158,9 @@ def _model_claim(result: RecipeResult, table: dict, smoke: Optional[tuple[dict, 
     minutes=2.0,
     quick_seeds=(0, 1, 2),
 )
-def run(ctx: RecipeContext) -> RecipeResult:
+def run(ctx: RecipeContext, smoke_steps: int = 0) -> RecipeResult:
+    """``smoke_steps`` > 0 adds, to the quick setting, that many TRL steps of the SmolLM2 rewriter scored on one
+    held-out message before and after (a smoke check of the model arm; off in the demo for its time budget)."""
     import torch
 
     from hf_trust import assets
@@ -156,7 +168,7 @@ def run(ctx: RecipeContext) -> RecipeResult:
 
     torch.set_num_threads(1)
     result = RecipeResult()
-    model, tok = assets.load_smollm2()
+    model, tok = assets.load_smollm2() if ctx.full or smoke_steps else (None, None)
     smoke = None
     if ctx.full:
         res = compare(
@@ -173,10 +185,13 @@ def run(ctx: RecipeContext) -> RecipeResult:
         per_seed = {arm: [r for runs in by_dom.values() for r in runs] for arm, by_dom in res["results"].items()}
         trained_note = f"TRL SFT 40 steps on {res['train_rows']} rows"
     else:
-        # The scripted MAS over the demo's seeds (a couple of seconds each), then a smoke check of the model arm.
+        # The scripted MAS over the demo's seeds (a couple of seconds each). The model privacy agent (SmolLM2
+        # rewriter, TRL-trained) runs with --full; its verdict here is read from the stored --full-size study.
         per_seed = _rule_arms(ctx.seeds)
-        before, after, trained_note = _rewriter_smoke(ctx, model, tok, result)
-        smoke = (before, after)
+        trained_note = "The model privacy agent (SmolLM2 rewriter trained with TRL) runs with --full"
+        if ctx.seeds and smoke_steps:
+            before, after, trained_note = _rewriter_smoke(ctx, model, tok, result, smoke_steps)
+            smoke = (before, after)
     table = _table(per_seed)
     for arm, metrics in table.items():
         for m, (mean, std, n) in metrics.items():

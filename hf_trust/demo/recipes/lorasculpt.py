@@ -105,8 +105,8 @@ def plot_tradeoff(trajs, base_g, matched, path_fn):
 def _settings(full: bool) -> dict:
     if full:
         return dict(steps=60, eval_every=15, n_train=240, n_eval=24, lr=1e-3)
-    # Quick: 12 steps (mask at step 3), evaluated every 4 steps; the verdict is read from the --full run.
-    return dict(steps=12, eval_every=4, n_train=40, n_eval=6, lr=2e-3)
+    # Quick: 10 steps (mask at step 2), evaluated at steps 5 and 10; the verdict is read from the --full run.
+    return dict(steps=10, eval_every=5, n_train=40, n_eval=6, lr=2e-3)
 
 
 def _data(tok, cfg: dict) -> tuple[list, dict]:
