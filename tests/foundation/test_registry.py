@@ -86,7 +86,7 @@ def test_loading_without_registration_names_the_missing_import(tmp_path):
     model.save_pretrained(tmp_path)
     # A fresh interpreter that did not import hf_trust (nor register the type).
     code = f"from peft import PeftConfig\nPeftConfig.from_pretrained({str(tmp_path)!r})"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert "IMPORT HF_TRUST FIRST" in proc.stderr.splitlines()[-1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import warnings
 
 import pytest
@@ -266,14 +267,15 @@ def test_regulariser_equals_independent_recomputation(normalize_B):
     assert cross_total > 0
 
 
-def _train_cosine(lam: float, steps: int = 25) -> float:
-    torch.manual_seed(0)
+def _train_cosine(lam: float, seed: int = 0, steps: int = 25) -> float:
+    """Mean |cos| between task blocks (A rows + B columns) after ``steps`` Adam steps with λ_sp = ``lam``."""
     base = make_tiny_llama()
     cfg = llama_config(rank_allocation="uniform", subspace_lambda=lam)
+    torch.manual_seed(seed)
     model = get_peft_model(base, cfg)  # no preprocessing: Kaiming A, so blocks start correlated
-    _randomize_B(model)
+    _randomize_B(model, seed)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    data = lm_batches(steps, seed=5)
+    data = lm_batches(steps, seed=5 + seed)
     for batch in data:
         loss = model(**batch, labels=batch["input_ids"]).loss + model.base_model.regularization_loss()
         opt.zero_grad()
@@ -283,11 +285,27 @@ def _train_cosine(lam: float, steps: int = 25) -> float:
     return c["A"] + c["B"]
 
 
+COSINE_SEEDS = range(5)
+
+
 @pytest.mark.trains
 def test_larger_lambda_lowers_cross_block_cosine():
-    c0, c1, c2 = _train_cosine(0.0), _train_cosine(1.0), _train_cosine(30.0)
-    assert c2 < c1 < c0
-    assert c2 < 0.7 * c0
+    """λ_sp lowers the mean cross-block |cos| (A rows + B columns) after 25 Adam steps, over 5 seeds (adapter init,
+    B, data): c(λ) = cosine after training with λ_sp = λ.
+
+    Measured over seeds 0–19 (tiny Llama, r = 6, 2 tasks, 1 thread):
+    natively c(0) ∈ [0.27, 0.41]; c(1)/c(0) ∈ [0.13, 0.23]; c(30)/c(0) ∈ [0.10, 0.16]; c(30) < c(1) in 18 of 20
+    seeds (seeds 2 and 17 tie within 3 %), median c(30)/c(1) = 0.77 (0.78 over seeds 0–4, every window of 5
+    consecutive seeds has ≥ 4 ordered and a median ≤ 0.81).  Under ``ATEN_CPU_CAPABILITY=default
+    MKL_ENABLE_INSTRUCTIONS=SSE4_2``: the same distribution (every figure above equal; max |Δc| between the two
+    kernels 6.7e-7 over the 60 runs).
+    Asserted: every seed c(1) and c(30) < 0.5·c(0) (2× margin over the worst seed); c(30) < c(1) in ≥ 3 of 5 seeds
+    and median c(30)/c(1) < 0.95 (λ = 1 already removes most of the overlap, so 1 → 30 is a smaller step).
+    """
+    rows = [(_train_cosine(0.0, s), _train_cosine(1.0, s), _train_cosine(30.0, s)) for s in COSINE_SEEDS]
+    assert all(c1 < 0.5 * c0 and c30 < 0.5 * c0 for c0, c1, c30 in rows), rows
+    assert sum(c30 < c1 for _, c1, c30 in rows) >= 3, rows
+    assert statistics.median(c30 / c1 for _, c1, c30 in rows) < 0.95, rows
 
 
 # ---------------------------------------------------------------------- save / merge / export
