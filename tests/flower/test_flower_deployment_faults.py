@@ -126,9 +126,10 @@ def test_a_lost_supernode_ends_the_run_within_the_bound_or_is_used_again(tmp_pat
         # every later round either timed out on client 1 or waited node-timeout for it, then the run ended
         assert lost, history
         assert all(r["clients"] in ([0], [0, 1], []) for r in history[1:])
-        assert run.returncode != 0 and "FederationTimeout" in stdout or lost[-1].get("timed_out_clients"), stdout[
-            -3000:
-        ]
+        # the ServerApp ends with FederationTimeout naming the rounds and partitions (flwr 1.42's `flwr run --stream`
+        # reports the ServerApp's exit code 201 in its output but itself exits 0)
+        assert "FederationTimeout" in stdout and "partitions [1]" in stdout, stdout[-3000:]
+        assert history[-1]["node_timeout"] == [1] and not history[-1]["aggregated"]
         assert elapsed < (rounds - 1) * (NODE_TIMEOUT_S + ROUND_TIMEOUT_S) + 300
     else:
         # the restarted SuperNode (new node id, same partition-id) trains again in a later round
