@@ -125,3 +125,15 @@ def test_filter_report_carries_its_config():
         warnings.simplefilter("ignore")
         bye.score(ds)
     assert bye.report_.select_config == cfg and bye.report_.sensitive_layers == [0, 1]
+
+
+def test_study_rules_fingerprint_follows_the_configs():
+    """The sweep's cached per-rule summaries are named by this digest: a changed rule config is a new name."""
+    from hf_trust.demo.studies import bye as study
+
+    base = study.rules_fingerprint()
+    assert study.rules_fingerprint(dict(study.RULES)) == base
+    changed = {**study.RULES, "robust": study.RULES["robust"].replace(max_minority=0.3)}
+    assert study.rules_fingerprint(changed) != base
+    renamed = {("ref" if k == "reference" else k): v for k, v in study.RULES.items()}
+    assert study.rules_fingerprint(renamed) != base

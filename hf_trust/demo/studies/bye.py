@@ -165,7 +165,9 @@ def train(
     g = torch.Generator().manual_seed(seed)
     pix_all = pixel_values(imgs)
     ans = torch.as_tensor(answers)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # foreach: one update over all tensors instead of a Python loop per tensor; on this model the trained
+    # weights are bitwise those of foreach=False (checked over 30 steps), so stored sweep results still hold
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30))
     model.train()
     ids = prompt_ids(batch)
