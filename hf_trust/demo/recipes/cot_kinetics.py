@@ -15,9 +15,11 @@ import numpy as np
 from hf_trust.demo import RecipeContext, RecipeResult, register_recipe
 from hf_trust.demo.registry import stored_number, stored_rows
 
-#: Chains of the default run: its share of the demo's 15 minutes on 2 cores is about 1.5 min of CPU (generating
-#: and scoring a chain costs about 2 s of one core, most of it the 112-token few-shot prompt); its AUROC is
-#: one draw, shown as indicative beside the stored larger run the verdict is read from.
+#: Chains of the default run. Measured (2026-12-05, cold chain cache, converted model present): 86 s of CPU for the
+#: whole ``hf-trust demo --methods cot_kinetics`` process (the recipe alone 81 s), i.e. within its 1.5-minute share
+#: of the demo; each further chain costs about 2 s of one core, mostly re-encoding the 112-token few-shot prompt
+#: when scoring (generation encodes the shared prefix once). Its AUROC is one draw, shown as indicative beside the
+#: stored larger run the verdict is read from.
 QUICK_CHAINS = 32
 
 #: What the claims row reads its verdict from when this checkout holds the stored larger run.
@@ -82,43 +84,38 @@ def _stored_detection() -> Optional[tuple[tuple[float, float, float], tuple[str,
     return triple(energy), (best, triple(cells[best]))
 
 
-@register_recipe("cot_kinetics", title="CoT-Kinetics vs five baselines on SmolLM2's own arithmetic chains", minutes=1.5)
-def run(ctx: RecipeContext) -> RecipeResult:
-    import evaluate
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
+CLAIM = "CoT-Kinetics energy separates correct from wrong answers better than existing baselines (AUROC)"
 
-    import hf_trust
+
+def _own_chains(ctx: RecipeContext):
+    """SmolLM2 and its greedy chains on the default task (read back from the keyed cache when there)."""
     from hf_trust import assets
-    from hf_trust.demo.studies.cot_kinetics import ANSWER_MARKER, DEFAULT_TASKS, make_chains
-    from hf_trust.metrics.cot_kinetics import CotKineticsConfig
-    from hf_trust.metrics.cot_kinetics.kinetics import BASELINE_DIRECTION, ENERGY_DIRECTION
+    from hf_trust.demo.studies.cot_kinetics import DEFAULT_TASKS, make_chains
 
-    result = RecipeResult()
-    per_task = 200 if ctx.full else QUICK_CHAINS
     model, tok = assets.load_smollm2()
     chains = make_chains(
         model,
         tok,
         DEFAULT_TASKS,
-        per_task=per_task,
+        per_task=200 if ctx.full else QUICK_CHAINS,
         seed=ctx.seeds[0],
         max_new_tokens=32,
         batch_size=16,
         cache_dir=assets.cache_dir() / "cot_kinetics",
         progress=lambda it: ctx.progress(list(it), desc="generating chains"),
     )
-    labels = np.array([c.correct for c in chains])
-    n, acc = len(labels), float(labels.mean())
-    task = DEFAULT_TASKS[0]
-    setting = f"SmolLM2-135M, {task.name} {task.config.get('min_terms')} terms"
-    result.add(setting, "answer accuracy", acc, n=n)
-    if not 0 < labels.sum() < n:
-        result.note(f"all {n} answers were {'correct' if acc else 'wrong'}: no detection table.")
-        result.add_claim(
-            "energy detects wrong answers better than baselines", "no correct/wrong mix", "not at this size", seeds=1
-        )
-        return result
+    return model, tok, chains
+
+
+def _detection_scores(model, tok, chains, labels) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """Each score oriented "higher = predicted correct" and its detection row, from one metric call."""
+    import evaluate
+
+    import hf_trust
+    from hf_trust.demo.studies.cot_kinetics import ANSWER_MARKER
+    from hf_trust.metrics.cot_kinetics import CotKineticsConfig
+    from hf_trust.metrics.cot_kinetics.kinetics import BASELINE_DIRECTION, ENERGY_DIRECTION
+
     det = evaluate.load(hf_trust.metric_path("cot_kinetics"), "detection")
     out = det.compute(
         predictions=[c.text or "-" for c in chains],
@@ -136,13 +133,13 @@ def run(ctx: RecipeContext) -> RecipeResult:
     for k, label in BASELINE_LABELS.items():
         scores[label] = BASELINE_DIRECTION[k] * np.asarray(out["baselines"][k])
     keys = ["cot_kinetics", "momentum", "curvature", *BASELINE_LABELS]
-    aurocs, cis = {}, {}
-    for (name, score), key in zip(scores.items(), keys):
-        row = out["detection_table"][key]
-        lo, hi = bootstrap_auroc(score, labels, seed=len(aurocs))
-        aurocs[name], cis[name] = row["auroc"], (lo, hi)
-        result.add(name, "AUROC", row["auroc"], n=n, note=f"95% bootstrap [{lo:.2f}, {hi:.2f}]")
-        result.add(name, "FPR@95", row["fpr_at_95"], n=n)
+    return scores, {name: out["detection_table"][key] for name, key in zip(scores, keys)}
+
+
+def _roc_figure(ctx: RecipeContext, scores, labels, aurocs, acc: float):
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
     fig, ax = plt.subplots(figsize=(5.2, 4.8))
     for name, score in scores.items():
         fpr, tpr, _ = roc_curve(labels, score)
@@ -150,12 +147,16 @@ def run(ctx: RecipeContext) -> RecipeResult:
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("false positive rate (wrong answers accepted)")
     ax.set_ylabel("true positive rate (correct answers accepted)")
-    ax.set_title(f"ROC, {n} chains, accuracy {acc:.2f}")
+    ax.set_title(f"ROC, {len(labels)} chains, accuracy {acc:.2f}")
     ax.legend(fontsize=7, loc="lower right")
-    result.add_plot(ctx.savefig(fig, "cot_kinetics_roc.png"))
-    energy, lo_e, hi_e = aurocs["CoT-Kinetics energy"], *cis["CoT-Kinetics energy"]
+    return ctx.savefig(fig, "cot_kinetics_roc.png")
+
+
+def _add_claim(result: RecipeResult, aurocs, cis, n: int, acc: float) -> None:
+    """The claims row: the verdict from the stored larger run when this checkout has it, else this run's
+    single draw (indicative); this run's numbers are shown either way."""
+    energy, (lo_e, hi_e) = aurocs["CoT-Kinetics energy"], cis["CoT-Kinetics energy"]
     best = max(BASELINE_LABELS.values(), key=lambda k: aurocs[k])
-    claim = "CoT-Kinetics energy separates correct from wrong answers better than existing baselines (AUROC)"
     here = (
         f"energy AUROC {energy:.2f} [{lo_e:.2f}, {hi_e:.2f}] vs best baseline {best} {aurocs[best]:.2f} "
         f"[{cis[best][0]:.2f}, {cis[best][1]:.2f}], n = {n}, accuracy {acc:.2f}"
@@ -163,16 +164,41 @@ def run(ctx: RecipeContext) -> RecipeResult:
     stored = _stored_detection()
     if stored is None:
         # One problem set: the bootstrap covers the chains drawn, not another seed's set.
-        result.add_claim(claim, here, detection_verdict((lo_e, hi_e), aurocs[best]), seeds=1)
-    else:
-        (s_e, s_lo, s_hi), (s_name, (s_b, s_blo, s_bhi)) = stored
-        result.add_claim(
-            claim,
-            f"stored run: energy AUROC {s_e:.2f} [{s_lo:.2f}, {s_hi:.2f}] vs best baseline {s_name} {s_b:.2f} "
-            f"[{s_blo:.2f}, {s_bhi:.2f}]; this run (1 seed, indicative): {here}",
-            detection_verdict((s_lo, s_hi), s_b),
-            stored=STORED_RUN,
-        )
+        result.add_claim(CLAIM, here, detection_verdict((lo_e, hi_e), aurocs[best]), seeds=1)
+        return
+    (s_e, s_lo, s_hi), (s_name, (s_b, s_blo, s_bhi)) = stored
+    result.add_claim(
+        CLAIM,
+        f"stored run: energy AUROC {s_e:.2f} [{s_lo:.2f}, {s_hi:.2f}] vs best baseline {s_name} {s_b:.2f} "
+        f"[{s_blo:.2f}, {s_bhi:.2f}]; this run (1 seed, indicative): {here}",
+        detection_verdict((s_lo, s_hi), s_b),
+        stored=STORED_RUN,
+    )
+
+
+@register_recipe("cot_kinetics", title="CoT-Kinetics vs five baselines on SmolLM2's own arithmetic chains", minutes=1.5)
+def run(ctx: RecipeContext) -> RecipeResult:
+    from hf_trust.demo.studies.cot_kinetics import DEFAULT_TASKS
+
+    result = RecipeResult()
+    model, tok, chains = _own_chains(ctx)
+    labels = np.array([c.correct for c in chains])
+    n, acc = len(labels), float(labels.mean())
+    task = DEFAULT_TASKS[0]
+    result.add(f"SmolLM2-135M, {task.name} {task.config.get('min_terms')} terms", "answer accuracy", acc, n=n)
+    if not 0 < labels.sum() < n:
+        result.note(f"all {n} answers were {'correct' if acc else 'wrong'}: no detection table.")
+        result.add_claim(CLAIM, "no correct/wrong mix", "not at this size", seeds=1)
+        return result
+    scores, rows = _detection_scores(model, tok, chains, labels)
+    aurocs, cis = {}, {}
+    for name, score in scores.items():
+        lo, hi = bootstrap_auroc(score, labels, seed=len(aurocs))
+        aurocs[name], cis[name] = rows[name]["auroc"], (lo, hi)
+        result.add(name, "AUROC", rows[name]["auroc"], n=n, note=f"95% bootstrap [{lo:.2f}, {hi:.2f}]")
+        result.add(name, "FPR@95", rows[name]["fpr_at_95"], n=n)
+    result.add_plot(_roc_figure(ctx, scores, labels, aurocs, acc))
+    _add_claim(result, aurocs, cis, n, acc)
     result.note(
         "The energy is the project's reconstruction (momentum + curvature of hidden states across layers, "
         "γ = 0.8, no logit lens); the paper's method section was not available. Larger run with every term "
