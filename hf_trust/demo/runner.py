@@ -764,7 +764,7 @@ def describe_recipes(recipes: Optional[dict[str, Recipe]] = None) -> str:
     twidth = max([len(t) for t in times.values()] + [len(f"~{total:g} min")])
     lines = [f"{name:{width}s}  {times[name]:{twidth}s}  {r.title}" for name, r in recipes.items()]
     lines.append(
-        f"{'total':{width}s}  {f'~{total:g} min':{twidth}s}  (default setting, 2 CPU cores; --full takes longer)"
+        f"{'total':{width}s}  {f'~{total:g} min':{twidth}s}  (default setting: CPU time measured on a shared 2-core VM, warm caches; --full takes longer)"
     )
     return "\n".join(lines)
 

@@ -584,7 +584,7 @@ def test_stored_sources_of_ggeur_thanora_acgkd_and_epeagent_are_read_from_the_re
     assert _verdict(ok, chance) == "reproduced"
     one_low = {t: (np.array([0.9, 0.9, 0.9]), np.array([0.96, 0.90, 1.0])) for t in STORED_TASKS}
     assert _verdict(one_low, chance) == "not at this size"
-    at_chance = {t: (np.array([0.9, 0.4, 0.9]), np.array([0.96, 0.97, 1.0])) for t in STORED_TASKS}
+    at_chance = {t: (np.array([0.9, 0.4, 0.9]), np.array([0.96, 0.45, 1.0])) for t in STORED_TASKS}
     assert _verdict(at_chance, chance) == "not reproduced"
     both = {r["arm"]: r for r in stored_rows("epeagent", "arm") if r.get("domain") == "both"}
     for arm in ("untrained SmolLM2", "TRL-trained SmolLM2"):
