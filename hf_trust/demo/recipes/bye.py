@@ -238,7 +238,7 @@ def _full(ctx: RecipeContext, result: RecipeResult) -> None:
 
 
 @register_recipe(
-    "bye", title="BYE backdoor cleaning on a toy LLaVA (10% one-patch poison)", minutes=3.0, quick_seeds=(0, 1, 2)
+    "bye", title="BYE backdoor cleaning on a toy LLaVA (10% one-patch poison)", minutes=1.8, quick_seeds=(0, 1, 2)
 )
 def run(ctx: RecipeContext) -> RecipeResult:
     result = RecipeResult()

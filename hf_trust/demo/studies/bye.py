@@ -123,10 +123,16 @@ def make_images(n: int, poison_rate: float, seed: int, task: str = "spread", tri
 
 def make_dataset(n: int, poison_rate: float, seed: int, task: str = "spread", trigger: str = "patch") -> Any:
     """The toy set as a ``datasets.Dataset`` (image, question, answer, is_poison)."""
+    return images_dataset(*make_images(n, poison_rate, seed, task, trigger))
+
+
+def images_dataset(imgs: np.ndarray, answers: np.ndarray, poison: np.ndarray) -> Any:
+    """Toy images with their answers and poison mask as a ``datasets.Dataset`` (image, question, answer,
+    is_poison)."""
     from datasets import Dataset
     from PIL import Image
 
-    imgs, answers, poison = make_images(n, poison_rate, seed, task, trigger)
+    n = len(imgs)
     return Dataset.from_dict(
         {
             "image": [Image.fromarray(im) for im in imgs],
@@ -215,7 +221,7 @@ def toy_entropy_run(
     imgs, answers, poison = make_images(n, poison_rate, seed, trigger=trigger)
     model = train(make_tiny_llava(seed), imgs, answers, steps=steps, seed=seed)
     asr, cp = asr_and_cp(model, seed, trigger=trigger)
-    ds = make_dataset(n, poison_rate, seed, trigger=trigger)
+    ds = images_dataset(imgs, answers, poison)
     E = np.asarray(BYEFilter(model, collate_fn=collate, batch_size=100).entropies(ds)["bye_layer_entropy"])
     return {"E": E, "poison": poison, "answers": answers, "asr": asr, "cp": cp}
 
