@@ -35,6 +35,7 @@ from typing import Optional
 import yaml
 
 from hf_trust.atomic import atomic_write_text
+from hf_trust.errors import HFTrustDataError
 
 #: Order of the sections; files listed here but absent are skipped, files not listed come last.
 ORDER = (
@@ -70,16 +71,16 @@ def parse_result_file(name: str, text: str) -> ResultFile:
         return ResultFile(name, None, text)
     end = text.find("\n---\n", 4)
     if end < 0:
-        raise ValueError(f"results/{name}.md: front matter opened with '---' is never closed; add a '---' line")
+        raise HFTrustDataError(f"results/{name}.md: front matter opened with '---' is never closed; add a '---' line")
     try:
         meta = yaml.safe_load(text[4:end]) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"results/{name}.md: front matter is not valid YAML ({exc})") from None
+        raise HFTrustDataError(f"results/{name}.md: front matter is not valid YAML ({exc})") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"results/{name}.md: front matter must be 'key: value' lines")
+        raise HFTrustDataError(f"results/{name}.md: front matter must be 'key: value' lines")
     missing = [k for k in SUMMARY_KEYS if not str(meta.get(k) or "").strip()]
     if missing:
-        raise ValueError(
+        raise HFTrustDataError(
             f"results/{name}.md: front matter lacks {', '.join(missing)}; it needs method, headline and status"
         )
     summary = {k: " ".join(str(meta[k]).split()) for k in SUMMARY_KEYS}
@@ -139,7 +140,7 @@ def summary_rows(results_md: str) -> dict[str, dict[str, str]]:
     for line in lines[2:]:
         cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
         if len(cells) != 3:
-            raise ValueError(f"summary row {line!r} does not have three cells (method, headline, status)")
+            raise HFTrustDataError(f"summary row {line!r} does not have three cells (method, headline, status)")
         label = cells[0]
         rows[ROW_LABELS.get(label.lower(), re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_"))] = dict(
             zip(SUMMARY_KEYS, cells)
