@@ -50,6 +50,7 @@ ORDER = (
     "bye",
     "acgkd",
     "epeagent",
+    "import_time",
 )
 HERE = Path(__file__).resolve().parent
 SUMMARY_KEYS = ("method", "headline", "status")
@@ -130,6 +131,7 @@ ROW_LABELS = {
     "federated prompt learning": "fpl",
     "cot-kinetics (reconstructed)": "cot_kinetics",
     "peft suite": "peft_suite",
+    "start-up (import time)": "import_time",
 }
 
 
