@@ -24,7 +24,7 @@ from datasets import Dataset
 from PIL import Image
 
 from hf_trust.assets import llava_inputs, llava_num_image_tokens, load_digits, load_llava_smollm2
-from hf_trust.filters import BYEFilter, lora_finetune
+from hf_trust.filters import BYEFilter, BYESelectConfig, lora_finetune
 
 QUESTION = "What digit is shown? Answer:"
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -101,7 +101,7 @@ def main() -> None:
         collate_fingerprint=f"digits-question-v1-{n_img}",  # names the prompt for the entropy cache key
         label_column="answer",
         poison_column="is_poison",  # ground truth of this demo, used only for the report's per-layer AUROC
-        layer_select=args.layer_select,
+        select_config=BYESelectConfig(layer_select=args.layer_select),
         batch_size=32,
     )
     clean, report = bye(ds)

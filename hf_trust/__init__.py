@@ -63,6 +63,7 @@ _LAZY: dict[str, str] = {
     "GNNClassifier": "hf_trust.trainers.acgkd",
     # BYE
     "BYEFilter": "hf_trust.filters",
+    "BYESelectConfig": "hf_trust.filters",
     "BYEReport": "hf_trust.filters",
     "bye_select": "hf_trust.filters",
     "bye_defence": "hf_trust.filters",

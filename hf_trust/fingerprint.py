@@ -54,7 +54,8 @@ def arrays_sha256(*arrays: Any) -> str:
             if a.numel():
                 import torch
 
-                digest.update(a.view(torch.uint8).numpy().tobytes())
+                # reshape first: a 0-d tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes
+                digest.update(a.reshape(-1).view(torch.uint8).numpy().tobytes())
             continue
         a = np.ascontiguousarray(a)
         digest.update(f"{a.dtype.str}|{a.shape}|".encode())
@@ -110,7 +111,7 @@ def _tensor_digest(h: Any, name: str, t: Any, exact: bool) -> None:
     if not t.numel():
         return
     if exact:
-        h.update(t.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     elif t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.bool):
         flat = t.reshape(-1).double()
         h.update(np.array([flat.sum().item(), (flat * flat).sum().item()]).tobytes())
