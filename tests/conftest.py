@@ -89,6 +89,17 @@ def _seed():
     yield
 
 
+def make_word_tokenizer(words, unk_token: str = "<pad>", **special):
+    """A whitespace word-level fast tokenizer over ``words`` (ids in list order); ``special`` names special tokens
+    (default: ``pad_token="<pad>"``, ``bos_token="<s>"``)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token=unk_token))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, **(special or {"pad_token": "<pad>", "bos_token": "<s>"}))
+
+
 def make_tiny_llama(vocab_size: int = 128, hidden_size: int = 32, layers: int = 2, **kw):
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -7,13 +7,11 @@ import dataclasses
 
 import evaluate
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 import hf_trust
 from hf_trust.errors import HFTrustConfigError, HFTrustTypeError, KineticsError
 from hf_trust.metrics.cot_kinetics.config import FIELDS, CotKineticsConfig, from_settings
-from tests.conftest import make_tiny_llama
+from tests.conftest import make_tiny_llama, make_word_tokenizer
 
 PRED = ["<think> 1 + 2 = 3 ; 3 + 4 = 7 </think> A 7", "<think> 2 + 2 = 5 ; 5 + 1 = 6 </think> A 6"]
 
@@ -21,9 +19,7 @@ PRED = ["<think> 1 + 2 = 3 ; 3 + 4 = 7 </think> A 7", "<think> 2 + 2 = 5 ; 5 + 1
 @pytest.fixture(scope="module")
 def tok():
     words = ["<pad>", "<s>", "<think>", "</think>", "+", "=", ";", "Q", "A"] + [str(i) for i in range(10)]
-    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>")
+    return make_word_tokenizer(words)
 
 
 @pytest.fixture(scope="module")

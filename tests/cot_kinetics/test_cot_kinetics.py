@@ -14,8 +14,6 @@ import evaluate
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 import hf_trust
 from hf_trust.metrics.cot_kinetics.kinetics import (
@@ -26,7 +24,7 @@ from hf_trust.metrics.cot_kinetics.kinetics import (
     TermContext,
     reasoning_span,
 )
-from tests.conftest import make_tiny_gpt2, make_tiny_llama
+from tests.conftest import make_tiny_gpt2, make_tiny_llama, make_word_tokenizer
 
 WORDS = ["<pad>", "<s>", "<think>", "</think>", "<th", "ink>"] + [str(i) for i in range(10)] + ["+", "=", ";", "Q", "A"]
 END = 3  # id of "</think>"
@@ -35,9 +33,7 @@ END = 3  # id of "</think>"
 @pytest.fixture(scope="module")
 def tok():
     vocab = {w: i for i, w in enumerate(WORDS + [f"w{i}" for i in range(60)])}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>")
+    return make_word_tokenizer(list(vocab))
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,16 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from hf_trust.demo.recipes.cot_kinetics import bootstrap_auroc, detection_verdict
 from hf_trust.demo.studies.cot_kinetics import Chain, _read_chains, chains_cache_key
 from hf_trust.fingerprint import model_identity
-from tests.conftest import make_tiny_llama
+from tests.conftest import make_tiny_llama, make_word_tokenizer
 
 
 def _tok(extra: str = ""):
     words = ["<pad>", "<s>", "1", "2", "+", "=", "\n"] + ([extra] if extra else [])
-    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>")
+    return make_word_tokenizer(words)
 
 
 def test_bootstrap_interval_equals_the_per_resample_sklearn_auroc():

@@ -8,12 +8,10 @@ import evaluate
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 import hf_trust
 from hf_trust.errors import HFTrustConfigError, KineticsError
-from tests.conftest import make_tiny_llama
+from tests.conftest import make_tiny_llama, make_word_tokenizer
 
 PRED = ["<think> 1 + 2 = 3 ; 3 + 4 = 7 </think> A 7"]
 
@@ -21,9 +19,7 @@ PRED = ["<think> 1 + 2 = 3 ; 3 + 4 = 7 </think> A 7"]
 @pytest.fixture(scope="module")
 def tok():
     words = ["<pad>", "<s>", "<think>", "</think>", "+", "=", ";", "Q", "A"] + [str(i) for i in range(10)]
-    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>")
+    return make_word_tokenizer(words)
 
 
 @pytest.fixture(scope="module")
