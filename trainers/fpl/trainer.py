@@ -108,44 +108,7 @@ class FederatedPromptTrainer:
             class_input_ids=class_input_ids,
             class_attention_mask=class_attention_mask,
         )
-        device = next(clip_model.parameters()).device
-        if self.config.execution == "deepspeed":
-            # every client is one DeepSpeed job over all ranks (the core's DeepSpeedClientTrainer: plain SGD,
-            # no VPTPR projection and no update diagnostics on this path)
-            from hf_trust.trainers.federated import DeepSpeedClientTrainer
-
-            if accelerator is None:
-                raise FPLConfigError(
-                    "execution='deepspeed' needs the Accelerator of `accelerate launch --use_deepspeed`."
-                )
-            if self.config.vptpr:
-                raise FPLConfigError("vptpr is not available with execution='deepspeed'; use 'clients_per_rank'.")
-            self.client_trainer = DeepSpeedClientTrainer(
-                self.model,
-                accelerator,
-                lr=self.config.lr,
-                batch_size=self.config.batch_size,
-                input_column="pixel_values",
-            )
-            self.federation = _PromptFederation(
-                self.client_trainer,
-                strategy,
-                self.config,
-                eval_datasets=eval_datasets,
-                accelerator=accelerator,
-                fpl_config=self.config,
-            )
-            return
-        self.client_trainer = PromptClientTrainer(
-            self.model,
-            lr=self.config.lr,
-            batch_size=self.config.batch_size,
-            optimizer=self.config.optimizer,
-            momentum=self.config.momentum,
-            weight_decay=self.config.weight_decay,
-            eval_batch_size=self.config.eval_batch_size,
-            device=device,
-        )
+        self.client_trainer = self._client_trainer(accelerator, next(clip_model.parameters()).device)
         self.federation = _PromptFederation(
             self.client_trainer,
             strategy,
@@ -153,6 +116,31 @@ class FederatedPromptTrainer:
             eval_datasets=eval_datasets,
             accelerator=accelerator,
             fpl_config=self.config,
+        )
+
+    def _client_trainer(self, accelerator: Any, device: torch.device) -> Any:
+        """The local trainer of every client: the prompt trainer, or one DeepSpeed job over all ranks."""
+        if self.config.execution != "deepspeed":
+            return PromptClientTrainer(
+                self.model,
+                lr=self.config.lr,
+                batch_size=self.config.batch_size,
+                optimizer=self.config.optimizer,
+                momentum=self.config.momentum,
+                weight_decay=self.config.weight_decay,
+                eval_batch_size=self.config.eval_batch_size,
+                device=device,
+            )
+        # every client is one DeepSpeed job over all ranks (the core's DeepSpeedClientTrainer: plain SGD,
+        # no VPTPR projection and no update diagnostics on this path)
+        from hf_trust.trainers.federated import DeepSpeedClientTrainer
+
+        if accelerator is None:
+            raise FPLConfigError("execution='deepspeed' needs the Accelerator of `accelerate launch --use_deepspeed`.")
+        if self.config.vptpr:
+            raise FPLConfigError("vptpr is not available with execution='deepspeed'; use 'clients_per_rank'.")
+        return DeepSpeedClientTrainer(
+            self.model, accelerator, lr=self.config.lr, batch_size=self.config.batch_size, input_column="pixel_values"
         )
 
     # ------------------------------------------------------------------ running
