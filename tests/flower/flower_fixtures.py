@@ -43,13 +43,19 @@ def reference(strategy, config: FederatedConfig, trainer=None) -> FederatedTrain
     return ref
 
 
+#: The ServerApp's round timeout of the "failures" federation.  Wide enough that on a loaded 2-core machine every
+#: client that should answer does (client 3's ClientTimeout error reply of round 2 arrived after a 3 s bound once
+#: under a load average of ~6), while client 2's round-0 sleep still outlives it by a clear margin.
+FAILURES_ROUND_TIMEOUT = 15.0
+
+
 class MisbehavingTrainer(SupervisedClientTrainer):
     """Round 0: client 2 outlives the server's round timeout.  Round 1: client 1 raises.  Round 2: client 3 runs
     past ``FederatedConfig.client_timeout`` (a ClientTimeout inside its training)."""
 
     def fit(self, ctx: ClientContext):
         if ctx.round == 0 and ctx.client_id == 2:
-            time.sleep(4.0)
+            time.sleep(FAILURES_ROUND_TIMEOUT + 5.0)
         if ctx.round == 1 and ctx.client_id == 1:
             raise RuntimeError("boom: client 1 lost its data")
         if ctx.round == 2 and ctx.client_id == 3:
@@ -145,7 +151,7 @@ def flower_jobs() -> dict:
             misbehaving_trainer(),
             FedAvg(**NO_CLIENT_EVAL),
             FederatedConfig(rounds=3, seed=0, client_timeout=2.0),
-            round_timeout=3.0,
+            round_timeout=FAILURES_ROUND_TIMEOUT,
             **rec,
         ),
         "nonfinite": FlowerFederation(

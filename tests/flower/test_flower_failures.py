@@ -13,7 +13,7 @@ def test_failures_and_timeouts_are_recorded_and_left_out(simulated):
     fed = simulated["failures"]
     assert fed.error is None
     r1, r2, r3 = fed.history
-    # round 1: client 2 answered after the ServerApp's round timeout (3 s)
+    # round 1: client 2 answered after the ServerApp's round timeout (FAILURES_ROUND_TIMEOUT)
     assert r1["timed_out_clients"] == [2] and r1["failed_clients"] == [] and r1["aggregated"]
     assert sorted(fed.round_arrays[1]["clients"]) == [0, 1, 3]
     # round 2: client 1 raised; Flower turns that into an error reply
