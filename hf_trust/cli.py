@@ -1,7 +1,9 @@
 """Command line.
 
 ``hf-trust demo [--methods a,b] [--full] [--out DIR] [--list] [--push-to URL]``,
-``hf-trust list`` and ``hf-trust push ADAPTER_DIR --repo-id user/name [evidence files] [--dry-run --out DIR]``.
+``hf-trust list``, ``hf-trust push ADAPTER_DIR --repo-id user/name [evidence files] [--dry-run --out DIR]`` and
+``hf-trust flower-run APP [SUPERLINK] [--run-config ...] [--timeout S]`` (a ``flwr run`` whose exit status is the
+run's outcome: 0 completed, 1 failed, stopped, lost or timed out, 2 a usage or installation error).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     sub.add_parser("list", help="list the available demo recipes")
     _add_push(sub)
+    _add_flower_run(sub)
     return p
 
 
@@ -90,6 +93,65 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     push.add_argument("--private", action="store_true", help="create the repository as private")
 
 
+def _add_flower_run(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "flower-run",
+        help="start a Flower app on a SuperLink, stream its logs, exit 0 only if the run completed",
+        description=(
+            "Start APP with `flwr run APP [SUPERLINK]`, pass its logs through (`flwr log --stream`) and exit with the "
+            "run's outcome as the SuperLink records it (`flwr ls`): 0 for finished:completed; 1 for a failed or "
+            "stopped run, a lost SuperLink or the timeout (one line names the run, its status and details); 2 for "
+            "a usage error or a missing Flower installation. Uses the `flwr` next to this Python, else on PATH "
+            "(or $HF_TRUST_FLWR)."
+        ),
+    )
+    run.add_argument("app", help="the Flower app folder (holds pyproject.toml), or a remote app spec '@account/app'")
+    run.add_argument("superlink", nargs="?", help="the SuperLink connection name (default: flwr's default)")
+    run.add_argument(
+        "--run-config",
+        "-c",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        help="run config overrides, as for `flwr run` (e.g. \"num-server-rounds=5 output-dir='runs/x'\"); repeatable",
+    )
+    run.add_argument(
+        "--federation-config",
+        action="append",
+        default=[],
+        metavar="CONFIG",
+        help="federation config overrides, as for `flwr run`; repeatable",
+    )
+    run.add_argument("--federation", help="the federation to submit the run to ('@account/name'), as for `flwr run`")
+    run.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="bound of the whole command; past it the run is stopped (`flwr stop`) and the exit status is 1",
+    )
+
+
+def _flower_run(args: argparse.Namespace) -> int:
+    from hf_trust.flower_run import FlowerRunFailed, flower_run
+
+    try:
+        result = flower_run(
+            args.app,
+            args.superlink,
+            run_config=args.run_config,
+            federation_config=args.federation_config,
+            federation=args.federation,
+            timeout=args.timeout,
+        )
+    except FlowerRunFailed as exc:
+        print(f"hf-trust: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(f"hf-trust: {result.summary()}", file=sys.stderr)
+    return 0 if result.completed else 1
+
+
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -154,6 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "push":
             return _push(args)
+        if args.command == "flower-run":
+            return _flower_run(args)
         import torch
 
         torch.set_num_threads(1)  # small ops on few cores: one thread is much faster

@@ -39,7 +39,7 @@ LIBRARY = (
     "hf_trust.agents",
 )
 BASE = ("hf_trust.errors", "hf_trust.atomic", "hf_trust.fingerprint")
-HARNESS = ("hf_trust.demo", "hf_trust.cli", "hf_trust.__main__", "hf_trust.assets")
+HARNESS = ("hf_trust.demo", "hf_trust.cli", "hf_trust.__main__", "hf_trust.assets", "hf_trust.flower_run")
 OLD_TOP_LEVEL = ("peft_tuners", "trainers", "metrics", "hub_cards")
 REPO_ONLY = ("tests", "benchmarks", "examples")
 
