@@ -50,7 +50,8 @@ class FlowerRunResult:
     status: str
     """``finished:completed``, ``finished:failed`` or ``finished:stopped``."""
     details: str = ""
-    """``status-details``: the ServerApp's error or the reason the run was stopped (empty when completed)."""
+    """``status-details``: the ServerApp's error or the reason the run was stopped (empty where Flower has none,
+    which it lists as ``N/A``)."""
 
     @property
     def completed(self) -> bool:
@@ -128,12 +129,11 @@ def _parse_json(text: str) -> Optional[dict[str, Any]]:
         return value if isinstance(value, dict) else None
     except ValueError:
         pass
-    decoder = json.JSONDecoder()
-    for i, line in enumerate(text.splitlines(keepends=True)):
+    decoder, lines = json.JSONDecoder(), text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
         if line.startswith("{"):
-            rest = "".join(text.splitlines(keepends=True)[i:])
             try:
-                value, _ = decoder.raw_decode(rest)
+                value, _ = decoder.raw_decode("".join(lines[i:]))
             except ValueError:
                 continue
             if isinstance(value, dict):
@@ -251,7 +251,8 @@ def _status(flwr: _Flwr, run_id: int, deadline: _Deadline) -> FlowerRunResult:
     runs = payload.get("runs") or []
     if not runs or "status" not in runs[0]:
         raise FlowerRunFailed(f"`flwr ls --run-id {run_id}` listed no status for run {run_id}: {payload}", run_id)
-    return FlowerRunResult(run_id, str(runs[0]["status"]), str(runs[0].get("status-details") or ""))
+    details = str(runs[0].get("status-details") or "")
+    return FlowerRunResult(run_id, str(runs[0]["status"]), "" if details == "N/A" else details)
 
 
 def _final_status(
@@ -272,7 +273,7 @@ def _final_status(
         if result.status.startswith("finished"):
             return result
         if attempt + 1 < polls:
-            time.sleep(min(interval, deadline.left(interval) or 0.0))
+            time.sleep(deadline.left(interval))
             if deadline.expired:
                 raise subprocess.TimeoutExpired("flwr ls", deadline.timeout or 0)
     why = f"the log stream failed ({stream_error})" if stream_error else "the log stream ended"

@@ -101,7 +101,7 @@ def _expected_calls(superlink="hf-trust-test", ls_calls=1, extra_run=()):
 
 
 def test_a_completed_run_exits_0_after_passing_the_logs_through(fake_flwr, capsys):
-    fake_flwr.configure(ls=[_listed("finished:completed")])
+    fake_flwr.configure(ls=[_listed("finished:completed", "N/A")])
     rc = main(
         [
             "flower-run", APP, "hf-trust-test", "--run-config", "num-server-rounds=1 output-dir='out'",
@@ -111,7 +111,7 @@ def test_a_completed_run_exits_0_after_passing_the_logs_through(fake_flwr, capsy
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "INFO : round 1\nINFO : done\n" in out
-    assert f"run {RUN_ID}: finished:completed" in err
+    assert f"hf-trust: run {RUN_ID}: finished:completed\n" in err  # Flower's "N/A" details are left out
     extra = ["--run-config", "num-server-rounds=1 output-dir='out'", "--run-config", "seed=3"]
     assert fake_flwr.calls() == _expected_calls(extra_run=[*extra, "--federation-config", "num-supernodes=2"])
 
