@@ -117,7 +117,8 @@ def test_a_completed_run_exits_0_after_passing_the_logs_through(fake_flwr, capsy
 
 
 def test_without_a_superlink_name_flwr_picks_its_default(fake_flwr, capsys):
-    fake_flwr.configure(ls=[_listed("finished:completed")])
+    # a stray line before the JSON (e.g. a warning printed before Flower redirects its output) is skipped
+    fake_flwr.configure(run="Warning: something\n" + _started(), ls=[_listed("finished:completed")])
     assert main(["flower-run", APP]) == 0
     assert fake_flwr.calls() == [
         ["run", APP, "--format", "json"],
@@ -146,8 +147,10 @@ def test_a_failed_or_stopped_run_exits_1_naming_the_run_status_and_details(fake_
 
 def test_a_run_that_finishes_after_the_stream_ends_is_polled_until_it_has(fake_flwr):
     fake_flwr.configure(ls=[_listed("running"), _listed("running"), _listed("finished:completed")])
-    result = flower_run(APP, "hf-trust-test", status_polls=5, poll_interval=0.01)
+    start = time.monotonic()
+    result = flower_run(APP, "hf-trust-test", status_polls=5, poll_interval=0.5)
     assert result.completed and result.run_id == RUN_ID
+    assert time.monotonic() - start >= 2 * 0.5  # the interval between checks
     assert fake_flwr.calls() == _expected_calls(ls_calls=3)
 
 
