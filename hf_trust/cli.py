@@ -132,6 +132,7 @@ def _add_flower_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _flower_run(args: argparse.Namespace) -> int:
+    """0 for a completed run; 1 with one line naming the run, its status and details otherwise."""
     from hf_trust.flower_run import FlowerRunFailed, flower_run
 
     try:
