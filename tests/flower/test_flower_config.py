@@ -15,7 +15,7 @@ from hf_trust.errors import FederationTimeout, HFTrustConfigError  # noqa: E402
 class _Reply:
     """What the handshake reads from a SuperNode's reply."""
 
-    def __init__(self, node: int, partition: int, num_partitions=None):
+    def __init__(self, node: int, partition: int, num_partitions=None, reply_to: str = ""):
         from flwr.app import ConfigRecord
 
         from hf_trust.trainers.federated.flower._records import CLIENT_RECORD_KEY
@@ -23,7 +23,7 @@ class _Reply:
         rec = ConfigRecord({"partition-id": partition, "num-examples": 10})
         if num_partitions is not None:
             rec["num-partitions"] = num_partitions
-        self.metadata = SimpleNamespace(src_node_id=node)
+        self.metadata = SimpleNamespace(src_node_id=node, reply_to_message_id=reply_to)
         self.content = SimpleNamespace(config_records={CLIENT_RECORD_KEY: rec})
 
     def has_error(self):
@@ -40,8 +40,12 @@ class _Grid:
     def get_node_ids(self):
         return list(self.nodes)
 
-    def send_and_receive(self, msgs, timeout=None):
-        return [_Reply(m.metadata.dst_node_id, *self.nodes[m.metadata.dst_node_id]) for m in msgs]
+    def push_messages(self, msgs):
+        self.sent = {str(i): m.metadata.dst_node_id for i, m in enumerate(msgs)}
+        return list(self.sent)
+
+    def pull_messages(self, ids):
+        return [_Reply(self.sent[i], *self.nodes[self.sent[i]], reply_to=i) for i in ids]
 
 
 @pytest.fixture

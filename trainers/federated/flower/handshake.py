@@ -12,7 +12,7 @@ from hf_trust.errors import FederationError, FederationTimeout, HFTrustConfigErr
 
 from ._records import CLIENT_RECORD_KEY, JOB_KEY
 from .client import ACTION_KEY, QUERY_ACTION
-from .strategy import reply_partition
+from .strategy import reply_partition, send_and_receive
 
 
 def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
@@ -29,7 +29,13 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
 
 
 def query_partitions(
-    grid: Grid, node_ids: list[int], job: str, num_clients: Optional[int], timeout: float, strict: bool
+    grid: Grid,
+    node_ids: list[int],
+    job: str,
+    num_clients: Optional[int],
+    timeout: float,
+    strict: bool,
+    poll: float = 0.1,
 ) -> dict[int, int]:
     """Ask ``node_ids`` which partition each hosts; partition id → node id.
 
@@ -42,7 +48,7 @@ def query_partitions(
         Message(RecordDict({"config": cfg}), dst_node_id=n, message_type=f"{MessageType.QUERY}.{QUERY_ACTION}")
         for n in node_ids
     ]
-    replies = list(grid.send_and_receive(msgs, timeout=timeout)) if msgs else []
+    replies = send_and_receive(grid, msgs, timeout, poll) if msgs else []
     nodes: dict[int, int] = {}
     for msg in replies:
         node = msg.metadata.src_node_id

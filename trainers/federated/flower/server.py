@@ -23,6 +23,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy as FlowerStrategy
+from flwr.supercore.exit import add_exit_handler  # Flower's own exit path (flwr-serverapp on a signal)
 
 from hf_trust.atomic import atomic_save, atomic_write_json
 from hf_trust.errors import FederationError, FederationTimeout, HFTrustConfigError, HFTrustTypeError
@@ -64,6 +65,17 @@ from .strategy import (
 )
 
 logger = logging.getLogger("hf_trust.trainers.federated.flower")
+
+
+def _is_in_memory(grid: Grid) -> bool:
+    """The Simulation Engine's grid (``InMemoryGrid``, in the driver process), not a deployment's."""
+    return isinstance(getattr(grid, "pull_interval", None), (int, float))
+
+
+#: seconds Flower's deployment grid (``HttpGrid.send_and_receive``, flwr 1.42) sleeps between polls for replies
+FLOWER_DEPLOYMENT_POLL = 3.0
+#: the shortest poll interval on a deployment's grid: each poll is an HTTP request to the SuperLink
+DEPLOYMENT_MIN_POLL = 0.1
 
 
 @contextlib.contextmanager
@@ -142,9 +154,10 @@ class FlowerFederation:
             ``min_available_nodes``); past it the round is recorded as failed (``node_timeout`` with the partitions
             whose SuperNodes are gone), the run goes on and ends with :class:`~hf_trust.errors.FederationTimeout`.
         The run config may set ``num-server-rounds``, ``output-dir``, ``resume-from``, ``handshake-timeout``,
-        ``round-timeout`` and ``node-timeout``.
-        pull_interval: seconds between the ServerApp's polls for replies on the Simulation Engine's in-memory grid
-            (Flower's default 0.1 s is a floor on every round; ``None`` keeps it).  A deployment's grid is left as is.
+        ``round-timeout``, ``node-timeout`` and ``pull-interval``.
+        pull_interval: seconds between the ServerApp's polls for replies (Flower's grids sleep 0.1 s in the
+            Simulation Engine and 3 s in a deployment between polls, a floor on every round); at least 0.1 s on a
+            deployment's grid, where each poll is a request to the SuperLink.  ``None`` keeps Flower's intervals.
         reject_nonfinite: leave a reply with NaN/inf arrays out of the aggregate and record it as a failed client
             (``NonFiniteUpdate``), as ``FederatedTrainer`` does; ``False`` hands it to the strategy.
         verbose: show Flower's and Ray's logs.
@@ -196,6 +209,7 @@ class FlowerFederation:
         self.round_arrays: dict[int, dict[str, Any]] = {}
         self.nodes: dict[int, int] = {}
         self._seen_nodes: set[int] = set()
+        self._poll = DEPLOYMENT_MIN_POLL
         #: seconds a round waits for the SuperNodes a Flower strategy needs (``node-timeout`` in the run config);
         #: past it the round is recorded as failed, naming the partitions whose SuperNodes are gone
         self.node_timeout: Optional[float] = node_timeout
@@ -273,7 +287,7 @@ class FlowerFederation:
         are errors naming the node (see :func:`~.handshake.query_partitions`)."""
         expected = self._expected_nodes(num_clients)
         node_ids = wait_for_nodes(grid, expected, self.handshake_timeout)
-        nodes = query_partitions(grid, node_ids, job, num_clients, self.handshake_timeout, strict=not job)
+        nodes = query_partitions(grid, node_ids, job, num_clients, self.handshake_timeout, not job, self._poll)
         self._seen_nodes = set(node_ids)
         if len(nodes) < expected:
             missing = sorted(set(range(expected)) - set(nodes)) if num_clients else []
@@ -331,18 +345,22 @@ class FlowerFederation:
         self.handshake_timeout = float(run_cfg.get("handshake-timeout", self.handshake_timeout))
         self.round_timeout = float(run_cfg.get("round-timeout", self.round_timeout or 0)) or None
         self.node_timeout = float(run_cfg.get("node-timeout", self.node_timeout or 0)) or None
+        if "pull-interval" in run_cfg:
+            self.pull_interval = float(run_cfg["pull-interval"])
         self.history, self.round_arrays = [], {}
         self.global_params = {k: v.clone() for k, v in self.initial_params.items()}
         done, arrays = (0, params_to_arrays(self.global_params))
         if resume_from:
             done, arrays = self._resume(str(resume_from))
-        if self.pull_interval is not None and isinstance(getattr(grid, "pull_interval", None), (int, float)):
-            grid.pull_interval = self.pull_interval  # the Simulation Engine's InMemoryGrid
+        self._poll = self.poll_interval(grid)
+        self._last_round = (list(self.history), arrays)
+        if out_dir and not _is_in_memory(grid):
+            self._save_when_flower_exits(Path(out_dir))
         try:
             t0 = time.perf_counter()
             self.nodes = self.handshake(grid, job, num_clients)
             self.timings = {"handshake_seconds": time.perf_counter() - t0}
-            ordered = PartitionGrid(grid, self.nodes)
+            ordered = PartitionGrid(grid, self.nodes, poll=self._poll)
             if out_dir:
                 Path(out_dir).mkdir(parents=True, exist_ok=True)
                 if partitions is not None:
@@ -354,6 +372,7 @@ class FlowerFederation:
                 self._refresh_nodes(ordered, job, num_clients)
                 arrays, row = self._round(ordered, arrays, r, job)
                 self.history.append(row)
+                self._last_round = (list(self.history), arrays)
                 if out_dir and self.config.save_every and r % self.config.save_every == 0:
                     self._checkpoint(Path(out_dir), r, arrays)
             lost = [row for row in self.history[done:] if "node_timeout" in row]
@@ -371,6 +390,29 @@ class FlowerFederation:
                 self._save(Path(out_dir))
         return self.history
 
+    def _save_when_flower_exits(self, out_dir: Path) -> None:
+        """Write ``history.json`` and the last global parameters when Flower ends this ServerApp process.
+
+        A deployment's ``flwr-serverapp`` exits on a signal (its SuperLink was lost or restarted, ``flwr stop``)
+        through Flower's exit path, which ends the process 5 s later with ``os._exit``, before the ``finally`` of
+        :meth:`serve` may run; a handler that runs before that deadline keeps the completed rounds."""
+
+        def save() -> None:
+            history, arrays = self._last_round
+            self.history = history
+            self.global_params = arrays_to_params(arrays, self.initial_params)
+            self._save(out_dir)
+
+        add_exit_handler(save, run_before_force_exit=True)
+
+    def poll_interval(self, grid: Grid) -> float:
+        """Seconds between polls for replies on ``grid``: ``pull_interval``, at least :data:`DEPLOYMENT_MIN_POLL` on a
+        deployment's grid (each poll is a request to the SuperLink); ``None`` keeps Flower's own interval."""
+        in_memory = _is_in_memory(grid)
+        if self.pull_interval is None:
+            return float(grid.pull_interval) if in_memory else FLOWER_DEPLOYMENT_POLL
+        return float(self.pull_interval) if in_memory else max(float(self.pull_interval), DEPLOYMENT_MIN_POLL)
+
     def _refresh_nodes(self, grid: PartitionGrid, job: str, num_clients: Optional[int]) -> None:
         """Handshake with SuperNodes that connected since the last round: one that comes back with the same
         ``partition-id`` (under a new node id) replaces its lost predecessor."""
@@ -378,7 +420,7 @@ class FlowerFederation:
         new = sorted(live - self._seen_nodes)
         if not new:
             return
-        found = query_partitions(grid._grid, new, job, num_clients, self.handshake_timeout, strict=not job)
+        found = query_partitions(grid._grid, new, job, num_clients, self.handshake_timeout, not job, self._poll)
         self._seen_nodes |= set(new)
         for k, node in found.items():
             old = self.nodes.get(k)

@@ -47,6 +47,23 @@ def reply_partition(msg: Message) -> Optional[int]:
     return int(rec["partition-id"]) if rec is not None and "partition-id" in rec else None
 
 
+def send_and_receive(grid: Grid, messages: Iterable[Message], timeout: Optional[float], poll: float) -> list[Message]:
+    """Flower's ``Grid.send_and_receive`` with our poll interval: push ``messages``, then pull replies every ``poll``
+    seconds until all have come or ``timeout`` passes (``None``: no bound).  The deployment grid's own loop sleeps
+    3 s between polls, a floor on every round that this removes."""
+    pending = set(grid.push_messages(messages))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending:
+        got = list(grid.pull_messages(pending))
+        replies += got
+        pending -= {m.metadata.reply_to_message_id for m in got}
+        if not pending or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(poll)
+    return replies
+
+
 def wrapped_strategy(strategy: FlowerStrategy) -> FlowerStrategy:
     """The strategy a Flower differential-privacy wrapper aggregates with (the strategy itself otherwise)."""
     while isinstance(strategy, _WRAPPERS):
@@ -61,11 +78,13 @@ class PartitionGrid:
 
     Between :meth:`begin_wait` and :meth:`end_wait` a call to ``get_node_ids`` past the deadline raises
     :class:`~hf_trust.errors.FederationTimeout` naming the partitions whose SuperNodes are gone: Flower's
-    strategies otherwise wait without end for ``min_available_nodes``."""
+    strategies otherwise wait without end for ``min_available_nodes``.  ``send_and_receive`` polls for replies
+    every ``poll`` seconds (:func:`send_and_receive`)."""
 
-    def __init__(self, grid: Grid, partition_nodes: dict[int, int]):
+    def __init__(self, grid: Grid, partition_nodes: dict[int, int], poll: float = 0.1):
         self._grid = grid
         self.partition_nodes = dict(partition_nodes)
+        self.poll = poll
         self._deadline: Optional[float] = None
         self._timeout = 0.0
 
@@ -89,6 +108,9 @@ class PartitionGrid:
                 f"{len(live)} connected, the SuperNodes of partitions {missing} are gone."
             )
         return [self.partition_nodes[k] for k in sorted(self.partition_nodes) if self.partition_nodes[k] in live]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: Optional[float] = None) -> list[Message]:
+        return send_and_receive(self._grid, messages, timeout, self.poll)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
