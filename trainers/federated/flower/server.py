@@ -155,9 +155,9 @@ class FlowerFederation:
             whose SuperNodes are gone), the run goes on and ends with :class:`~hf_trust.errors.FederationTimeout`.
         The run config may set ``num-server-rounds``, ``output-dir``, ``resume-from``, ``handshake-timeout``,
         ``round-timeout``, ``node-timeout`` and ``pull-interval``.
-        pull_interval: seconds between the ServerApp's polls for replies (Flower's grids sleep 0.1 s in the
-            Simulation Engine and 3 s in a deployment between polls, a floor on every round); at least 0.1 s on a
-            deployment's grid, where each poll is a request to the SuperLink.  ``None`` keeps Flower's intervals.
+        pull_interval: seconds between the ServerApp's polls for replies in the Simulation Engine (Flower's
+            0.1 s is a floor on every round; ``None`` keeps it).  A deployment polls every 3 s (Flower's) unless its
+            run config sets ``pull-interval`` (at least 0.1 s).
         reject_nonfinite: leave a reply with NaN/inf arrays out of the aggregate and record it as a failed client
             (``NonFiniteUpdate``), as ``FederatedTrainer`` does; ``False`` hands it to the strategy.
         verbose: show Flower's and Ray's logs.
@@ -210,6 +210,7 @@ class FlowerFederation:
         self.nodes: dict[int, int] = {}
         self._seen_nodes: set[int] = set()
         self._poll = DEPLOYMENT_MIN_POLL
+        self._deployment_poll: Optional[float] = None
         #: seconds a round waits for the SuperNodes a Flower strategy needs (``node-timeout`` in the run config);
         #: past it the round is recorded as failed, naming the partitions whose SuperNodes are gone
         self.node_timeout: Optional[float] = node_timeout
@@ -345,8 +346,7 @@ class FlowerFederation:
         self.handshake_timeout = float(run_cfg.get("handshake-timeout", self.handshake_timeout))
         self.round_timeout = float(run_cfg.get("round-timeout", self.round_timeout or 0)) or None
         self.node_timeout = float(run_cfg.get("node-timeout", self.node_timeout or 0)) or None
-        if "pull-interval" in run_cfg:
-            self.pull_interval = float(run_cfg["pull-interval"])
+        self._deployment_poll = float(run_cfg["pull-interval"]) if "pull-interval" in run_cfg else None
         self.history, self.round_arrays = [], {}
         self.global_params = {k: v.clone() for k, v in self.initial_params.items()}
         done, arrays = (0, params_to_arrays(self.global_params))
@@ -406,12 +406,15 @@ class FlowerFederation:
         add_exit_handler(save, run_before_force_exit=True)
 
     def poll_interval(self, grid: Grid) -> float:
-        """Seconds between polls for replies on ``grid``: ``pull_interval``, at least :data:`DEPLOYMENT_MIN_POLL` on a
-        deployment's grid (each poll is a request to the SuperLink); ``None`` keeps Flower's own interval."""
-        in_memory = _is_in_memory(grid)
-        if self.pull_interval is None:
-            return float(grid.pull_interval) if in_memory else FLOWER_DEPLOYMENT_POLL
-        return float(self.pull_interval) if in_memory else max(float(self.pull_interval), DEPLOYMENT_MIN_POLL)
+        """Seconds between polls for replies on ``grid``.  The Simulation Engine's grid: ``pull_interval`` (``None``:
+        Flower's 0.1 s).  A deployment's: the run config's ``pull-interval``, at least :data:`DEPLOYMENT_MIN_POLL`
+        (each poll is a request to the SuperLink), else Flower's 3 s.  On ``examples/flower_app`` a 0.1 s poll did
+        not shorten a deployment round: each SuperNode sleeps 3 s after its reply before it pulls the next message
+        (``benchmarks/results/flower.md``)."""
+        if _is_in_memory(grid):
+            return float(grid.pull_interval if self.pull_interval is None else self.pull_interval)
+        poll = getattr(self, "_deployment_poll", None)
+        return FLOWER_DEPLOYMENT_POLL if poll is None else max(poll, DEPLOYMENT_MIN_POLL)
 
     def _refresh_nodes(self, grid: PartitionGrid, job: str, num_clients: Optional[int]) -> None:
         """Handshake with SuperNodes that connected since the last round: one that comes back with the same
