@@ -50,7 +50,8 @@ def query_partitions(
     ]
     replies = send_and_receive(grid, msgs, timeout, poll) if msgs else []
     nodes: dict[int, int] = {}
-    for msg in replies:
+    # replies come in arrival order; node order makes every message below name the same nodes in every run
+    for msg in sorted(replies, key=lambda m: m.metadata.src_node_id):
         node = msg.metadata.src_node_id
         if msg.has_error():
             raise FederationError(f"SuperNode {node} failed the handshake: {msg.error.reason}")
