@@ -133,12 +133,12 @@ def _freeze(python: Path) -> dict[str, str]:
 
 
 #: stacks a user may already have: the newest torch alone, and the floor stack of pyproject.toml's lower bounds
-#: (transformers 4, peft 0.17, datasets 4, huggingface_hub 0.x: the install must not upgrade any of them)
+#: (transformers 4, peft 0.21, datasets 4, huggingface_hub 0.x: the install must not upgrade any of them)
 STACKS = {
     "torch-only": ["six"],
     "floor": [
         "transformers==4.57.6",
-        "peft==0.17.1",
+        "peft==0.21.0",
         "datasets==4.8.5",
         "accelerate==1.14.0",
         "huggingface_hub==0.36.2",
