@@ -46,7 +46,8 @@ lint: setup
 # The suite runs on up to 4 worker processes (pytest-xdist), one thread each: a file's tests stay together
 # (tests/conftest.py groups them), so each module fixture is computed once. PYTEST_WORKERS=0 runs in-process.
 PYTEST_WORKERS ?= $(shell $(PYTHON) -c "import os; f = getattr(os, 'sched_getaffinity', None); print(min(4, len(f(0)) if f else os.cpu_count() or 1))" 2>/dev/null || echo 1)
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+# --durations: a CI log shows where its time goes.
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 test: setup lint has-tests
 	$(PYTEST) -m "not assets"
@@ -61,8 +62,15 @@ has-tests:
 # under two emulated CPU kinds: the vector kernels, hence float rounding, change as on another machine.
 PORTABLE_MARK ?= trains
 PORTABLE_SEL  := $(if $(PORTABLE_MARK),-m "$(PORTABLE_MARK)",)
+# PORTABLE_SKIP_NATIVE=1 (CI, right after `make test`) leaves out the avx2 pass where the native kernels already are
+# that kind (torch dispatches AVX2, the CPU has no AVX-512): it would repeat the native run bit for bit.
 test-portable: setup has-tests
-	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PYTEST) $(PORTABLE_SEL) -p no:cacheprovider
+	@if [ -n "$(PORTABLE_SKIP_NATIVE)" ] && $(PY) -c "import sys, torch; sys.exit(torch.backends.cpu.get_cpu_capability() != 'AVX2' or 'avx512' in open('/proc/cpuinfo').read())" 2>/dev/null; then \
+	  echo "test-portable: native kernels are the avx2 kind (torch: AVX2, no AVX-512); make test was the avx2 pass"; \
+	else \
+	  echo "test-portable: the avx2 kind (ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2)"; \
+	  ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PYTEST) $(PORTABLE_SEL) -p no:cacheprovider; \
+	fi
 	ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 $(PYTEST) $(PORTABLE_SEL) -p no:cacheprovider
 
 # The whole suite on the dependency floors of pyproject.toml (constraints-floor.txt), in its own venv.

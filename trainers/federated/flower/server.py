@@ -55,6 +55,7 @@ from ._records import (
 )
 from .client import ClientRuntime, DataSource, build_client_app
 from .handshake import query_partitions, wait_for_nodes
+from .parent_watch import watch_parent
 from .strategy import (
     PartitionGrid,
     as_flower_strategy,
@@ -356,6 +357,8 @@ class FlowerFederation:
         self._last_round = (list(self.history), arrays)
         if out_dir and not _is_in_memory(grid):
             self._save_when_flower_exits(Path(out_dir))
+        # a lost SuperExec must end this process even while its main thread waits on Flower's push workers
+        watch = None if _is_in_memory(grid) else watch_parent()
         try:
             t0 = time.perf_counter()
             self.nodes = self.handshake(grid, job, num_clients)
@@ -383,6 +386,8 @@ class FlowerFederation:
                     f"last global parameters are saved. Restart the SuperNodes and resume with resume-from."
                 )
         finally:  # a failed run still leaves its history and last global parameters
+            if watch is not None:
+                watch.set()
             self.global_params = arrays_to_params(arrays, self.initial_params)
             load_params(self.client_trainer.model, self.global_params)
             if out_dir:
