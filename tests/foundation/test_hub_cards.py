@@ -100,8 +100,14 @@ class _Recorder(BaseHTTPRequestHandler):
 def hub_server(monkeypatch):
     # The suite runs offline; this fixture's endpoint is a server on loopback, so allow HTTP to it.
     import huggingface_hub.constants
+    import huggingface_hub.utils
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # huggingface_hub < 1 caches one requests session per thread and mounts its offline adapter when the session is
+    # built: a session an earlier test built offline would refuse the loopback Hub, and one built here must not
+    # outlive the fixture.
+    reset_sessions = getattr(huggingface_hub.utils, "reset_sessions", lambda: None)
+    reset_sessions()
     _Recorder.calls = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -111,6 +117,7 @@ def hub_server(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
     yield f"http://127.0.0.1:{server.server_port}", _Recorder.calls
     server.shutdown()
+    reset_sessions()
 
 
 def test_push_adapter_creates_repo_and_uploads_card_and_weights(hub_server, tmp_path):
