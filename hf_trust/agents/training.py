@@ -145,6 +145,8 @@ class PrivacyAgentConfig(SFTConfig):  # type: ignore[misc,valid-type]
     Args (beyond ``SFTConfig``):
         lora_r / lora_alpha / lora_dropout: the LoRA adapter.
         lora_target_modules: projection names to adapt (Llama/Qwen naming by default).
+
+    ``bf16`` defaults to ``False`` on every trl version (pass ``bf16=True`` for mixed precision).
     """
 
     output_dir: Optional[str] = None
@@ -160,6 +162,9 @@ class PrivacyAgentConfig(SFTConfig):  # type: ignore[misc,valid-type]
     # Recomputing activations saves memory the 135M rewriter does not need and costs a third more time on CPU.
     gradient_checkpointing: bool = False
     warmup_steps: float = 0
+    # Full precision unless asked: trl < 1 turns an unset bf16 into True, even on CPU, and accelerate keeps that
+    # mixed precision for every later Trainer of the process (its state is process-wide).
+    bf16: Optional[bool] = False
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0

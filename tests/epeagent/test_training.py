@@ -153,3 +153,13 @@ def test_config_refuses_full_sequence_loss_and_bad_rank(tmp_path):
         PrivacyAgentConfig(output_dir=str(tmp_path), lora_r=0)
     with pytest.raises(HFTrustConfigError, match="rewrite_backend"):
         PrivacyEnhancingAgent(PrivacyPolicy({"a": [1]}), redact_after_rewrite=False)
+
+
+def test_the_rewriter_trains_in_full_precision_on_every_trl_version(tmp_path):
+    """trl < 1 turns an unset ``bf16`` into True, even on CPU, and accelerate keeps that for every later Trainer of
+    the process (a LoRA export test elsewhere then differed by 2e-3 under bf16 autocast)."""
+    tok = _tokenizer()
+    rows = rewrite_examples("financial", generate_profiles("financial", 2, seed=0), n_per_profile=1, seed=0)
+    args = PrivacyAgentConfig(output_dir=str(tmp_path), max_steps=1, max_length=None, use_cpu=True)
+    trainer = build_trainer(_tiny_llama(len(tok)), tok, rows, args)
+    assert args.bf16 is False and trainer.accelerator.mixed_precision == "no"
