@@ -7,6 +7,8 @@ thread blocked the way ``Grid.push_messages`` blocks when the SuperLink dies (pu
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -95,9 +97,6 @@ def test_a_lost_parent_interrupts_a_main_thread_blocked_on_a_lock(tmp_path):
 def test_without_the_watch_flowers_own_monitor_leaves_the_process_running(tmp_path):
     """The limitation the watch exists for: the SIGINT raised from a side thread never reaches a blocked main
     thread."""
-    import os
-    import signal
-
     pid, out = _orphaned_serverapp(tmp_path, "no-watch")
     try:
         time.sleep(5)
@@ -107,8 +106,6 @@ def test_without_the_watch_flowers_own_monitor_leaves_the_process_running(tmp_pa
 
 
 def test_a_zombie_parent_is_lost_though_kill_0_finds_it(tmp_path):
-    import os
-
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         end = time.monotonic() + 30

@@ -29,14 +29,16 @@ GRACE_S = 1.0
 def parent_pid_from_argv(argv: Sequence[str]) -> Optional[int]:
     """The ``--parent-pid`` that Flower's SuperExec passes to ``flwr-serverapp`` (``None`` when absent)."""
     for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--parent-pid=") else None
-        if arg == "--parent-pid" and i + 1 < len(argv):
+        if arg.startswith("--parent-pid="):
+            value = arg.partition("=")[2]
+        elif arg == "--parent-pid" and i + 1 < len(argv):
             value = argv[i + 1]
-        if value is not None:
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        else:
+            continue
+        try:
+            return int(value)
+        except ValueError:
+            return None
     return None
 
 

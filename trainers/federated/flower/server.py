@@ -355,10 +355,12 @@ class FlowerFederation:
             done, arrays = self._resume(str(resume_from))
         self._poll = self.poll_interval(grid)
         self._last_round = (list(self.history), arrays)
-        if out_dir and not _is_in_memory(grid):
-            self._save_when_flower_exits(Path(out_dir))
-        # a lost SuperExec must end this process even while its main thread waits on Flower's push workers
-        watch = None if _is_in_memory(grid) else watch_parent()
+        watch = None
+        if not _is_in_memory(grid):
+            if out_dir:
+                self._save_when_flower_exits(Path(out_dir))
+            # a lost SuperExec must end this process even while its main thread waits on Flower's push workers
+            watch = watch_parent()
         try:
             t0 = time.perf_counter()
             self.nodes = self.handshake(grid, job, num_clients)
