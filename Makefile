@@ -85,8 +85,8 @@ $(FLOOR_VENV)/.hf-trust-installed: pyproject.toml constraints-floor.txt requirem
 	touch $@
 
 test-floor: $(FLOOR_VENV)/.hf-trust-installed has-tests
-	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not assets"
-	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m assets || [ $$? -eq 5 ]
+	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 -m "not assets"
+	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 -m assets || [ $$? -eq 5 ]
 
 test-fast: setup
 	$(PYTEST) -m "not assets and not slow"

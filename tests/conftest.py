@@ -65,22 +65,15 @@ def pytest_make_collect_report(collector):
     _fail_missing_import(outcome.get_result())
 
 
-_ROOT = Path(__file__).resolve().parents[1]
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test``'s ``--dist loadgroup``: one worker per module, the Flower simulation modules together, the
+    longest first (tests/scheduling.py says why xdist's own loadgroup cannot do that under pytest 9.2)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.scheduling import make_scheduler
 
-
-def pytest_collection_modifyitems(config, items):
-    """Groups for parallel runs (``pytest -n N --dist loadgroup``, as ``make test`` runs the suite).
-
-    A file's tests stay on one worker, so its module fixtures (multi-seed training runs) are computed once; all
-    Flower tests share one worker, whose session fixture starts the Simulation Engine (Ray) once.
-    """
-    for item in items:
-        try:
-            rel = Path(str(item.fspath)).resolve().relative_to(_ROOT)
-        except ValueError:
-            continue
-        group = "tests/flower" if rel.parts[:2] == ("tests", "flower") else rel.as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))
+    return make_scheduler(config, log)
 
 
 @pytest.fixture(autouse=True)
