@@ -22,16 +22,21 @@ FLOWER_SIMULATION_MODULES = frozenset(
 )
 #: Modules of minute-long tests that share no fixture: each test is a unit, so both workers can take a share.
 PER_TEST_MODULES = frozenset({"tests/flower/test_flower_deployment_faults.py"})
-#: Modules (or units) from the longest to the shorter, as measured in a ``make test`` on 2 cores (the durations
-#: ``make test`` prints). Only the order matters; a unit not named here follows them, in xdist's order.
+#: Units from the longest to the shorter, as measured in a ``make test-floor`` on 2 idle cores (its durations, summed
+#: per unit: 230 s for the install tests down to 40 s). Only the order matters: the longest start first, so no long
+#: unit starts last while the other worker idles; a unit not named here follows them, in xdist's order.
 LONGEST_FIRST = (
-    "tests/flower/test_flower_deployment_faults.py",
     "tests/test_install.py",
-    FLOWER_SIMULATION_UNIT,
-    "tests/federated/test_federated_core.py",
     "tests/acgkd/test_acgkd_distill.py",
     "tests/bye/test_backdoor.py",
+    "tests/federated/test_federated_core.py",
+    FLOWER_SIMULATION_UNIT,
+    "tests/flower/test_flower_deployment_faults.py",
     "tests/flower/test_flower_run_cli.py",
+    "tests/test_readme.py",
+    "tests/ggeur/test_ggeur_trainer.py",
+    "tests/fpl/test_fpl.py",
+    "tests/foundation/test_lazy_registration.py",
     "tests/bye/test_defence.py",
 )
 

@@ -32,10 +32,13 @@ def test_units_are_modules_the_flower_simulation_modules_and_single_long_tests()
 
 def test_longest_first_moves_the_named_units_ahead_and_keeps_the_rest_in_order():
     faults = next(iter(PER_TEST_MODULES))
-    queue = ["tests/z.py", "tests/test_install.py", "tests/a.py", f"{faults}::test_b", f"{faults}::test_a"]
+    named = [f"{faults}::test_b" if u == faults else u for u in LONGEST_FIRST]
+    queue = ["tests/z.py", *reversed(named), "tests/a.py", f"{faults}::test_a"]
     ordered = longest_first(queue)
-    assert ordered == [f"{faults}::test_b", f"{faults}::test_a", "tests/test_install.py", "tests/z.py", "tests/a.py"]
-    assert LONGEST_FIRST.index(faults) < LONGEST_FIRST.index("tests/test_install.py")
+    # the per-test units of one module keep their queue order, at that module's place
+    expected = [*named[: named.index(f"{faults}::test_b")], f"{faults}::test_b", f"{faults}::test_a"]
+    expected += named[named.index(f"{faults}::test_b") + 1 :]
+    assert ordered == [*expected, "tests/z.py", "tests/a.py"]
 
 
 def test_the_flower_simulation_unit_is_exactly_the_modules_that_use_the_session_fixture():
