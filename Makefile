@@ -47,7 +47,8 @@ lint: setup
 # (tests/conftest.py groups them), so each module fixture is computed once. PYTEST_WORKERS=0 runs in-process.
 PYTEST_WORKERS ?= $(shell $(PYTHON) -c "import os; f = getattr(os, 'sched_getaffinity', None); print(min(4, len(f(0)) if f else os.cpu_count() or 1))" 2>/dev/null || echo 1)
 # --durations: a CI log shows where its time goes.
-PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
+PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test: setup lint has-tests
 	$(PYTEST) -m "not assets"
@@ -85,8 +86,8 @@ $(FLOOR_VENV)/.hf-trust-installed: pyproject.toml constraints-floor.txt requirem
 	touch $@
 
 test-floor: $(FLOOR_VENV)/.hf-trust-installed has-tests
-	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 -m "not assets"
-	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 -m assets || [ $$? -eq 5 ]
+	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest $(PYTEST_ARGS) -m "not assets"
+	OMP_NUM_THREADS=1 $(FLOOR_PY) -m pytest $(PYTEST_ARGS) -m assets || [ $$? -eq 5 ]
 
 test-fast: setup
 	$(PYTEST) -m "not assets and not slow"

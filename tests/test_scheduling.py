@@ -56,20 +56,10 @@ def test_the_flower_simulation_unit_is_exactly_the_modules_that_use_the_session_
 
 
 def test_two_workers_keep_each_module_on_one_worker(tmp_path):
-    """A real ``pytest -n 2 --dist loadgroup`` with our hook: the tests of one module all report one worker (under
+    """A real ``pytest -n 2 --dist loadgroup`` with the hook of tests/conftest.py: the tests of one module all report one worker (under
     pytest-xdist's own loadgroup on pytest 9.2 they were spread over both)."""
-    (tmp_path / "conftest.py").write_text(
-        textwrap.dedent(
-            """
-            import pytest
-
-            @pytest.hookimpl(tryfirst=True, optionalhook=True)
-            def pytest_xdist_make_scheduler(config, log):
-                from tests.scheduling import make_scheduler
-                return make_scheduler(config, log)
-            """
-        )
-    )
+    # the suite's own hook, not a copy of it
+    (tmp_path / "conftest.py").write_text("from tests.conftest import pytest_xdist_make_scheduler  # noqa: F401\n")
     body = textwrap.dedent(
         """
         import os, pytest
